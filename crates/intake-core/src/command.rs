@@ -1,0 +1,46 @@
+//! What goes through Raft: the application data of a log entry and its reply.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Complaint, TicketId, UnixMillis};
+
+/// The application payload of one Raft entry. One entry may carry several
+/// complaints, so concurrent submissions share one replication round and one
+/// fsync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create tickets. `accepted_at` is stamped once by the proposing leader so
+    /// that every replica stores the same value.
+    Submit { accepted_at: UnixMillis, complaints: Vec<Complaint> },
+}
+
+/// The outcome of one complaint of a `Submit` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubmitOutcome {
+    /// A new ticket was created.
+    Created { id: TicketId, accepted_at: UnixMillis },
+    /// The key was seen before with the same content: the original ticket.
+    Existing { id: TicketId, accepted_at: UnixMillis },
+    /// The key was seen before with different content: rejected.
+    Conflict { id: TicketId },
+}
+
+/// What applying a command returns to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CommandResponse {
+    /// Entries without application data (blank, membership) reply with this.
+    #[default]
+    Empty,
+    Submitted(Vec<SubmitOutcome>),
+}
+
+/// Openraft logs entries with `Display`; complaint text stays out of logs.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Submit { accepted_at, complaints } => {
+                write!(f, "Submit({} complaints, accepted_at={accepted_at})", complaints.len())
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Intake's domain model, free of I/O and async: what a complaint and a ticket
+//! are, how ticket ids read aloud, which districts exist, what is valid, and the
+//! commands the Raft state machine applies. Every other crate builds on these.
+
+pub mod command;
+pub mod complaint;
+pub mod district;
+pub mod routing;
+pub mod ticket_id;
+pub mod validate;
+
+pub use command::{Command, CommandResponse, SubmitOutcome};
+pub use complaint::{Complaint, Location, Ticket, TicketStatus};
+pub use district::{District, DistrictError, DistrictTable};
+pub use routing::{SLOT_COUNT, slot_of};
+pub use ticket_id::{TicketId, TicketIdError};
+pub use validate::{FieldViolation, Limits, validate_complaint};
+
+/// Milliseconds since the Unix epoch. Clocks only stamp tickets; nothing
+/// depends on them being synchronised.
+pub type UnixMillis = i64;

@@ -1,0 +1,24 @@
+//! Generated code for Intake's protobuf packages.
+//!
+//! `intake.v1` is the public API; `intake_internal.raft.v1` is the node-to-node
+//! Raft transport and is not a stable interface.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+pub mod intake {
+    pub mod v1 {
+        tonic::include_proto!("intake.v1");
+
+        /// Encoded `FileDescriptorSet` of the public API, for gRPC server reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("intake_v1_descriptor");
+    }
+}
+
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("intake_internal.raft.v1");
+    }
+}
+
+pub use intake::v1 as pb;
+pub use prost_types::Timestamp;
