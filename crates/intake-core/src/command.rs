@@ -11,7 +11,10 @@ use crate::{Complaint, TicketId, UnixMillis};
 pub enum Command {
     /// Create tickets. `accepted_at` is stamped once by the proposing leader so
     /// that every replica stores the same value.
-    Submit { accepted_at: UnixMillis, complaints: Vec<Complaint> },
+    Submit {
+        accepted_at: UnixMillis,
+        complaints: Vec<Complaint>,
+    },
 }
 
 /// The outcome of one complaint of a `Submit` command.
@@ -38,8 +41,15 @@ pub enum CommandResponse {
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Submit { accepted_at, complaints } => {
-                write!(f, "Submit({} complaints, accepted_at={accepted_at})", complaints.len())
+            Command::Submit {
+                accepted_at,
+                complaints,
+            } => {
+                write!(
+                    f,
+                    "Submit({} complaints, accepted_at={accepted_at})",
+                    complaints.len()
+                )
             }
         }
     }

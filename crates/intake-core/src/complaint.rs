@@ -12,8 +12,8 @@ pub struct Location {
     pub address: String,
 }
 
-/// One citizen complaint. Equality is exact: a retry must carry the same
-/// content as the first submission under the same idempotency key.
+/// One citizen complaint. A retry must carry the same content as the first
+/// submission under the same idempotency key (see [`Complaint::same_content`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Complaint {
     pub idempotency_key: String,
@@ -28,6 +28,20 @@ pub struct Complaint {
 }
 
 impl Complaint {
+    /// Whether `other` is a retry of this complaint. Everything the citizen
+    /// said must match; `reported_at` may differ, because a retry is often
+    /// stamped anew by whatever re-sent it (a restarted adapter, the CLI).
+    pub fn same_content(&self, other: &Complaint) -> bool {
+        self.idempotency_key == other.idempotency_key
+            && self.channel == other.channel
+            && self.district == other.district
+            && self.category == other.category
+            && self.text == other.text
+            && self.location == other.location
+            && self.contact == other.contact
+            && self.attachments == other.attachments
+    }
+
     /// An upper bound on the complaint's encoded size, used to keep Raft
     /// entries small (sled writes large pages to unsynced blob files).
     pub fn approx_bytes(&self) -> usize {

@@ -35,7 +35,9 @@ impl DistrictTable {
     /// Beijing's 16 districts.
     pub fn beijing() -> Self {
         // The embedded table is checked by a unit test, so this cannot fail.
-        Self::from_csv(BEIJING_CSV).unwrap_or_else(|_| Self { districts: BTreeMap::new() })
+        Self::from_csv(BEIJING_CSV).unwrap_or_else(|_| Self {
+            districts: BTreeMap::new(),
+        })
     }
 
     /// Parses `code,name_zh,name_en,population` with a header line.
@@ -114,7 +116,10 @@ mod tests {
     #[test]
     fn bad_lines_are_named() {
         let e = DistrictTable::from_csv("code,a,b,c\n1,x,y,2\n2,x,y\n").unwrap_err();
-        assert_eq!(e.to_string(), "district table line 3: expected 4 columns (code,name_zh,name_en,population), found 3");
+        assert_eq!(
+            e.to_string(),
+            "district table line 3: expected 4 columns (code,name_zh,name_en,population), found 3"
+        );
         let e = DistrictTable::from_csv("1,x,y,many\n").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
         assert!(DistrictTable::from_csv("1,x,y,2\n1,x,y,3").is_err());

@@ -38,7 +38,11 @@ pub enum TicketIdError {
 
 impl TicketId {
     pub fn new(shard: u32, log_index: u64, item: u8) -> Self {
-        Self { shard, log_index, item }
+        Self {
+            shard,
+            log_index,
+            item,
+        }
     }
 
     fn number(&self) -> u128 {
@@ -127,7 +131,11 @@ impl FromStr for TicketId {
         }
         let shard = u32::try_from(shard).map_err(|_| TicketIdError::Range)?;
         let log_index = u64::try_from(number >> 8).map_err(|_| TicketIdError::Range)?;
-        Ok(TicketId { shard, log_index, item: (number & 0xff) as u8 })
+        Ok(TicketId {
+            shard,
+            log_index,
+            item: (number & 0xff) as u8,
+        })
     }
 }
 
@@ -137,7 +145,13 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for (shard, idx, item) in [(0, 0, 0), (0, 1, 0), (3, 12345, 7), (7, u64::MAX >> 1, 255), (1000, 1, 1)] {
+        for (shard, idx, item) in [
+            (0, 0, 0),
+            (0, 1, 0),
+            (3, 12345, 7),
+            (7, u64::MAX >> 1, 255),
+            (1000, 1, 1),
+        ] {
             let id = TicketId::new(shard, idx, item);
             let text = id.to_string();
             assert_eq!(text.parse::<TicketId>(), Ok(id), "{text}");
@@ -181,7 +195,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "-", "3", "3-", "3-A", "x-12", "3-12!4", "99999999-12", "3-ZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"] {
+        for bad in [
+            "",
+            "-",
+            "3",
+            "3-",
+            "3-A",
+            "x-12",
+            "3-12!4",
+            "99999999-12",
+            "3-ZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        ] {
             assert!(bad.parse::<TicketId>().is_err(), "{bad:?}");
         }
     }

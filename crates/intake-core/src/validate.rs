@@ -52,7 +52,10 @@ fn check_len(v: &mut Vec<FieldViolation>, field: &str, value: &str, max: usize) 
 
 fn check_required(v: &mut Vec<FieldViolation>, field: &str, value: &str) {
     if value.trim().is_empty() {
-        v.push(FieldViolation { field: field.to_string(), description: "must not be empty".to_string() });
+        v.push(FieldViolation {
+            field: field.to_string(),
+            description: "must not be empty".to_string(),
+        });
     }
 }
 
@@ -74,7 +77,12 @@ pub fn validate_complaint(
     let mut v = Vec::new();
 
     check_required(&mut v, "idempotency_key", &c.idempotency_key);
-    check_len(&mut v, "idempotency_key", &c.idempotency_key, limits.max_key_bytes);
+    check_len(
+        &mut v,
+        "idempotency_key",
+        &c.idempotency_key,
+        limits.max_key_bytes,
+    );
     check_token(&mut v, "idempotency_key", &c.idempotency_key);
 
     check_required(&mut v, "channel", &c.channel);
@@ -119,7 +127,11 @@ pub fn validate_complaint(
     if c.attachments.len() > limits.max_attachments {
         v.push(FieldViolation {
             field: "attachment_urls".to_string(),
-            description: format!("has {} URLs, more than the limit of {}", c.attachments.len(), limits.max_attachments),
+            description: format!(
+                "has {} URLs, more than the limit of {}",
+                c.attachments.len(),
+                limits.max_attachments
+            ),
         });
     }
     for (i, url) in c.attachments.iter().enumerate() {
@@ -128,7 +140,10 @@ pub fn validate_complaint(
         let lower = url.to_ascii_lowercase();
         let scheme_ok = lower.starts_with("https://") || lower.starts_with("http://");
         if !scheme_ok || url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            v.push(FieldViolation { field, description: "must be an http or https URL".to_string() });
+            v.push(FieldViolation {
+                field,
+                description: "must be an http or https URL".to_string(),
+            });
         }
     }
 
@@ -136,7 +151,10 @@ pub fn validate_complaint(
     if size > limits.max_complaint_bytes {
         v.push(FieldViolation {
             field: "complaint".to_string(),
-            description: format!("is about {size} bytes, more than the limit of {}", limits.max_complaint_bytes),
+            description: format!(
+                "is about {size} bytes, more than the limit of {}",
+                limits.max_complaint_bytes
+            ),
         });
     }
 
@@ -155,7 +173,11 @@ mod tests {
             district: "110105".into(),
             category: "noise".into(),
             text: "Loud construction at night".into(),
-            location: Some(Location { lat: 39.92, lon: 116.44, address: "Chaoyang Rd 1".into() }),
+            location: Some(Location {
+                lat: 39.92,
+                lon: 116.44,
+                address: "Chaoyang Rd 1".into(),
+            }),
             contact: String::new(),
             reported_at: Some(1_700_000_000_000),
             attachments: vec!["https://example.org/a.jpg".into()],
@@ -176,21 +198,43 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Complaint)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Complaint)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("idempotency_key", Box::new(|c| c.idempotency_key.clear())),
-            ("idempotency_key", Box::new(|c| c.idempotency_key = "x".repeat(200))),
+            (
+                "idempotency_key",
+                Box::new(|c| c.idempotency_key = "x".repeat(200)),
+            ),
             ("channel", Box::new(|c| c.channel = " ".into())),
             ("category", Box::new(|c| c.category.clear())),
             ("district_code", Box::new(|c| c.district = "999999".into())),
             ("district_code", Box::new(|c| c.district.clear())),
             ("text", Box::new(|c| c.text.clear())),
             ("text", Box::new(|c| c.text = "a".repeat(9000))),
-            ("location.lat", Box::new(|c| c.location.as_mut().unwrap().lat = 91.0)),
-            ("location.lat", Box::new(|c| c.location.as_mut().unwrap().lat = f64::NAN)),
-            ("location.lon", Box::new(|c| c.location.as_mut().unwrap().lon = -181.0)),
-            ("attachment_urls[0]", Box::new(|c| c.attachments[0] = "ftp://x".into())),
-            ("attachment_urls", Box::new(|c| c.attachments = vec!["https://a".into(); 11])),
-            ("complaint", Box::new(|c| c.attachments = vec!["https://".to_string() + &"a".repeat(2000); 9])),
+            (
+                "location.lat",
+                Box::new(|c| c.location.as_mut().unwrap().lat = 91.0),
+            ),
+            (
+                "location.lat",
+                Box::new(|c| c.location.as_mut().unwrap().lat = f64::NAN),
+            ),
+            (
+                "location.lon",
+                Box::new(|c| c.location.as_mut().unwrap().lon = -181.0),
+            ),
+            (
+                "attachment_urls[0]",
+                Box::new(|c| c.attachments[0] = "ftp://x".into()),
+            ),
+            (
+                "attachment_urls",
+                Box::new(|c| c.attachments = vec!["https://a".into(); 11]),
+            ),
+            (
+                "complaint",
+                Box::new(|c| c.attachments = vec!["https://".to_string() + &"a".repeat(2000); 9]),
+            ),
         ];
         for (field, mutate) in cases {
             let mut c = good();

@@ -1,0 +1,51 @@
+//! Durable storage for every Raft group of one node, in one sled `Db`.
+//!
+//! * [`NodeStorage`] opens the node's database and hands out per-shard stores.
+//! * [`LogStore`] is openraft's log storage: entries, vote, committed id.
+//! * [`StateMachine`] holds tickets and the idempotency index of one shard.
+//! * [`Flusher`] is the group commit: one sled flush plus one `fdatasync` of
+//!   sled's data file serves every append waiting at that moment, across shards.
+//!
+//! sled's own `flush` ends in `sync_file_range` on Linux, which is not durable
+//! across power loss, so no IO is reported complete before our own `fdatasync`.
+
+mod flusher;
+mod keys;
+mod log_store;
+mod node_storage;
+mod snapshot;
+mod state_machine;
+
+pub use flusher::{FlushStats, Flusher};
+pub use log_store::{LogStore, MAX_ENTRY_BYTES};
+pub use node_storage::{NodeStorage, SEGMENT_SIZE_BYTES, StorageConfig, StorageError};
+pub use snapshot::{MAX_SNAPSHOT_BYTES, SnapshotWriter};
+pub use state_machine::StateMachine;
+
+use intake_core::{Command, CommandResponse};
+
+/// A shard id, which is also its Raft group id.
+pub type ShardId = u32;
+
+/// A node id in the cluster.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Intake's Raft types: complaints in, ticket outcomes out.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = openraft::impls::BasicNode,
+);
+
+/// Snapshot bodies are files on disk, so snapshots of large shards neither
+/// live in memory nor travel in one message. Each holder opens its own handle
+/// positioned at the start.
+pub type SnapshotData = tokio::fs::File;
+
+/// The Raft handle of one shard on this node.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! One sled database per node, shared by every shard's log and state machine.
+//!
+//! sled allows one open instance per directory and process, and a single
+//! instance lets the appends of all shards share one flush (see [`Flusher`]).
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ShardId;
+use crate::flusher::Flusher;
+use crate::keys;
+use crate::log_store::LogStore;
+use crate::snapshot::{self, SnapshotWriter};
+use crate::state_machine::StateMachine;
+
+/// sled's log segment size. Any page larger than a quarter of it goes to its
+/// own file under `blobs/` that sled never fsyncs. A page is a whole leaf
+/// node (up to ~17 key/value pairs before sled splits it), not one value, so
+/// the default 512 KiB would put two maximal Raft entries in one leaf over the
+/// limit. 8 MiB segments give a 2 MiB threshold, which covers a full leaf of
+/// [`crate::MAX_ENTRY_BYTES`] entries. sled refuses to reopen a database with
+/// a different segment size, so this is part of the on-disk format.
+pub const SEGMENT_SIZE_BYTES: usize = 8 << 20;
+
+/// Where and how the node's database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    pub dir: PathBuf,
+    /// sled's page cache size; sled's default (1 GiB) is too much to leave implicit.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("intake-data"),
+            cache_capacity_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage io: {0}")]
+    Io(#[from] io::Error),
+    #[error("stored {what} does not decode: {source}")]
+    Decode {
+        what: &'static str,
+        source: postcard::Error,
+    },
+    #[error("value does not encode: {source}")]
+    Encode { source: postcard::Error },
+    #[error("NodeStorage::open must be called inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// openraft's storage traits speak `io::Error`.
+impl From<StorageError> for io::Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Io(e) => e,
+            StorageError::Decode { .. } | StorageError::Encode { .. } => {
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+            }
+            other => io::Error::other(other.to_string()),
+        }
+    }
+}
+
+struct Inner {
+    db: sled::Db,
+    dir: PathBuf,
+    flusher: Flusher,
+    node_tree: sled::Tree,
+    /// Makes snapshot file names unique; seeded from the clock so that names
+    /// do not repeat across restarts.
+    snapshot_seq: AtomicU64,
+}
+
+/// The node's storage. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeStorage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NodeStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeStorage")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+impl NodeStorage {
+    /// Opens (or creates) the database and starts the flush task, so it must
+    /// be called inside a tokio runtime. Blocks briefly on disk IO.
+    pub fn open(cfg: StorageConfig) -> Result<NodeStorage, StorageError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StorageError::NoRuntime);
+        }
+        std::fs::create_dir_all(&cfg.dir)?;
+        let db = sled::Config::new()
+            .path(&cfg.dir)
+            .cache_capacity(cfg.cache_capacity_bytes)
+            .segment_size(SEGMENT_SIZE_BYTES)
+            .open()?;
+        // The directory entries of sled's new files are only durable once the
+        // directory itself is synced.
+        snapshot::create_dir_synced(&cfg.dir.join(snapshot::SNAPSHOT_DIR))?;
+        snapshot::reset_incoming(&cfg.dir)?;
+        snapshot::sync_dir(&cfg.dir)?;
+        // sled keeps its log in `<dir>/db` (sled 0.34.7 config.rs `db_path`).
+        let data_file = File::open(cfg.dir.join("db"))?;
+        let node_tree = db.open_tree(keys::NODE_TREE)?;
+        let flusher = Flusher::start(db.clone(), data_file);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(NodeStorage {
+            inner: Arc::new(Inner {
+                db,
+                dir: cfg.dir,
+                flusher,
+                node_tree,
+                snapshot_seq: AtomicU64::new(seed),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The Raft log of one shard.
+    pub fn log_store(&self, shard: ShardId) -> Result<LogStore, StorageError> {
+        let log = self.inner.db.open_tree(keys::log_tree(shard))?;
+        let raft = self.inner.db.open_tree(keys::raft_tree(shard))?;
+        Ok(LogStore::new(shard, log, raft, self.inner.flusher.clone()))
+    }
+
+    /// The state machine of one shard. If a crash interrupted a snapshot
+    /// install, reloads the recorded snapshot first (blocking disk IO).
+    pub fn state_machine(&self, shard: ShardId) -> Result<StateMachine, StorageError> {
+        let tree = self.inner.db.open_tree(keys::sm_tree(shard))?;
+        snapshot::create_dir_synced(&self.snapshot_dir(shard))?;
+        let sm = StateMachine::new(shard, tree, self.clone());
+        sm.recover()?;
+        Ok(sm)
+    }
+
+    /// Bytes sled occupies on disk (it has notable space amplification).
+    pub fn disk_bytes(&self) -> u64 {
+        match self.inner.db.size_on_disk() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read sled size on disk");
+                0
+            }
+        }
+    }
+
+    /// Sets the gauge `intake_storage_disk_bytes`; call it periodically.
+    pub fn report_metrics(&self) {
+        metrics::gauge!("intake_storage_disk_bytes").set(self.disk_bytes() as f64);
+    }
+
+    pub fn flusher(&self) -> &Flusher {
+        &self.inner.flusher
+    }
+
+    /// Node-level metadata (node id, cluster config).
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.inner.node_tree.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Stores node-level metadata durably. Values are bounded like Raft
+    /// entries, to keep sled pages out of its unsynced blob files.
+    pub async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        if key.len() + value.len() > crate::MAX_ENTRY_BYTES {
+            let msg = format!(
+                "node metadata {key:?} is larger than {} bytes",
+                crate::MAX_ENTRY_BYTES
+            );
+            return Err(StorageError::Io(io::Error::new(io::ErrorKind::InvalidInput, msg)));
+        }
+        self.inner.node_tree.insert(key.as_bytes(), value)?;
+        self.inner.flusher.flush(0).await?;
+        Ok(())
+    }
+
+    /// A sink for a snapshot arriving over the network, in chunks.
+    pub fn snapshot_writer(&self, shard: ShardId) -> io::Result<SnapshotWriter> {
+        let seq = self.next_snapshot_seq();
+        let path = self
+            .inner
+            .dir
+            .join(snapshot::INCOMING_DIR)
+            .join(format!("{shard}-{seq}.part"));
+        SnapshotWriter::create(path)
+    }
+
+    /// Flushes everything and stops the flush task; afterwards the directory
+    /// can be opened again once every store handle is dropped.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.flusher.flush(0).await {
+            tracing::error!(error = %e, "final storage flush failed");
+        }
+        self.inner.flusher.shutdown().await;
+    }
+
+    pub(crate) fn snapshot_dir(&self, shard: ShardId) -> PathBuf {
+        self.inner
+            .dir
+            .join(snapshot::SNAPSHOT_DIR)
+            .join(shard.to_string())
+    }
+
+    pub(crate) fn next_snapshot_seq(&self) -> u64 {
+        self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,445 @@
+//! The ticket state machine of one shard: applies committed `Submit` commands,
+//! enforcing idempotency keys, and builds and installs file snapshots.
+//!
+//! Each entry's effects and the applied log id go into one sled batch, so
+//! after a crash the tree is exactly "everything up to the applied id" and
+//! openraft re-applies the rest from the durable log. `apply` therefore does
+//! not flush; snapshots do, before openraft may purge the log they replace.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use intake_core::{Command, CommandResponse, Complaint, SubmitOutcome, Ticket, TicketId, TicketStatus};
+use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{self, SM_SNAPSHOT, SM_STATE};
+use crate::node_storage::{NodeStorage, StorageError};
+use crate::{ShardId, SnapshotData, TypeConfig, snapshot};
+
+type LogId = LogIdOf<TypeConfig>;
+type Entry = EntryOf<TypeConfig>;
+type Membership = StoredMembershipOf<TypeConfig>;
+type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
+type Snapshot = SnapshotOf<TypeConfig, SnapshotData>;
+type AppliedState = (Option<LogId>, Membership);
+
+/// Records loaded per sled batch when installing a snapshot.
+const LOAD_BATCH: usize = 1024;
+
+/// What `m/snapshot` holds: the current snapshot file and its meta.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SnapshotRecord {
+    id: String,
+    meta: SnapshotMeta,
+}
+
+/// One shard's tickets and idempotency index. Cheap to clone.
+#[derive(Clone)]
+pub struct StateMachine {
+    shard: ShardId,
+    pub(crate) tree: sled::Tree,
+    node: NodeStorage,
+    /// Serialises snapshot builds and installs of this shard, so an older
+    /// build can never overwrite the record of a newer install.
+    snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("shard", &self.shard)
+            .finish()
+    }
+}
+
+impl StateMachine {
+    pub(crate) fn new(shard: ShardId, tree: sled::Tree, node: NodeStorage) -> Self {
+        Self {
+            shard,
+            tree,
+            node,
+            snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn get_ticket(&self, id: &TicketId) -> Result<Option<Ticket>, StorageError> {
+        if id.shard != self.shard {
+            return Ok(None);
+        }
+        match self.tree.get(keys::ticket_key(id))? {
+            Some(v) => Ok(Some(keys::decode("ticket", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn lookup_key(&self, idempotency_key: &str) -> Result<Option<TicketId>, StorageError> {
+        match self.tree.get(keys::idem_key(idempotency_key))? {
+            Some(v) => Ok(Some(keys::decode("ticket id", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts tickets by scanning: O(tickets), for tests and admin use.
+    pub fn ticket_count(&self) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for kv in self.tree.scan_prefix([keys::TICKET_PREFIX]) {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Up to `limit` tickets created at or after `from_log_index`, in commit
+    /// order (for the dispatcher).
+    pub fn tickets_from(&self, from_log_index: u64, limit: usize) -> Result<Vec<Ticket>, StorageError> {
+        let start = keys::ticket_key(&TicketId::new(self.shard, from_log_index, 0));
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..).take(limit) {
+            let (k, v) = kv?;
+            if keys::ticket_key_index(&k).is_none() {
+                break;
+            }
+            out.push(keys::decode("ticket", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The index of the last applied entry.
+    pub fn applied(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.read_state()?.0.map(|l| l.index))
+    }
+
+    fn read_state(&self) -> Result<AppliedState, StorageError> {
+        match self.tree.get(SM_STATE)? {
+            Some(v) => keys::decode("applied state", &v),
+            None => Ok((None, Membership::default())),
+        }
+    }
+
+    fn read_snapshot_record(&self) -> Result<Option<SnapshotRecord>, StorageError> {
+        match self.tree.get(SM_SNAPSHOT)? {
+            Some(v) => Ok(Some(keys::decode("snapshot record", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The ticket an idempotency key points to, from this entry or the tree.
+    fn existing(
+        &self,
+        key: &str,
+        this_entry: &HashMap<String, Ticket>,
+    ) -> Result<Option<Ticket>, StorageError> {
+        if let Some(t) = this_entry.get(key) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(id) = self.lookup_key(key)? else {
+            return Ok(None);
+        };
+        match self.get_ticket(&id)? {
+            Some(t) => Ok(Some(t)),
+            None => Err(StorageError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("idempotency key points to missing ticket {id}"),
+            ))),
+        }
+    }
+
+    /// Adds the effects of one `Submit` to `batch` and returns the outcomes.
+    /// Deterministic: every replica computes the same result.
+    fn apply_submit(
+        &self,
+        log_index: u64,
+        accepted_at: i64,
+        complaints: Vec<Complaint>,
+        batch: &mut sled::Batch,
+    ) -> Result<Vec<SubmitOutcome>, StorageError> {
+        let mut created: HashMap<String, Ticket> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(complaints.len());
+        for (i, complaint) in complaints.into_iter().enumerate() {
+            // Ids number items in 8 bits; the proposer never packs more.
+            let Ok(item) = u8::try_from(i) else {
+                tracing::error!(
+                    shard = self.shard,
+                    log_index,
+                    "entry holds more than 256 complaints; rest ignored"
+                );
+                break;
+            };
+            if let Some(t) = self.existing(&complaint.idempotency_key, &created)? {
+                outcomes.push(if t.complaint.same_content(&complaint) {
+                    SubmitOutcome::Existing {
+                        id: t.id,
+                        accepted_at: t.accepted_at,
+                    }
+                } else {
+                    tracing::warn!(
+                        shard = self.shard,
+                        ticket = %t.id,
+                        stored = ?t.complaint,
+                        offered = ?complaint,
+                        "idempotency key reused with different content"
+                    );
+                    SubmitOutcome::Conflict { id: t.id }
+                });
+                continue;
+            }
+            let id = TicketId::new(self.shard, log_index, item);
+            let key = complaint.idempotency_key.clone();
+            let ticket = Ticket {
+                id,
+                complaint,
+                accepted_at,
+                status: TicketStatus::Received,
+                log_index,
+            };
+            batch.insert(&keys::ticket_key(&id), keys::encode(&ticket)?);
+            batch.insert(keys::idem_key(&key), keys::encode(&id)?);
+            created.insert(key, ticket);
+            outcomes.push(SubmitOutcome::Created { id, accepted_at });
+        }
+        Ok(outcomes)
+    }
+
+    /// Applies one entry atomically with the applied state; `membership` is
+    /// the last applied membership, updated by membership entries.
+    pub(crate) fn apply_entry(
+        &self,
+        entry: Entry,
+        membership: &mut Membership,
+    ) -> io::Result<CommandResponse> {
+        let mut batch = sled::Batch::default();
+        let response = match entry.payload {
+            EntryPayload::Blank => CommandResponse::Empty,
+            EntryPayload::Membership(m) => {
+                *membership = Membership::new(Some(entry.log_id), m);
+                CommandResponse::Empty
+            }
+            EntryPayload::Normal(Command::Submit {
+                accepted_at,
+                complaints,
+            }) => CommandResponse::Submitted(self.apply_submit(
+                entry.log_id.index,
+                accepted_at,
+                complaints,
+                &mut batch,
+            )?),
+        };
+        let state: AppliedState = (Some(entry.log_id), membership.clone());
+        batch.insert(SM_STATE, keys::encode(&state)?);
+        self.tree.apply_batch(batch).map_err(io::Error::other)?;
+        Ok(response)
+    }
+
+    /// After a crash between recording a snapshot and loading it, the tree is
+    /// partial or stale: reload it from the recorded file.
+    pub(crate) fn recover(&self) -> Result<(), StorageError> {
+        let record = self.read_snapshot_record()?;
+        let dir = self.node.snapshot_dir(self.shard);
+        if let Some(rec) = &record {
+            let has_state = self.tree.contains_key(SM_STATE)?;
+            let (applied, _) = self.read_state()?;
+            if !has_state || rec.meta.last_log_id > applied {
+                tracing::warn!(shard = self.shard, snapshot = %rec.id, "reloading state machine from snapshot after crash");
+                load_tree(
+                    &self.tree,
+                    File::open(snapshot::snap_path(&dir, &rec.id))?,
+                    &rec.meta,
+                )?;
+            }
+        }
+        snapshot::remove_others(&dir, record.as_ref().map(|r| r.id.as_str()))?;
+        Ok(())
+    }
+
+    fn open_snapshot(&self, rec: SnapshotRecord) -> io::Result<Snapshot> {
+        let path = snapshot::snap_path(&self.node.snapshot_dir(self.shard), &rec.id);
+        let file = File::open(path)?;
+        Ok(Snapshot {
+            meta: rec.meta,
+            snapshot: tokio::fs::File::from_std(file),
+        })
+    }
+
+    fn snapshot_id(&self, last: Option<&LogId>) -> String {
+        let seq = self.node.next_snapshot_seq();
+        match last {
+            Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
+            None => format!("0-0-{seq}"),
+        }
+    }
+}
+
+/// Replaces the tree's data with the snapshot's records, then records the
+/// snapshot's applied state last, so an interruption is detected by
+/// `recover` and redone.
+fn load_tree(tree: &sled::Tree, file: File, meta: &SnapshotMeta) -> Result<(), StorageError> {
+    tree.remove(SM_STATE)?;
+    for prefix in [keys::TICKET_PREFIX, keys::IDEM_PREFIX] {
+        let mut batch = sled::Batch::default();
+        let mut n = 0usize;
+        for k in tree.scan_prefix([prefix]).keys() {
+            batch.remove(k?);
+            n += 1;
+            if n.is_multiple_of(LOAD_BATCH) {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        tree.apply_batch(batch)?;
+    }
+    let mut batch = sled::Batch::default();
+    let mut n = 0usize;
+    snapshot::read_records(file, |k, v| {
+        batch.insert(k, v);
+        n += 1;
+        if n.is_multiple_of(LOAD_BATCH) {
+            tree.apply_batch(std::mem::take(&mut batch))
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    })?;
+    tree.apply_batch(batch)?;
+    let state: AppliedState = (meta.last_log_id, meta.last_membership.clone());
+    tree.insert(SM_STATE, keys::encode(&state)?)?;
+    Ok(())
+}
+
+fn join_error(e: tokio::task::JoinError) -> io::Error {
+    io::Error::other(format!("blocking snapshot task failed: {e}"))
+}
+
+impl StateMachine {
+    /// Install, phase one: keeps a validated copy of the incoming file and
+    /// records it durably, so that from here a crash is repaired by `recover`.
+    pub(crate) async fn stage_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> io::Result<SnapshotRecord> {
+        let id = self.snapshot_id(meta.last_log_id.as_ref());
+        let dir = self.node.snapshot_dir(self.shard);
+        let src = snapshot.into_std().await;
+        let id2 = id.clone();
+        tokio::task::spawn_blocking(move || snapshot::copy_validated(src, &dir, &id2))
+            .await
+            .map_err(join_error)??;
+        let rec = SnapshotRecord {
+            id,
+            meta: meta.clone(),
+        };
+        self.tree
+            .insert(SM_SNAPSHOT, keys::encode(&rec)?)
+            .map_err(io::Error::other)?;
+        self.node.flusher().flush(0).await?;
+        Ok(rec)
+    }
+
+    /// Install, phase two: replaces the tree's data with the recorded file.
+    async fn load_snapshot(&self, rec: SnapshotRecord) -> io::Result<()> {
+        let dir = self.node.snapshot_dir(self.shard);
+        let path = snapshot::snap_path(&dir, &rec.id);
+        let (tree, meta) = (self.tree.clone(), rec.meta.clone());
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            Ok(load_tree(&tree, File::open(path)?, &meta)?)
+        })
+        .await
+        .map_err(join_error)??;
+        self.node.flusher().flush(0).await?;
+        snapshot::remove_others(&dir, Some(&rec.id))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let _guard = self.snapshot_lock.lock().await;
+        // Read once: the snapshot is exactly the state at this applied id.
+        let (applied, membership) = self.read_state()?;
+        let id = self.snapshot_id(applied.as_ref());
+        let dir = self.node.snapshot_dir(self.shard);
+        let (tree, limit, dir2, id2) = (
+            self.tree.clone(),
+            applied.as_ref().map(|l| l.index),
+            dir.clone(),
+            id.clone(),
+        );
+        tokio::task::spawn_blocking(move || snapshot::write_file(&tree, limit, &dir2, &id2))
+            .await
+            .map_err(join_error)??;
+
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+        };
+        let rec = SnapshotRecord { id: id.clone(), meta };
+        self.tree
+            .insert(SM_SNAPSHOT, keys::encode(&rec)?)
+            .map_err(io::Error::other)?;
+        // Durable before openraft purges the log this snapshot replaces; also
+        // makes the tree durable up to the snapshot's applied id.
+        self.node.flusher().flush(0).await?;
+        // Old files go only after the new record is durable, so the record
+        // on disk always names an existing file.
+        let snapshot = self.open_snapshot(rec)?;
+        snapshot::remove_others(&dir, Some(&id))?;
+        Ok(snapshot)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<AppliedState, io::Error> {
+        Ok(self.read_state()?)
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let (_, mut membership) = self.read_state()?;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let response = self.apply_entry(entry, &mut membership)?;
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let _guard = self.snapshot_lock.lock().await;
+        let rec = self.stage_snapshot(meta, snapshot).await?;
+        self.load_snapshot(rec).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        // A build in progress deletes the previous file once its own record
+        // is durable; the lock keeps us from opening a file being removed.
+        let _guard = self.snapshot_lock.lock().await;
+        match self.read_snapshot_record()? {
+            Some(rec) => Ok(Some(self.open_snapshot(rec)?)),
+            None => Ok(None),
+        }
+    }
+}

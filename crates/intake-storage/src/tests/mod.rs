@@ -1,0 +1,8 @@
+//! Tests on real sled databases in temp dirs; no mocks. They live inside the
+//! crate so they can stop an install halfway to simulate a crash.
+
+mod durability;
+mod fixtures;
+mod idempotency;
+mod openraft_suite;
+mod snapshots;
