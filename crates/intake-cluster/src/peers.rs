@@ -1,0 +1,59 @@
+//! One channel per peer, reused by every group and every RPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use intake_proto::raft::v1::raft_transport_client::RaftTransportClient;
+use intake_storage::NodeId;
+use tonic::transport::{Channel, Endpoint};
+
+/// Tonic channels multiplex concurrent RPCs over one HTTP/2 connection and
+/// reconnect by themselves, so a channel is made once per peer address and
+/// cloned (cheaply) for each call.
+#[derive(Clone, Default)]
+pub struct PeerPool {
+    channels: Arc<DashMap<NodeId, (String, Channel)>>,
+}
+
+impl PeerPool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Raft transport client for `target` at `addr`.
+    pub fn client(
+        &self,
+        target: NodeId,
+        addr: &str,
+    ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
+        Ok(Self::wrap(self.channel(target, addr)?))
+    }
+
+    /// The shared channel to `target` at `addr`; the node's public services
+    /// use it too, to forward requests to a shard leader. A changed address
+    /// replaces the channel.
+    pub fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        if let Some(entry) = self.channels.get(&target)
+            && entry.0 == addr
+        {
+            return Ok(entry.1.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .initial_connection_window_size(8 * 1024 * 1024)
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .connect_lazy();
+        self.channels.insert(target, (addr.to_string(), channel.clone()));
+        Ok(channel)
+    }
+
+    fn wrap(channel: Channel) -> RaftTransportClient<Channel> {
+        RaftTransportClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
