@@ -1,0 +1,94 @@
+//! Between the wire (`intake.v1`) and the domain (`intake-core`).
+
+use intake_core::{Complaint, Location, Ticket, TicketStatus, UnixMillis};
+use intake_proto::Timestamp;
+use intake_proto::pb;
+
+pub fn millis_to_timestamp(ms: UnixMillis) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn timestamp_to_millis(ts: &Timestamp) -> UnixMillis {
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos) / 1_000_000)
+}
+
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as UnixMillis)
+        .unwrap_or(0)
+}
+
+pub fn complaint_from_pb(c: pb::Complaint) -> Complaint {
+    Complaint {
+        idempotency_key: c.idempotency_key,
+        channel: c.channel,
+        district: c.district_code,
+        category: c.category,
+        text: c.text,
+        location: c.location.map(|l| Location {
+            lat: l.lat,
+            lon: l.lon,
+            address: l.address,
+        }),
+        contact: c.contact,
+        reported_at: c.reported_at.as_ref().map(timestamp_to_millis),
+        attachments: c.attachment_urls,
+    }
+}
+
+pub fn complaint_to_pb(c: &Complaint) -> pb::Complaint {
+    pb::Complaint {
+        idempotency_key: c.idempotency_key.clone(),
+        channel: c.channel.clone(),
+        district_code: c.district.clone(),
+        category: c.category.clone(),
+        text: c.text.clone(),
+        location: c.location.as_ref().map(|l| pb::Location {
+            lat: l.lat,
+            lon: l.lon,
+            address: l.address.clone(),
+        }),
+        contact: c.contact.clone(),
+        reported_at: c.reported_at.map(millis_to_timestamp),
+        attachment_urls: c.attachments.clone(),
+    }
+}
+
+pub fn status_to_pb(s: TicketStatus) -> pb::TicketStatus {
+    match s {
+        TicketStatus::Received => pb::TicketStatus::Received,
+        TicketStatus::Dispatched => pb::TicketStatus::Dispatched,
+        TicketStatus::Assigned => pb::TicketStatus::Assigned,
+        TicketStatus::Resolved => pb::TicketStatus::Resolved,
+        TicketStatus::Rejected => pb::TicketStatus::Rejected,
+    }
+}
+
+pub fn ticket_to_pb(t: &Ticket) -> pb::Ticket {
+    pb::Ticket {
+        ticket_id: t.id.to_string(),
+        shard: t.id.shard,
+        complaint: Some(complaint_to_pb(&t.complaint)),
+        accepted_at: Some(millis_to_timestamp(t.accepted_at)),
+        status: status_to_pb(t.status) as i32,
+        log_index: t.log_index,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_including_before_1970() {
+        for ms in [0, 1, 999, 1_700_000_000_123, -1, -1001] {
+            assert_eq!(timestamp_to_millis(&millis_to_timestamp(ms)), ms);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! `intake.v1.IntakeService`: the door adapters push complaints through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use intake_core::{Complaint, DistrictTable, FieldViolation, Limits, TicketId, validate_complaint};
+use intake_proto::pb;
+use intake_proto::pb::intake_service_server::IntakeService;
+use intake_storage::ShardId;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::FORWARDED_HEADER;
+use crate::convert::complaint_from_pb;
+use crate::errors::{invalid_argument, item_error};
+use crate::observe::record_submit;
+use crate::router::{ItemResult, Router};
+
+/// Most complaints in one `SubmitBatch` call.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Bytes of complaints per Raft entry; with the entry's framing this stays
+/// below `intake_storage::MAX_ENTRY_BYTES`, itself far below sled's blob size.
+pub const MAX_ENTRY_COMPLAINT_BYTES: usize = 48 * 1024;
+
+pub struct IntakeServiceImpl {
+    router: Router,
+    districts: Arc<DistrictTable>,
+    limits: Limits,
+    submit_timeout: Duration,
+}
+
+impl IntakeServiceImpl {
+    pub fn new(
+        router: Router,
+        districts: Arc<DistrictTable>,
+        limits: Limits,
+        submit_timeout: Duration,
+    ) -> Self {
+        Self {
+            router,
+            districts,
+            limits,
+            submit_timeout,
+        }
+    }
+
+    /// The client's deadline (grpc-timeout), capped by our own.
+    fn deadline<T>(&self, req: &Request<T>) -> Instant {
+        let ours = self.submit_timeout;
+        let theirs = req
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .unwrap_or(ours);
+        Instant::now() + theirs.min(ours)
+    }
+
+    fn check(&self, c: Option<pb::Complaint>) -> Result<Complaint, Status> {
+        let c = c.ok_or_else(|| {
+            invalid_argument(&[FieldViolation {
+                field: "complaint".into(),
+                description: "is required".into(),
+            }])
+        })?;
+        let c = complaint_from_pb(c);
+        validate_complaint(&c, &self.districts, &self.limits).map_err(|v| invalid_argument(&v))?;
+        Ok(c)
+    }
+}
+
+fn forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED_HEADER)
+}
+
+/// `grpc-timeout` is an integer of at most 8 digits and a unit letter.
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (num, unit) = v.split_at(v.len() - 1);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Splits one shard's complaints into Raft-entry-sized groups, keeping each
+/// complaint's index in the request.
+fn entry_groups(items: Vec<(usize, Complaint)>) -> Vec<Vec<(usize, Complaint)>> {
+    let mut groups = Vec::new();
+    let mut current: Vec<(usize, Complaint)> = Vec::new();
+    let mut bytes = 0;
+    for (i, c) in items {
+        let size = c.approx_bytes();
+        if !current.is_empty()
+            && (current.len() >= intake_core::ticket_id::MAX_ITEMS_PER_ENTRY
+                || bytes + size > MAX_ENTRY_COMPLAINT_BYTES)
+        {
+            groups.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push((i, c));
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+#[tonic::async_trait]
+impl IntakeService for IntakeServiceImpl {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let started = std::time::Instant::now();
+        let deadline = self.deadline(&request);
+        let fwd = forwarded(&request);
+        let result = async {
+            let c = self.check(request.into_inner().complaint)?;
+            let shard = self.router.shard_for(&c);
+            let mut results = self.router.submit(shard, vec![c], fwd, deadline).await?;
+            results
+                .pop()
+                .unwrap_or_else(|| Err(Status::internal("no result for the complaint")))
+        }
+        .await;
+        record_submit(&result, started);
+        result.map(Response::new)
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        let started = std::time::Instant::now();
+        let deadline = self.deadline(&request);
+        let fwd = forwarded(&request);
+        let complaints = request.into_inner().complaints;
+        if complaints.len() > MAX_BATCH_ITEMS {
+            return Err(invalid_argument(&[FieldViolation {
+                field: "complaints".into(),
+                description: format!(
+                    "has {} items, more than the limit of {MAX_BATCH_ITEMS}",
+                    complaints.len()
+                ),
+            }]));
+        }
+        let n = complaints.len();
+        let mut results: Vec<Option<ItemResult>> = (0..n).map(|_| None).collect();
+        let mut by_shard: std::collections::BTreeMap<ShardId, Vec<(usize, Complaint)>> = Default::default();
+        for (i, c) in complaints.into_iter().enumerate() {
+            match self.check(Some(c)) {
+                Ok(c) => by_shard
+                    .entry(self.router.shard_for(&c))
+                    .or_default()
+                    .push((i, c)),
+                Err(s) => results[i] = Some(Err(s)),
+            }
+        }
+        let mut calls = Vec::new();
+        for (shard, items) in by_shard {
+            for group in entry_groups(items) {
+                let (idx, cs): (Vec<usize>, Vec<Complaint>) = group.into_iter().unzip();
+                let router = self.router.clone();
+                calls.push(async move { (idx, router.submit(shard, cs, fwd, deadline).await) });
+            }
+        }
+        for (idx, outcome) in join_all(calls).await {
+            match outcome {
+                Ok(items) => {
+                    for (i, r) in idx.into_iter().zip(items) {
+                        results[i] = Some(r);
+                    }
+                }
+                Err(s) => {
+                    for i in idx {
+                        results[i] = Some(Err(s.clone()));
+                    }
+                }
+            }
+        }
+        let results: Vec<pb::SubmitResult> = results
+            .into_iter()
+            .map(|r| {
+                let r = r.unwrap_or_else(|| Err(Status::internal("item was not processed")));
+                record_submit(&r, started);
+                pb::SubmitResult {
+                    outcome: Some(match r {
+                        Ok(ok) => pb::submit_result::Outcome::Accepted(ok),
+                        Err(s) => pb::submit_result::Outcome::Error(item_error(&s)),
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::SubmitBatchResponse { results }))
+    }
+
+    async fn get_ticket(
+        &self,
+        request: Request<pb::GetTicketRequest>,
+    ) -> Result<Response<pb::GetTicketResponse>, Status> {
+        let fwd = forwarded(&request);
+        let req = request.into_inner();
+        let id: TicketId = req.ticket_id.parse().map_err(|e: intake_core::TicketIdError| {
+            invalid_argument(&[FieldViolation {
+                field: "ticket_id".into(),
+                description: e.to_string(),
+            }])
+        })?;
+        match self.router.get_ticket(id, req.local, fwd).await? {
+            Some(ticket) => Ok(Response::new(pb::GetTicketResponse { ticket: Some(ticket) })),
+            None => Err(Status::not_found(format!("no ticket {id}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout("10q"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+}

@@ -1,0 +1,21 @@
+//! An Intake node: storage, Raft groups, and the gRPC door they sit behind.
+//!
+//! A complaint flows: [`intake_service`] validates it → [`router`] picks its
+//! shard and either proposes it to the local leader or forwards it to the
+//! leader's node → the state machine applies it and answers with the ticket.
+
+pub mod admin_service;
+pub mod config;
+pub mod convert;
+pub mod errors;
+pub mod intake_service;
+pub mod node;
+pub mod observe;
+pub mod router;
+
+pub use config::{NodeConfig, RaftTuning};
+pub use node::{Node, NodeError};
+
+/// Metadata key marking a request a node forwarded to the shard leader, so a
+/// stale leader view can never bounce a request around the cluster.
+pub const FORWARDED_HEADER: &str = "x-intake-forwarded";

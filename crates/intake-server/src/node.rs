@@ -1,0 +1,281 @@
+//! One Intake node: opens the store, starts the Raft groups it hosts, serves
+//! gRPC (public API, Raft transport, health, reflection) on one port, and
+//! stops all of it in order on shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use intake_cluster::{GroupNetworkFactory, Groups, PeerPool, RaftTransportService};
+use intake_proto::pb::admin_service_server::AdminServiceServer;
+use intake_proto::pb::intake_service_server::IntakeServiceServer;
+use intake_proto::raft::v1::raft_transport_server::RaftTransportServer;
+use intake_storage::{NodeId, NodeStorage, Raft, ShardId, StorageConfig, StorageError};
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::admin_service::AdminServiceImpl;
+use crate::config::NodeConfig;
+use crate::intake_service::IntakeServiceImpl;
+use crate::observe;
+use crate::router::Router;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(
+        "data directory belongs to node {found}, not node {expected}: use that node id or a new directory"
+    )]
+    WrongNode { expected: NodeId, found: NodeId },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running node. Dropping it without [`Node::shutdown`] leaves tasks running.
+pub struct Node {
+    id: NodeId,
+    addr: String,
+    groups: Groups,
+    storage: NodeStorage,
+    router: Router,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+const NODE_ID_KEY: &str = "node_id";
+
+impl Node {
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| NodeError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+        if !cfg.initial_cluster.contains_key(&cfg.node_id) {
+            return Err(NodeError::Config(format!(
+                "--initial-cluster must list this node ({}); it lists {:?}",
+                cfg.node_id,
+                cfg.initial_cluster.keys().collect::<Vec<_>>()
+            )));
+        }
+        let storage = NodeStorage::open(StorageConfig {
+            dir: cfg.data_dir.clone(),
+            cache_capacity_bytes: cfg.cache_capacity_bytes,
+        })?;
+        check_identity(&storage, cfg.node_id).await?;
+
+        let raft_config = Arc::new(
+            openraft::Config {
+                cluster_name: "intake".to_string(),
+                heartbeat_interval: cfg.raft.heartbeat_ms,
+                election_timeout_min: cfg.raft.election_timeout_min_ms,
+                election_timeout_max: cfg.raft.election_timeout_max_ms,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft.snapshot_every),
+                max_in_snapshot_log_to_keep: cfg.raft.keep_behind_snapshot,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| NodeError::Config(e.to_string()))?,
+        );
+
+        let peers = PeerPool::new();
+        let groups = Groups::default();
+        let router = Router::new(cfg.node_id, groups.clone(), peers.clone());
+        let shard: ShardId = 0;
+        let log = storage.log_store(shard)?;
+        let sm = storage.state_machine(shard)?;
+        let raft = Raft::new(
+            cfg.node_id,
+            raft_config,
+            GroupNetworkFactory::new(shard, peers.clone()),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        groups.insert(shard, raft.clone());
+        router.add_shard(shard, sm);
+
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: cfg.listen.to_string(),
+                source,
+            })?;
+        let (stop, stop_rx) = watch::channel(false);
+        let districts = Arc::new(cfg.districts.clone());
+        let server = serve(
+            &cfg,
+            listener,
+            &groups,
+            &storage,
+            &router,
+            &peers,
+            districts,
+            stop_rx.clone(),
+        )
+        .await?;
+
+        initialize_if_new(&raft, &cfg.initial_cluster).await?;
+        if let Some(http) = cfg.http {
+            observe::serve_metrics(http).map_err(|e| NodeError::Config(format!("--http {http}: {e}")))?;
+        }
+        tokio::spawn(observe::report_loop(
+            cfg.node_id,
+            groups.clone(),
+            storage.clone(),
+            stop_rx,
+        ));
+        tracing::info!(node = cfg.node_id, addr = %cfg.advertise, "node started");
+        Ok(Node {
+            id: cfg.node_id,
+            addr: cfg.advertise.clone(),
+            groups,
+            storage,
+            router,
+            stop,
+            server,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn raft(&self, shard: ShardId) -> Option<Raft> {
+        self.groups.get(shard)
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn storage(&self) -> &NodeStorage {
+        &self.storage
+    }
+
+    /// Stops serving, stops every Raft group, then flushes and closes storage.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for (shard, raft) in self.groups.all() {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(shard, error = %e, "raft group did not stop cleanly");
+            }
+        }
+        // Graceful shutdown waits for open calls; a peer that never closes
+        // one must not keep this node from stopping.
+        let mut server = self.server;
+        match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => {
+                tracing::warn!("gRPC server did not drain within 5 s; closing it");
+                server.abort();
+            }
+        }
+        self.storage.shutdown().await;
+        tracing::info!(node = self.id, "node stopped");
+    }
+}
+
+/// A data directory remembers its node id; starting it as another node would
+/// make one replica vote twice.
+async fn check_identity(storage: &NodeStorage, id: NodeId) -> Result<(), NodeError> {
+    match storage.get_meta(NODE_ID_KEY)? {
+        Some(bytes) => {
+            let found = <[u8; 8]>::try_from(bytes.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| NodeError::Config("data directory has a corrupt node id".into()))?;
+            if found != id {
+                return Err(NodeError::WrongNode { expected: id, found });
+            }
+        }
+        None => storage.put_meta(NODE_ID_KEY, &id.to_be_bytes()).await?,
+    }
+    Ok(())
+}
+
+/// A new node joins the initial cluster by initializing it with the same
+/// member list as every other initial node (openraft allows that; one of
+/// them wins the first election). A node with state skips this, so a
+/// restart rejoins with what it has.
+async fn initialize_if_new(raft: &Raft, initial: &BTreeMap<NodeId, String>) -> Result<(), NodeError> {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?
+    {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = initial
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(NodeError::Raft(e.to_string())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    cfg: &NodeConfig,
+    listener: TcpListener,
+    groups: &Groups,
+    storage: &NodeStorage,
+    router: &Router,
+    peers: &PeerPool,
+    districts: Arc<intake_core::DistrictTable>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, NodeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<IntakeServiceServer<IntakeServiceImpl>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(intake_proto::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
+    let intake = IntakeServiceImpl::new(
+        router.clone(),
+        districts.clone(),
+        cfg.limits.clone(),
+        cfg.submit_timeout,
+    );
+    let admin = AdminServiceImpl::new(cfg.node_id, groups.clone(), peers.clone(), districts);
+    let transport = RaftTransportService::new(groups.clone(), storage.clone(), stop.clone());
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))
+        .add_service(AdminServiceServer::new(admin))
+        .add_service(
+            RaftTransportServer::new(transport)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        );
+    let incoming = TcpListenerStream::new(listener);
+    Ok(tokio::spawn(router.serve_with_incoming_shutdown(
+        incoming,
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    )))
+}

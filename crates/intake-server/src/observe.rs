@@ -1,0 +1,73 @@
+//! Metrics: what operators graph. Names carry units and `_total` per
+//! Prometheus conventions.
+
+use openraft::async_runtime::WatchReceiver;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use intake_cluster::Groups;
+use intake_storage::{NodeId, NodeStorage};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tonic::Status;
+
+/// Counts one submission by outcome and records its latency.
+pub fn record_submit<T>(result: &Result<T, Status>, started: std::time::Instant) {
+    let outcome = match result {
+        Ok(_) => "accepted",
+        Err(s) => match s.code() {
+            tonic::Code::InvalidArgument => "invalid",
+            tonic::Code::AlreadyExists => "conflict",
+            tonic::Code::ResourceExhausted => "shed",
+            tonic::Code::Unavailable => "unavailable",
+            tonic::Code::DeadlineExceeded => "deadline",
+            _ => "error",
+        },
+    };
+    metrics::counter!("intake_submit_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("intake_submit_duration_seconds").record(started.elapsed().as_secs_f64());
+}
+
+/// Serves `/metrics` on `addr`. Only one exporter can exist per process.
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&[
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+        ])
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| e.to_string())
+}
+
+/// Publishes each group's Raft progress and the store's size once a second,
+/// until `stop` fires.
+pub async fn report_loop(
+    node: NodeId,
+    groups: Groups,
+    storage: NodeStorage,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for (shard, raft) in groups.all() {
+            let m = raft.metrics().borrow_watched().clone();
+            let labels = [("node", node.to_string()), ("shard", shard.to_string())];
+            metrics::gauge!("intake_raft_term", &labels).set(m.current_term as f64);
+            metrics::gauge!("intake_raft_commit_index", &labels)
+                .set(m.local_committed.map_or(0, |l| l.index) as f64);
+            metrics::gauge!("intake_raft_applied_index", &labels)
+                .set(m.last_applied.map_or(0, |l| l.index) as f64);
+            metrics::gauge!("intake_raft_last_log_index", &labels).set(m.last_log_index.unwrap_or(0) as f64);
+            let leads = m.current_leader == Some(node);
+            metrics::gauge!("intake_raft_is_leader", &labels).set(if leads { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!("intake_storage_disk_bytes", "node" => node.to_string())
+            .set(storage.disk_bytes() as f64);
+        let stats = storage.flusher().stats();
+        metrics::gauge!("intake_storage_flushes", "node" => node.to_string()).set(stats.flushes as f64);
+    }
+}
