@@ -1,0 +1,198 @@
+//! `intake start`: run one node until Ctrl-C or SIGTERM.
+//!
+//! Settings come from flags, then `INTAKE_*` environment variables, then an
+//! optional TOML file (`--config`), then defaults: the first that sets a value
+//! wins.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use intake_core::DistrictTable;
+use intake_server::{Node, NodeConfig};
+use serde::Deserialize;
+
+#[derive(Args, Debug, Default)]
+pub struct StartArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long, env = "INTAKE_NODE_ID")]
+    node_id: Option<u64>,
+    /// Address to serve gRPC on (clients and peers). Default 127.0.0.1:7001.
+    #[arg(long, env = "INTAKE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address others reach this node at, if not --listen (e.g. behind NAT).
+    #[arg(long, env = "INTAKE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Directory for this node's data. Default ./intake-data/node-<id>.
+    #[arg(long, env = "INTAKE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Voters of a new cluster: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT. Ignored
+    /// when the data directory already holds a cluster.
+    #[arg(long, env = "INTAKE_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long, env = "INTAKE_HTTP")]
+    http: Option<SocketAddr>,
+    /// District table CSV (code,name_zh,name_en,population). Default: Beijing.
+    #[arg(long, env = "INTAKE_DISTRICTS")]
+    districts: Option<PathBuf>,
+    /// sled cache size in MiB. Default 256.
+    #[arg(long, env = "INTAKE_CACHE_MB")]
+    cache_mb: Option<u64>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "INTAKE_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
+    log_json: Option<bool>,
+    /// TOML file with any of the settings above (snake_case keys).
+    #[arg(long, env = "INTAKE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The same settings, as a TOML file may give them.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    data_dir: Option<PathBuf>,
+    initial_cluster: Option<String>,
+    http: Option<SocketAddr>,
+    districts: Option<PathBuf>,
+    cache_mb: Option<u64>,
+    log_json: Option<bool>,
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_initial_cluster(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("--initial-cluster entry {part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--initial-cluster: node id {id:?} is not a number"))?;
+        if id == 0 {
+            bail!("--initial-cluster: node ids start at 1");
+        }
+        if !addr.contains(':') {
+            bail!("--initial-cluster: address {addr:?} of node {id} has no port");
+        }
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            bail!("--initial-cluster lists node {id} twice");
+        }
+    }
+    if out.is_empty() {
+        bail!("--initial-cluster is empty");
+    }
+    Ok(out)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{} is not a valid config file", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    init_logging(args.log_json.or(file.log_json).unwrap_or(false));
+
+    let node_id = args.node_id.or(file.node_id).context("--node-id is required")?;
+    if node_id == 0 {
+        bail!("--node-id must be a positive integer");
+    }
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001)));
+    let advertise = args
+        .advertise
+        .or(file.advertise)
+        .unwrap_or_else(|| listen.to_string());
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(format!("intake-data/node-{node_id}")));
+    let initial_cluster = match args.initial_cluster.or(file.initial_cluster) {
+        Some(s) => parse_initial_cluster(&s)?,
+        None => BTreeMap::from([(node_id, advertise.clone())]),
+    };
+    if let Some(addr) = initial_cluster.get(&node_id)
+        && *addr != advertise
+    {
+        bail!("--initial-cluster gives node {node_id} the address {addr}, but it advertises {advertise}");
+    }
+
+    let mut cfg = NodeConfig::new(node_id, listen, data_dir, initial_cluster);
+    cfg.advertise = advertise;
+    cfg.http = args.http.or(file.http);
+    if let Some(path) = args.districts.or(file.districts) {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        cfg.districts = DistrictTable::from_csv(&text).with_context(|| format!("in {}", path.display()))?;
+    }
+    if let Some(mb) = args.cache_mb.or(file.cache_mb) {
+        cfg.cache_capacity_bytes = mb * 1024 * 1024;
+    }
+
+    let node = Node::start(cfg).await?;
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects() {
+        let m = parse_initial_cluster("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&2], "127.0.0.1:7002");
+        for bad in ["", "1", "x=a:1", "0=a:1", "1=a:1,1=b:2", "1=nohost"] {
+            assert!(parse_initial_cluster(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn file_config_rejects_unknown_keys() {
+        assert!(toml::from_str::<FileConfig>("node_id = 1\nlisten = \"127.0.0.1:7001\"").is_ok());
+        assert!(toml::from_str::<FileConfig>("nodeid = 1").is_err());
+    }
+}

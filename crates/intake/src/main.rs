@@ -1,0 +1,62 @@
+//! `intake`: one binary for operators, adapters' developers and load testers,
+//! in the manner of `cockroach` and `etcdctl`. Each subcommand lives in
+//! `cmd/`; the logic lives in the library crates.
+
+mod client;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "intake",
+    version,
+    about = "Intake: a replicated intake gateway for public-service hotlines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node.
+    Start(cmd::start::StartArgs),
+    /// Submit one complaint; prints the ticket id.
+    Submit(cmd::submit::SubmitArgs),
+    /// Look a ticket up by id.
+    Get(cmd::get::GetArgs),
+    /// Show the cluster at a glance.
+    Status(cmd::status::StatusArgs),
+    /// Drive load against a cluster and verify nothing was lost.
+    Load(cmd::load::LoadArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Start(a) => cmd::start::run(a).await,
+            Command::Submit(a) => cmd::submit::run(a).await,
+            Command::Get(a) => cmd::get::run(a).await,
+            Command::Status(a) => cmd::status::run(a).await,
+            Command::Load(a) => cmd::load::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Real `intake` processes on loopback: the CLI contracts, kill -9 of the
+//! leader mid-stream, a restart that rejoins with its data, and a full-cluster
+//! restart that keeps every ticket.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_intake");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    addrs: BTreeMap<u64, String>,
+    procs: BTreeMap<u64, Proc>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        Cluster {
+            dir,
+            addrs,
+            procs: BTreeMap::new(),
+        }
+    }
+
+    fn initial(&self) -> String {
+        self.addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start(&mut self, id: u64) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "start",
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                &self.addrs[&id],
+            ])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("node-{id}")))
+            .args(["--initial-cluster", &self.initial()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.insert(id, Proc { child });
+    }
+
+    /// kill -9: no shutdown path runs.
+    fn kill(&mut self, id: u64) {
+        if let Some(mut p) = self.procs.remove(&id) {
+            p.child.kill().unwrap();
+            p.child.wait().unwrap();
+        }
+    }
+
+    fn status(&self, via: u64) -> Option<serde_json::Value> {
+        let out = intake(&["status", "--endpoint", &self.addrs[&via], "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// Waits until a live node reports a leader that is itself alive.
+    fn wait_leader(&self, timeout: Duration) -> u64 {
+        let end = Instant::now() + timeout;
+        loop {
+            for id in self.procs.keys() {
+                if let Some(s) = self.status(*id)
+                    && let Some(l) = s["shards"][0]["leader"].as_u64()
+                    && self.procs.contains_key(&l)
+                {
+                    return l;
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "no leader within {timeout:?}; logs in {}",
+                self.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn intake(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// `intake submit`, retried with the same key while the cluster is electing.
+fn submit(endpoint: &str, key: &str, district: &str, text: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..60 {
+        let out = intake(&[
+            "submit",
+            "--endpoint",
+            endpoint,
+            "--district",
+            district,
+            "--category",
+            "flood",
+            "--channel",
+            "phone",
+            "--text",
+            text,
+            "--idempotency-key",
+            key,
+        ]);
+        if out.status.success() {
+            let id = String::from_utf8(out.stdout).unwrap();
+            let lines: Vec<&str> = id.lines().collect();
+            assert_eq!(lines.len(), 1, "stdout must be the ticket id alone: {id:?}");
+            return lines[0].to_string();
+        }
+        last = String::from_utf8_lossy(&out.stderr).to_string();
+        eprintln!("submit {key} via {endpoint}: {last}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("submit {key} kept failing: {last}");
+}
+
+fn get_json(endpoint: &str, ticket: &str, local: bool) -> Option<serde_json::Value> {
+    let mut args = vec!["get", "--endpoint", endpoint, ticket, "--json"];
+    if local {
+        args.push("--local");
+    }
+    let out = intake(&args);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn wait_everywhere(c: &Cluster, acked: &BTreeMap<String, String>, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    for id in c.procs.keys() {
+        for (key, ticket) in acked {
+            loop {
+                match get_json(&c.addrs[id], ticket, true) {
+                    Some(t) => {
+                        assert_eq!(t["idempotency_key"].as_str(), Some(key.as_str()));
+                        break;
+                    }
+                    None => {
+                        assert!(Instant::now() < end, "node {id} never got {ticket} ({key})");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kill_nine_the_leader_and_restart_everything() {
+    let mut c = Cluster::new(3);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let leader = c.wait_leader(Duration::from_secs(30));
+
+    // The status contract.
+    let s = c.status(1).unwrap();
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 3);
+    for n in s["nodes"].as_array().unwrap() {
+        assert!(
+            n["id"].is_u64() && n["addr"].is_string() && n["up"].is_boolean(),
+            "{n}"
+        );
+    }
+    let shard = &s["shards"][0];
+    assert!(shard["id"].is_u64() && shard["committed"].is_u64(), "{shard}");
+    assert_eq!(shard["voters"], serde_json::json!([1, 2, 3]));
+
+    let mut acked = BTreeMap::new();
+    for i in 0..6 {
+        let via = &c.addrs[&(1 + i % 3)];
+        let key = format!("p-before-{i}");
+        acked.insert(key.clone(), submit(via, &key, "110109", "water in the street"));
+    }
+
+    c.kill(leader);
+    let survivors: Vec<u64> = c.procs.keys().copied().collect();
+    for i in 0..6 {
+        let via = &c.addrs[&survivors[i % 2]];
+        let key = format!("p-after-{i}");
+        acked.insert(key.clone(), submit(via, &key, "110111", "road flooded"));
+    }
+    // A retry through another node gives the same ticket.
+    let ticket = acked["p-before-0"].clone();
+    assert_eq!(
+        submit(
+            &c.addrs[&survivors[1]],
+            "p-before-0",
+            "110109",
+            "water in the street"
+        ),
+        ticket
+    );
+
+    c.start(leader);
+    c.wait_leader(Duration::from_secs(30));
+    wait_everywhere(&c, &acked, Duration::from_secs(30));
+
+    // Full-cluster kill -9 and restart.
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.start(id);
+    }
+    c.wait_leader(Duration::from_secs(30));
+    wait_everywhere(&c, &acked, Duration::from_secs(30));
+    for ticket in acked.values() {
+        assert!(get_json(&c.addrs[&2], ticket, false).is_some());
+    }
+}
+
+#[test]
+fn cli_reports_errors_plainly() {
+    let mut c = Cluster::new(1);
+    c.start(1);
+    c.wait_leader(Duration::from_secs(30));
+    let addr = c.addrs[&1].clone();
+
+    let out = intake(&[
+        "submit",
+        "--endpoint",
+        &addr,
+        "--district",
+        "000000",
+        "--category",
+        "noise",
+        "--channel",
+        "web",
+        "--text",
+        "",
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("district_code: unknown district"), "{err}");
+    assert!(err.contains("text: must not be empty"), "{err}");
+
+    let out = intake(&["get", "--endpoint", &addr, "0-00"]);
+    assert!(!out.status.success());
+
+    let ticket = submit(&addr, "cli-1", "110105", "noise at night");
+    let missing = {
+        // Same shard, an index that does not exist yet: valid id, absent ticket.
+        let id: intake_core::TicketId = ticket.parse().unwrap();
+        intake_core::TicketId::new(id.shard, id.log_index + 1_000_000, 0).to_string()
+    };
+    let out = intake(&["get", "--endpoint", &addr, &missing]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+
+    let out = intake(&["get", "--endpoint", &addr, &ticket]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("noise at night"));
+
+    let out = intake(&["status", "--endpoint", &addr]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SHARD"));
+}
