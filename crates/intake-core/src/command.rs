@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Complaint, TicketId, UnixMillis};
+use crate::{ClusterMap, Complaint, TicketId, UnixMillis};
 
 /// The application payload of one Raft entry. One entry may carry several
 /// complaints, so concurrent submissions share one replication round and one
@@ -15,6 +15,8 @@ pub enum Command {
         accepted_at: UnixMillis,
         complaints: Vec<Complaint>,
     },
+    /// Meta group only: replace the cluster map if this one is newer.
+    SetClusterMap(ClusterMap),
 }
 
 /// The outcome of one complaint of a `Submit` command.
@@ -51,6 +53,7 @@ impl std::fmt::Display for Command {
                     complaints.len()
                 )
             }
+            Command::SetClusterMap(m) => write!(f, "SetClusterMap(version={})", m.version),
         }
     }
 }

@@ -1,90 +1,141 @@
 //! `intake.v1.AdminService`: the cluster at a glance, for `intake status`.
+//!
+//! The answering node asks every member for its own view of the shards it
+//! hosts (`local = true`), concurrently and briefly, and keeps for each shard
+//! the view of its leader (or the most advanced one, while there is none).
+//! A member that does not answer is reported down.
 
-use openraft::async_runtime::WatchReceiver;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use intake_cluster::{Groups, PeerPool};
-use intake_core::DistrictTable;
+use intake_cluster::PeerPool;
+use intake_core::META_GROUP;
 use intake_proto::pb;
+use intake_proto::pb::admin_service_client::AdminServiceClient;
 use intake_proto::pb::admin_service_server::AdminService;
 use intake_storage::NodeId;
+use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Response, Status};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
+
+use crate::router::Router;
 
 pub struct AdminServiceImpl {
     node_id: NodeId,
-    groups: Groups,
+    router: Router,
     peers: PeerPool,
-    districts: Arc<DistrictTable>,
 }
 
 impl AdminServiceImpl {
-    pub fn new(node_id: NodeId, groups: Groups, peers: PeerPool, districts: Arc<DistrictTable>) -> Self {
+    pub fn new(node_id: NodeId, router: Router, peers: PeerPool) -> Self {
         Self {
             node_id,
-            groups,
+            router,
             peers,
-            districts,
         }
     }
 
-    /// Whether `addr` answers a gRPC health check within half a second.
-    async fn is_up(&self, id: NodeId, addr: &str) -> bool {
-        let Ok(channel) = self.peers.channel(id, addr) else {
-            return false;
-        };
-        let mut client = HealthClient::new(channel);
-        let mut req = Request::new(HealthCheckRequest {
-            service: String::new(),
-        });
-        req.set_timeout(Duration::from_millis(500));
-        matches!(
-            tokio::time::timeout(Duration::from_millis(600), client.check(req)).await,
-            Ok(Ok(r)) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        )
-    }
-}
-
-#[tonic::async_trait]
-impl AdminService for AdminServiceImpl {
-    async fn cluster_status(
-        &self,
-        _request: Request<pb::ClusterStatusRequest>,
-    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        let mut members: BTreeMap<NodeId, String> = BTreeMap::new();
-        let mut shards = Vec::new();
-        for (shard, raft) in self.groups.all() {
+    /// This node's view of the shards it hosts.
+    fn local_view(&self) -> Vec<pb::ShardStatus> {
+        let map = self.router.map();
+        let mut out = Vec::new();
+        for shard in map.shards_on(self.node_id) {
+            let Some(raft) = self.router.raft(shard) else {
+                continue;
+            };
             let m = raft.metrics().borrow_watched().clone();
-            let membership = m.membership_config.membership();
-            for (id, node) in membership.nodes() {
-                members.insert(*id, node.addr.clone());
-            }
-            let mut voters: Vec<u64> = membership.voter_ids().collect();
+            let mut voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             voters.sort_unstable();
-            shards.push(pb::ShardStatus {
+            out.push(pb::ShardStatus {
                 id: shard,
                 leader: m.current_leader,
                 voters,
                 committed: m.local_committed.map_or(0, |l| l.index),
                 applied: m.last_applied.map_or(0, |l| l.index),
                 term: m.current_term,
-                // One shard holds every district until sharding lands.
-                districts: self.districts.iter().map(|d| d.code.clone()).collect(),
+                districts: map.districts_of(shard),
+                reported_by: self.node_id,
             });
         }
-        let checks = members.iter().map(|(id, addr)| async move {
-            let up = *id == self.node_id || self.is_up(*id, addr).await;
-            pb::NodeStatus {
+        out
+    }
+
+    async fn peer_view(&self, id: NodeId, addr: &str) -> Option<Vec<pb::ShardStatus>> {
+        let channel = self.peers.channel(id, addr).ok()?;
+        let mut client = AdminServiceClient::new(channel);
+        let mut req = Request::new(pb::ClusterStatusRequest { local: true });
+        req.set_timeout(Duration::from_millis(800));
+        let call = tokio::time::timeout(Duration::from_millis(1000), client.cluster_status(req));
+        match call.await {
+            Ok(Ok(r)) => Some(r.into_inner().shards),
+            _ => None,
+        }
+    }
+}
+
+/// The leader's own report wins; otherwise the most advanced.
+fn better(a: &pb::ShardStatus, b: &pb::ShardStatus) -> bool {
+    let authoritative = |s: &pb::ShardStatus| s.leader == Some(s.reported_by);
+    (authoritative(a), a.term, a.committed) > (authoritative(b), b.term, b.committed)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminServiceImpl {
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        if request.get_ref().local {
+            return Ok(Response::new(pb::ClusterStatusResponse {
+                nodes: vec![],
+                shards: self.local_view(),
+                node_id: self.node_id,
+            }));
+        }
+        let map = self.router.map();
+        let views = join_all(map.members.iter().map(|(id, addr)| async move {
+            let view = if *id == self.node_id {
+                Some(self.local_view())
+            } else {
+                self.peer_view(*id, addr).await
+            };
+            (*id, addr.clone(), view)
+        }))
+        .await;
+
+        let nodes = views
+            .iter()
+            .map(|(id, addr, view)| pb::NodeStatus {
                 id: *id,
                 addr: addr.clone(),
-                up,
-            }
-        });
-        let nodes = join_all(checks).await;
+                up: view.is_some(),
+            })
+            .collect();
+        let mut shards = Vec::new();
+        for p in map.shards.iter().filter(|p| p.id != META_GROUP) {
+            let best = views
+                .iter()
+                .filter_map(|(_, _, v)| v.as_ref())
+                .flatten()
+                .filter(|s| s.id == p.id)
+                .fold(None::<&pb::ShardStatus>, |acc, s| match acc {
+                    Some(a) if !better(s, a) => Some(a),
+                    _ => Some(s),
+                });
+            shards.push(match best {
+                Some(s) => pb::ShardStatus {
+                    districts: map.districts_of(p.id),
+                    ..s.clone()
+                },
+                // No replica answered: what the map says, and no leader.
+                None => pb::ShardStatus {
+                    id: p.id,
+                    leader: None,
+                    voters: p.voters.clone(),
+                    districts: map.districts_of(p.id),
+                    ..Default::default()
+                },
+            });
+        }
         Ok(Response::new(pb::ClusterStatusResponse {
             nodes,
             shards,

@@ -53,6 +53,11 @@ pub struct NodeConfig {
     pub cache_capacity_bytes: u64,
     /// Longest a submission waits for its quorum before the client is told.
     pub submit_timeout: Duration,
+    /// Shards of a new cluster (fixed at bootstrap).
+    pub shards: u32,
+    /// Replicas per shard of a new cluster; `None` means 3, or fewer when
+    /// the cluster has fewer nodes.
+    pub replicas: Option<usize>,
 }
 
 impl NodeConfig {
@@ -75,6 +80,8 @@ impl NodeConfig {
             raft: RaftTuning::default(),
             cache_capacity_bytes: 256 * 1024 * 1024,
             submit_timeout: Duration::from_secs(10),
+            shards: 8,
+            replicas: None,
         }
     }
 }

@@ -11,11 +11,10 @@ use intake_storage::ShardId;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::FORWARDED_HEADER;
 use crate::convert::complaint_from_pb;
 use crate::errors::{invalid_argument, item_error};
 use crate::observe::record_submit;
-use crate::router::{ItemResult, Router};
+use crate::router::{ItemResult, Router, hops_of};
 
 /// Most complaints in one `SubmitBatch` call.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -57,7 +56,8 @@ impl IntakeServiceImpl {
         Instant::now() + theirs.min(ours)
     }
 
-    fn check(&self, c: Option<pb::Complaint>) -> Result<Complaint, Status> {
+    /// Validates a complaint and finds its shard.
+    fn check(&self, c: Option<pb::Complaint>) -> Result<(Complaint, ShardId), Status> {
         let c = c.ok_or_else(|| {
             invalid_argument(&[FieldViolation {
                 field: "complaint".into(),
@@ -66,12 +66,19 @@ impl IntakeServiceImpl {
         })?;
         let c = complaint_from_pb(c);
         validate_complaint(&c, &self.districts, &self.limits).map_err(|v| invalid_argument(&v))?;
-        Ok(c)
+        // The table can name a district the cluster map (fixed at bootstrap)
+        // does not: the district table was changed after the cluster began.
+        let shard = self.router.shard_for(&c).ok_or_else(|| {
+            invalid_argument(&[FieldViolation {
+                field: "district_code".into(),
+                description: format!(
+                    "district {:?} is not mapped to any shard of this cluster",
+                    c.district
+                ),
+            }])
+        })?;
+        Ok((c, shard))
     }
-}
-
-fn forwarded<T>(req: &Request<T>) -> bool {
-    req.metadata().contains_key(FORWARDED_HEADER)
 }
 
 /// `grpc-timeout` is an integer of at most 8 digits and a unit letter.
@@ -124,10 +131,9 @@ impl IntakeService for IntakeServiceImpl {
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let started = std::time::Instant::now();
         let deadline = self.deadline(&request);
-        let fwd = forwarded(&request);
+        let fwd = hops_of(&request);
         let result = async {
-            let c = self.check(request.into_inner().complaint)?;
-            let shard = self.router.shard_for(&c);
+            let (c, shard) = self.check(request.into_inner().complaint)?;
             let mut results = self.router.submit(shard, vec![c], fwd, deadline).await?;
             results
                 .pop()
@@ -144,7 +150,7 @@ impl IntakeService for IntakeServiceImpl {
     ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
         let started = std::time::Instant::now();
         let deadline = self.deadline(&request);
-        let fwd = forwarded(&request);
+        let fwd = hops_of(&request);
         let complaints = request.into_inner().complaints;
         if complaints.len() > MAX_BATCH_ITEMS {
             return Err(invalid_argument(&[FieldViolation {
@@ -160,10 +166,7 @@ impl IntakeService for IntakeServiceImpl {
         let mut by_shard: std::collections::BTreeMap<ShardId, Vec<(usize, Complaint)>> = Default::default();
         for (i, c) in complaints.into_iter().enumerate() {
             match self.check(Some(c)) {
-                Ok(c) => by_shard
-                    .entry(self.router.shard_for(&c))
-                    .or_default()
-                    .push((i, c)),
+                Ok((c, shard)) => by_shard.entry(shard).or_default().push((i, c)),
                 Err(s) => results[i] = Some(Err(s)),
             }
         }
@@ -209,7 +212,7 @@ impl IntakeService for IntakeServiceImpl {
         &self,
         request: Request<pb::GetTicketRequest>,
     ) -> Result<Response<pb::GetTicketResponse>, Status> {
-        let fwd = forwarded(&request);
+        let fwd = hops_of(&request);
         let req = request.into_inner();
         let id: TicketId = req.ticket_id.parse().map_err(|e: intake_core::TicketIdError| {
             invalid_argument(&[FieldViolation {

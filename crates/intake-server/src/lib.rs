@@ -9,6 +9,7 @@ pub mod config;
 pub mod convert;
 pub mod errors;
 pub mod intake_service;
+pub mod meta;
 pub mod node;
 pub mod observe;
 pub mod router;
@@ -16,6 +17,6 @@ pub mod router;
 pub use config::{NodeConfig, RaftTuning};
 pub use node::{Node, NodeError};
 
-/// Metadata key marking a request a node forwarded to the shard leader, so a
-/// stale leader view can never bounce a request around the cluster.
-pub const FORWARDED_HEADER: &str = "x-intake-forwarded";
+/// Metadata key counting the nodes a request was forwarded through, so a
+/// stale view of leaders can never bounce a request around the cluster.
+pub const HOPS_HEADER: &str = "x-intake-hops";

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use intake_cluster::{GroupNetworkFactory, Groups, PeerPool, RaftTransportService};
+use intake_core::{ClusterMap, META_GROUP};
 use intake_proto::pb::admin_service_server::AdminServiceServer;
 use intake_proto::pb::intake_service_server::IntakeServiceServer;
 use intake_proto::raft::v1::raft_transport_server::RaftTransportServer;
@@ -20,6 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::admin_service::AdminServiceImpl;
 use crate::config::NodeConfig;
 use crate::intake_service::IntakeServiceImpl;
+use crate::meta;
 use crate::observe;
 use crate::router::Router;
 
@@ -53,6 +55,7 @@ pub struct Node {
 }
 
 const NODE_ID_KEY: &str = "node_id";
+const CLUSTER_MAP_KEY: &str = "cluster_map";
 
 impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
@@ -87,23 +90,24 @@ impl Node {
             .map_err(|e| NodeError::Config(e.to_string()))?,
         );
 
+        let map = load_or_bootstrap_map(&storage, &cfg).await?;
         let peers = PeerPool::new();
         let groups = Groups::default();
-        let router = Router::new(cfg.node_id, groups.clone(), peers.clone());
-        let shard: ShardId = 0;
-        let log = storage.log_store(shard)?;
-        let sm = storage.state_machine(shard)?;
-        let raft = Raft::new(
-            cfg.node_id,
-            raft_config,
-            GroupNetworkFactory::new(shard, peers.clone()),
-            log,
-            sm.clone(),
-        )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-        groups.insert(shard, raft.clone());
-        router.add_shard(shard, sm);
+        let router = Router::new(cfg.node_id, groups.clone(), peers.clone(), map.clone());
+        let mut hosted: Vec<ShardId> = map.shards_on(cfg.node_id);
+        if map.meta_voters.contains(&cfg.node_id) {
+            hosted.push(META_GROUP);
+        }
+        for shard in &hosted {
+            let log = storage.log_store(*shard)?;
+            let sm = storage.state_machine(*shard)?;
+            let network = GroupNetworkFactory::new(*shard, peers.clone());
+            let raft = Raft::new(cfg.node_id, raft_config.clone(), network, log, sm.clone())
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            groups.insert(*shard, raft);
+            router.add_shard(*shard, sm);
+        }
 
         let listener = TcpListener::bind(cfg.listen)
             .await
@@ -125,7 +129,20 @@ impl Node {
         )
         .await?;
 
-        initialize_if_new(&raft, &cfg.initial_cluster).await?;
+        let stop_tasks = stop_rx.clone();
+        for shard in &hosted {
+            if let Some(raft) = groups.get(*shard) {
+                let voters = group_voters(&map, *shard);
+                tokio::spawn(initialize_if_new(
+                    cfg.node_id,
+                    *shard,
+                    raft,
+                    voters,
+                    stop_tasks.clone(),
+                ));
+            }
+        }
+        tokio::spawn(meta::publish_and_follow(router.clone(), stop_tasks.clone()));
         if let Some(http) = cfg.http {
             observe::serve_metrics(http).map_err(|e| NodeError::Config(format!("--http {http}: {e}")))?;
         }
@@ -209,26 +226,71 @@ async fn check_identity(storage: &NodeStorage, id: NodeId) -> Result<(), NodeErr
     Ok(())
 }
 
-/// A new node joins the initial cluster by initializing it with the same
-/// member list as every other initial node (openraft allows that; one of
-/// them wins the first election). A node with state skips this, so a
-/// restart rejoins with what it has.
-async fn initialize_if_new(raft: &Raft, initial: &BTreeMap<NodeId, String>) -> Result<(), NodeError> {
-    if raft
-        .is_initialized()
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?
-    {
-        return Ok(());
+/// The cluster map: the one this node stored when the cluster began, or a
+/// new one computed from the initial member list (every initial node
+/// computes the same one), stored before anything else happens.
+async fn load_or_bootstrap_map(storage: &NodeStorage, cfg: &NodeConfig) -> Result<ClusterMap, NodeError> {
+    if let Some(bytes) = storage.get_meta(CLUSTER_MAP_KEY)? {
+        let map: ClusterMap = serde_json::from_slice(&bytes)
+            .map_err(|e| NodeError::Config(format!("data directory has an unreadable cluster map: {e}")))?;
+        return Ok(map);
     }
-    let members: BTreeMap<NodeId, BasicNode> = initial
-        .iter()
-        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-        .collect();
-    match raft.initialize(members).await {
-        Ok(()) => Ok(()),
-        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
-        Err(e) => Err(NodeError::Raft(e.to_string())),
+    let replicas = cfg.replicas.unwrap_or_else(|| cfg.initial_cluster.len().min(3));
+    let map = ClusterMap::bootstrap(&cfg.initial_cluster, cfg.shards, replicas, &cfg.districts)
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let bytes = serde_json::to_vec(&map).map_err(|e| NodeError::Config(e.to_string()))?;
+    storage.put_meta(CLUSTER_MAP_KEY, &bytes).await?;
+    Ok(map)
+}
+
+/// The voters of a group with their addresses.
+fn group_voters(map: &ClusterMap, shard: ShardId) -> BTreeMap<NodeId, BasicNode> {
+    let ids: Vec<NodeId> = if shard == META_GROUP {
+        map.meta_voters.clone()
+    } else {
+        map.placement(shard).map(|p| p.voters.clone()).unwrap_or_default()
+    };
+    ids.into_iter()
+        .filter_map(|id| map.members.get(&id).map(|a| (id, BasicNode { addr: a.clone() })))
+        .collect()
+}
+
+/// A new group is initialized by its preferred leader (its first voter),
+/// which then wins the first election, so leaders start spread over the
+/// nodes. The other voters wait, and initialize too only if the group is
+/// still empty after a while (the preferred node may be down); openraft
+/// allows several voters to initialize with the same members. A group with
+/// state skips this, so a restart rejoins with what it has.
+async fn initialize_if_new(
+    node: NodeId,
+    shard: ShardId,
+    raft: Raft,
+    voters: BTreeMap<NodeId, BasicNode>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let preferred = voters.keys().next().copied();
+    let wait = if shard == META_GROUP || preferred == Some(node) {
+        Duration::ZERO
+    } else {
+        // Longer than an election, so the preferred node normally wins.
+        Duration::from_secs(5)
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    match raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(shard, error = %e, "cannot tell whether the group is initialized");
+            return;
+        }
+    }
+    match raft.initialize(voters).await {
+        Ok(()) => tracing::info!(shard, "initialized new raft group"),
+        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+        Err(e) => tracing::warn!(shard, error = %e, "initializing raft group failed"),
     }
 }
 
@@ -258,7 +320,7 @@ async fn serve(
         cfg.limits.clone(),
         cfg.submit_timeout,
     );
-    let admin = AdminServiceImpl::new(cfg.node_id, groups.clone(), peers.clone(), districts);
+    let admin = AdminServiceImpl::new(cfg.node_id, router.clone(), peers.clone());
     let transport = RaftTransportService::new(groups.clone(), storage.clone(), stop.clone());
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)

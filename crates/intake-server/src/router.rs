@@ -1,29 +1,37 @@
 //! Getting a submission to its shard's leader, and a ticket look-up to a
 //! replica that has it.
 //!
-//! Any node accepts any request. If the local replica of the shard leads, the
-//! complaints are proposed here; otherwise they are forwarded once to the
-//! leader's node (marked, so they are never forwarded again). While a shard
-//! has no leader (an election), the router retries with backoff until the
-//! request's deadline, so clients never see a leader change while a leader
-//! exists. Retries are safe because the state machine deduplicates by
-//! idempotency key.
+//! Any node accepts any request. The cluster map names the complaint's shard.
+//! If a local replica of that shard leads, the complaints are proposed here;
+//! if a local replica follows, the request goes to the leader it names; if
+//! the shard has no replica here, it goes to one of the shard's voters, which
+//! may pass it once more to its leader. A hop count in the request metadata
+//! bounds this, so a stale view can never bounce a request around. While a
+//! shard has no leader (an election), the router retries with backoff until
+//! the request's deadline, so clients never see a leader change while a
+//! leader exists. Retries are safe: the state machine deduplicates by key.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use intake_cluster::{Groups, PeerPool};
-use intake_core::{Command, CommandResponse, Complaint, SubmitOutcome, TicketId};
+use intake_core::{ClusterMap, Command, CommandResponse, Complaint, SubmitOutcome, TicketId, slot_of};
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
-use intake_storage::{NodeId, Raft, ShardId, StateMachine};
+use intake_storage::{NodeId, Raft, ShardId, StateMachine, TypeConfig};
 use openraft::ReadPolicy;
 use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
-use crate::FORWARDED_HEADER;
-use crate::convert::{millis_to_timestamp, now_millis, ticket_to_pb};
+use crate::HOPS_HEADER;
+use crate::convert::{complaint_to_pb, millis_to_timestamp, now_millis, ticket_to_pb};
 use crate::errors::{key_conflict, with_retry};
+
+/// Most node-to-node hops a request may take: origin → a replica of the
+/// shard → that replica's leader.
+pub const MAX_HOPS: u32 = 2;
 
 /// The answer for one complaint.
 pub type ItemResult = Result<pb::SubmitResponse, Status>;
@@ -32,23 +40,25 @@ pub type ItemResult = Result<pb::SubmitResponse, Status>;
 pub struct Router {
     node_id: NodeId,
     groups: Groups,
-    state_machines: std::sync::Arc<dashmap::DashMap<ShardId, StateMachine>>,
+    state_machines: Arc<DashMap<ShardId, StateMachine>>,
     peers: PeerPool,
+    map: Arc<RwLock<Arc<ClusterMap>>>,
 }
 
-/// What to do after a write was refused by a non-leader.
+/// Where a request goes next.
 enum Next {
     Forward(NodeId, String),
     Wait,
 }
 
 impl Router {
-    pub fn new(node_id: NodeId, groups: Groups, peers: PeerPool) -> Self {
+    pub fn new(node_id: NodeId, groups: Groups, peers: PeerPool, map: ClusterMap) -> Self {
         Self {
             node_id,
             groups,
             state_machines: Default::default(),
             peers,
+            map: Arc::new(RwLock::new(Arc::new(map))),
         }
     }
 
@@ -60,38 +70,84 @@ impl Router {
         self.state_machines.get(&shard).map(|s| s.value().clone())
     }
 
-    /// The shard of a complaint. One shard for now; the slot of the
-    /// idempotency key is already part of the route (see `intake_core::routing`).
-    pub fn shard_for(&self, _complaint: &Complaint) -> ShardId {
-        0
+    /// The current cluster map.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        match self.map.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
-    fn raft(&self, shard: ShardId) -> Result<Raft, Status> {
-        self.groups
-            .get(shard)
-            .ok_or_else(|| Status::unavailable(format!("shard {shard} is not hosted on this node")))
+    /// Installs `map` if it is newer than the current one.
+    pub fn update_map(&self, map: ClusterMap) -> bool {
+        let mut guard = match self.map.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if map.version > guard.version {
+            *guard = Arc::new(map);
+            true
+        } else {
+            false
+        }
     }
 
-    fn next_step(&self, f: &ForwardToLeader<intake_storage::TypeConfig>, forwarded: bool) -> Next {
+    /// The shard of a complaint, by (district, slot of its key).
+    pub fn shard_for(&self, complaint: &Complaint) -> Option<ShardId> {
+        self.map()
+            .shard_for(&complaint.district, slot_of(&complaint.idempotency_key))
+    }
+
+    /// After a local replica refused: its leader, unless that is us or the
+    /// hop budget is spent.
+    fn next_step(&self, f: &ForwardToLeader<TypeConfig>, hops: u32) -> Next {
         match (&f.leader_id, &f.leader_node) {
-            (Some(id), Some(node)) if *id != self.node_id && !forwarded => {
+            (Some(id), Some(node)) if *id != self.node_id && hops < MAX_HOPS => {
                 Next::Forward(*id, node.addr.clone())
             }
             _ => Next::Wait,
         }
     }
 
+    /// Voters of a shard hosted elsewhere, preferred leader first.
+    fn remote_voters(&self, shard: ShardId) -> Result<Vec<(NodeId, String)>, Status> {
+        let map = self.map();
+        let p = map
+            .placement(shard)
+            .ok_or_else(|| Status::not_found(format!("no shard {shard} in this cluster")))?;
+        Ok(p.voters
+            .iter()
+            .filter(|v| **v != self.node_id)
+            .filter_map(|v| map.members.get(v).map(|a| (*v, a.clone())))
+            .collect())
+    }
+
+    fn client(
+        &self,
+        node: NodeId,
+        addr: &str,
+    ) -> Result<IntakeServiceClient<tonic::transport::Channel>, Status> {
+        let channel = self
+            .peers
+            .channel(node, addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(IntakeServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024))
+    }
+
     /// Proposes `complaints` (all of `shard`) and waits until they are
     /// committed on a quorum and applied. The outer error fails the whole
-    /// group; inner results are per complaint.
+    /// group; inner results are per complaint. `hops` is how many nodes the
+    /// request has already passed through.
     pub async fn submit(
         &self,
         shard: ShardId,
         complaints: Vec<Complaint>,
-        forwarded: bool,
+        hops: u32,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
-        let raft = self.raft(shard)?;
+        let Some(raft) = self.groups.get(shard) else {
+            return self.submit_remote(shard, &complaints, hops, deadline).await;
+        };
         let mut backoff = Duration::from_millis(20);
         loop {
             let cmd = Command::Submit {
@@ -116,16 +172,16 @@ impl Router {
                     ));
                 }
             };
-            match self.next_step(&refusal, forwarded) {
+            match self.next_step(&refusal, hops) {
                 Next::Forward(id, addr) => {
-                    match self.forward_submit(id, &addr, &complaints, deadline).await {
+                    match self.forward_submit(id, &addr, &complaints, hops, deadline).await {
                         Ok(results) => return Ok(results),
                         // The leader moved or is unreachable: learn again and retry.
                         Err(s) if s.code() == Code::Unavailable => {}
                         Err(s) => return Err(s),
                     }
                 }
-                Next::Wait if forwarded => {
+                Next::Wait if hops > 0 => {
                     return Err(with_retry(
                         Code::Unavailable,
                         format!("node {} does not lead shard {shard}", self.node_id),
@@ -146,23 +202,58 @@ impl Router {
         }
     }
 
-    async fn forward_submit(
+    /// A shard with no replica here: ask its voters in turn, until the
+    /// deadline, so a dead voter or an election is absorbed.
+    async fn submit_remote(
         &self,
-        leader: NodeId,
-        addr: &str,
+        shard: ShardId,
         complaints: &[Complaint],
+        hops: u32,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
-        let channel = self
-            .peers
-            .channel(leader, addr)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut client = IntakeServiceClient::new(channel);
+        if hops >= MAX_HOPS {
+            return Err(with_retry(
+                Code::Unavailable,
+                format!("node {} has no replica of shard {shard}", self.node_id),
+                Duration::from_millis(50),
+            ));
+        }
+        let voters = self.remote_voters(shard)?;
+        let mut backoff = Duration::from_millis(20);
+        let mut last = Status::unavailable(format!("shard {shard} has no reachable replica"));
+        loop {
+            for (id, addr) in &voters {
+                match self.forward_submit(*id, addr, complaints, hops, deadline).await {
+                    Ok(r) => return Ok(r),
+                    Err(s) if s.code() == Code::Unavailable => last = s,
+                    Err(s) => return Err(s),
+                }
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(with_retry(
+                    Code::Unavailable,
+                    last.message().to_string(),
+                    Duration::from_millis(500),
+                ));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn forward_submit(
+        &self,
+        node: NodeId,
+        addr: &str,
+        complaints: &[Complaint],
+        hops: u32,
+        deadline: Instant,
+    ) -> Result<Vec<ItemResult>, Status> {
+        let mut client = self.client(node, addr)?;
         let mut req = tonic::Request::new(pb::SubmitBatchRequest {
-            complaints: complaints.iter().map(crate::convert::complaint_to_pb).collect(),
+            complaints: complaints.iter().map(complaint_to_pb).collect(),
         });
-        req.metadata_mut()
-            .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+        set_hops(&mut req, hops + 1);
         req.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let resp = client.submit_batch(req).await?.into_inner();
         if resp.results.len() != complaints.len() {
@@ -173,16 +264,23 @@ impl Router {
 
     /// Finds a ticket. A replica that has applied it answers at once; one that
     /// has not asks the leader (which first makes sure it has applied all it
-    /// committed), unless `local` asks for this replica's view only.
+    /// committed), unless `local` asks for this replica's view only. A shard
+    /// with no replica here is asked of its voters.
     pub async fn get_ticket(
         &self,
         id: TicketId,
         local: bool,
-        forwarded: bool,
+        hops: u32,
     ) -> Result<Option<pb::Ticket>, Status> {
-        let sm = self
-            .state_machine(id.shard)
-            .ok_or_else(|| Status::not_found(format!("no shard {} in this cluster", id.shard)))?;
+        let Some(sm) = self.state_machine(id.shard) else {
+            if local {
+                return Err(Status::failed_precondition(format!(
+                    "node {} has no replica of shard {}",
+                    self.node_id, id.shard
+                )));
+            }
+            return self.get_remote(id, hops).await;
+        };
         let read = |sm: &StateMachine| -> Result<Option<pb::Ticket>, Status> {
             Ok(sm
                 .get_ticket(&id)
@@ -196,12 +294,15 @@ impl Router {
         if local {
             return Ok(None);
         }
-        let raft = self.raft(id.shard)?;
+        let raft = self
+            .groups
+            .get(id.shard)
+            .ok_or_else(|| Status::unavailable(format!("shard {} is stopping here", id.shard)))?;
         match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => read(&sm),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                match self.next_step(&f, forwarded) {
-                    Next::Forward(leader, addr) => self.forward_get(leader, &addr, id).await,
+                match self.next_step(&f, hops) {
+                    Next::Forward(leader, addr) => self.forward_get(leader, &addr, id, hops).await,
                     Next::Wait => Err(with_retry(
                         Code::Unavailable,
                         format!("shard {} has no leader right now", id.shard),
@@ -217,23 +318,37 @@ impl Router {
         }
     }
 
+    async fn get_remote(&self, id: TicketId, hops: u32) -> Result<Option<pb::Ticket>, Status> {
+        if hops >= MAX_HOPS {
+            return Err(Status::unavailable(format!(
+                "node {} has no replica of shard {}",
+                self.node_id, id.shard
+            )));
+        }
+        let mut last = Status::unavailable(format!("shard {} has no reachable replica", id.shard));
+        for (node, addr) in self.remote_voters(id.shard)? {
+            match self.forward_get(node, &addr, id, hops).await {
+                Ok(t) => return Ok(t),
+                Err(s) if s.code() == Code::Unavailable => last = s,
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last)
+    }
+
     async fn forward_get(
         &self,
-        leader: NodeId,
+        node: NodeId,
         addr: &str,
         id: TicketId,
+        hops: u32,
     ) -> Result<Option<pb::Ticket>, Status> {
-        let channel = self
-            .peers
-            .channel(leader, addr)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut client = IntakeServiceClient::new(channel);
+        let mut client = self.client(node, addr)?;
         let mut req = tonic::Request::new(pb::GetTicketRequest {
             ticket_id: id.to_string(),
             local: false,
         });
-        req.metadata_mut()
-            .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+        set_hops(&mut req, hops + 1);
         req.set_timeout(Duration::from_secs(5));
         match client.get_ticket(req).await {
             Ok(resp) => Ok(resp.into_inner().ticket),
@@ -241,6 +356,26 @@ impl Router {
             Err(s) => Err(s),
         }
     }
+
+    /// This node's Raft handle for `shard`, if it hosts one.
+    pub fn raft(&self, shard: ShardId) -> Option<Raft> {
+        self.groups.get(shard)
+    }
+}
+
+fn set_hops<T>(req: &mut tonic::Request<T>, hops: u32) {
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(hops.to_string()) {
+        req.metadata_mut().insert(HOPS_HEADER, v);
+    }
+}
+
+/// How many nodes a request has passed through before this one.
+pub fn hops_of<T>(req: &tonic::Request<T>) -> u32 {
+    req.metadata()
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn outcomes(shard: ShardId, data: CommandResponse, complaints: &[Complaint]) -> Vec<ItemResult> {
@@ -277,16 +412,12 @@ fn item_from_pb(r: pb::SubmitResult) -> ItemResult {
     match r.outcome {
         Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok),
         Some(pb::submit_result::Outcome::Error(e)) => {
-            let status = if e.retry_after_ms > 0 {
-                with_retry(
-                    Code::from_i32(e.code),
-                    e.message,
-                    Duration::from_millis(e.retry_after_ms),
-                )
+            let code = Code::from_i32(e.code);
+            Err(if e.retry_after_ms > 0 {
+                with_retry(code, e.message, Duration::from_millis(e.retry_after_ms))
             } else {
-                Status::new(Code::from_i32(e.code), e.message)
-            };
-            Err(status)
+                Status::new(code, e.message)
+            })
         }
         None => Err(Status::internal("leader answered an empty item")),
     }

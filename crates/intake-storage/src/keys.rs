@@ -38,6 +38,31 @@ pub fn log_key(index: u64) -> [u8; 8] {
 /// Prefixes and keys of the `sm.{shard}` tree.
 pub const TICKET_PREFIX: u8 = b't';
 pub const IDEM_PREFIX: u8 = b'k';
+/// The cluster map (meta group only): value is the creating log index (8
+/// bytes BE) followed by postcard(ClusterMap), so snapshots can filter it by
+/// index like every other record.
+pub const CLUSTER_PREFIX: u8 = b'c';
+pub const CLUSTER_KEY: &[u8] = b"cmap";
+
+pub fn encode_cluster(log_index: u64, map: &intake_core::ClusterMap) -> Result<Vec<u8>, StorageError> {
+    let mut v = log_index.to_be_bytes().to_vec();
+    v.extend(encode(map)?);
+    Ok(v)
+}
+
+/// The creating log index and the map of a cluster record.
+pub fn decode_cluster(value: &[u8]) -> Result<(u64, intake_core::ClusterMap), StorageError> {
+    let bad = |source| StorageError::Decode {
+        what: "cluster map",
+        source,
+    };
+    let (head, body) = value
+        .split_at_checked(8)
+        .ok_or(bad(postcard::Error::DeserializeUnexpectedEnd))?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(head);
+    Ok((u64::from_be_bytes(b), postcard::from_bytes(body).map_err(bad)?))
+}
 /// Applied log id and membership, written in the same batch as each entry's
 /// effects so that data and applied index can never disagree.
 pub const SM_STATE: &[u8] = b"m/state";

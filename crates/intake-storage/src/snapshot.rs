@@ -110,7 +110,7 @@ pub(crate) fn write_file(
     let file = File::create(&tmp)?;
     let mut w = RecordWriter::new(BufWriter::new(file))?;
     if let Some(applied) = applied {
-        for prefix in [keys::TICKET_PREFIX, keys::IDEM_PREFIX] {
+        for prefix in [keys::TICKET_PREFIX, keys::IDEM_PREFIX, keys::CLUSTER_PREFIX] {
             for kv in tree.scan_prefix([prefix]) {
                 let (k, v) = kv.map_err(io::Error::other)?;
                 if created_at(&k, &v)? <= applied {
@@ -132,6 +132,11 @@ pub(crate) fn write_file(
 fn created_at(key: &[u8], value: &[u8]) -> io::Result<u64> {
     if let Some(index) = keys::ticket_key_index(key) {
         return Ok(index);
+    }
+    if key.first() == Some(&keys::CLUSTER_PREFIX) {
+        return keys::decode_cluster(value)
+            .map(|(index, _)| index)
+            .map_err(|e| invalid(e.to_string()));
     }
     let id: TicketId =
         postcard::from_bytes(value).map_err(|e| invalid(format!("idempotency record: {e}")))?;
@@ -222,6 +227,9 @@ fn check_record(key: &[u8], value: &[u8]) -> io::Result<()> {
         Some(&keys::IDEM_PREFIX) => {
             postcard::from_bytes::<TicketId>(value)
                 .map_err(|e| invalid(format!("idempotency record: {e}")))?;
+        }
+        Some(&keys::CLUSTER_PREFIX) if key == keys::CLUSTER_KEY => {
+            keys::decode_cluster(value).map_err(|e| invalid(format!("cluster map record: {e}")))?;
         }
         _ => return Err(invalid("snapshot holds a record that is neither ticket nor key")),
     }

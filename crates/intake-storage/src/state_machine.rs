@@ -114,6 +114,15 @@ impl StateMachine {
         Ok(out)
     }
 
+    /// The cluster map, in the meta group's state machine; `None` elsewhere
+    /// and before the first map is committed.
+    pub fn cluster_map(&self) -> Result<Option<intake_core::ClusterMap>, StorageError> {
+        match self.tree.get(keys::CLUSTER_KEY)? {
+            Some(v) => Ok(Some(keys::decode_cluster(&v)?.1)),
+            None => Ok(None),
+        }
+    }
+
     /// The index of the last applied entry.
     pub fn applied(&self) -> Result<Option<u64>, StorageError> {
         Ok(self.read_state()?.0.map(|l| l.index))
@@ -233,6 +242,18 @@ impl StateMachine {
                 complaints,
                 &mut batch,
             )?),
+            EntryPayload::Normal(Command::SetClusterMap(map)) => {
+                // Only a newer map replaces the current one, so a stale
+                // proposal (e.g. a re-sent bootstrap) is harmless.
+                let newer = self
+                    .cluster_map()
+                    .map_err(io::Error::from)?
+                    .is_none_or(|m| m.version < map.version);
+                if newer {
+                    batch.insert(keys::CLUSTER_KEY, keys::encode_cluster(entry.log_id.index, &map)?);
+                }
+                CommandResponse::Empty
+            }
         };
         let state: AppliedState = (Some(entry.log_id), membership.clone());
         batch.insert(SM_STATE, keys::encode(&state)?);
@@ -284,7 +305,7 @@ impl StateMachine {
 /// `recover` and redone.
 fn load_tree(tree: &sled::Tree, file: File, meta: &SnapshotMeta) -> Result<(), StorageError> {
     tree.remove(SM_STATE)?;
-    for prefix in [keys::TICKET_PREFIX, keys::IDEM_PREFIX] {
+    for prefix in [keys::TICKET_PREFIX, keys::IDEM_PREFIX, keys::CLUSTER_PREFIX] {
         let mut batch = sled::Batch::default();
         let mut n = 0usize;
         for k in tree.scan_prefix([prefix]).keys() {

@@ -295,3 +295,95 @@ fn cli_reports_errors_plainly() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("SHARD"));
 }
+
+/// Waits until every shard reports a live leader; returns the status.
+fn wait_all_leaders(c: &Cluster, via: u64, timeout: Duration) -> serde_json::Value {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(s) = c.status(via) {
+            let shards = s["shards"].as_array().cloned().unwrap_or_default();
+            let ok = !shards.is_empty()
+                && shards
+                    .iter()
+                    .all(|sh| sh["leader"].as_u64().is_some_and(|l| c.procs.contains_key(&l)));
+            if ok {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "not every shard has a live leader; logs in {}",
+            c.dir.path().display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn five_nodes_eight_shards_survive_kill_nine_of_any_node() {
+    let mut c = Cluster::new(5);
+    for id in 1..=5 {
+        c.start(id);
+    }
+    let s = wait_all_leaders(&c, 1, Duration::from_secs(60));
+    let shards = s["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 8);
+    let mut leaders = std::collections::BTreeSet::new();
+    let mut voters_of = BTreeMap::new();
+    for sh in shards {
+        let mut v: Vec<u64> = sh["voters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        assert_eq!(v.len(), 3, "{sh}");
+        assert!(!sh["districts"].as_array().unwrap().is_empty(), "{sh}");
+        voters_of.insert(sh["id"].as_u64().unwrap(), v);
+        leaders.insert(sh["leader"].as_u64().unwrap());
+    }
+    assert!(leaders.len() >= 3, "leaders on {leaders:?}");
+
+    let districts = intake_core::DistrictTable::beijing();
+    let mut acked = BTreeMap::new();
+    for (i, d) in districts.iter().enumerate() {
+        let via = &c.addrs[&(1 + i as u64 % 5)];
+        let key = format!("k9-before-{}", d.code);
+        acked.insert(key.clone(), submit(via, &key, &d.code, "burst pipe"));
+    }
+
+    let victim = 3;
+    c.kill(victim);
+    let survivors = [1u64, 2, 4, 5];
+    for (i, d) in districts.iter().enumerate() {
+        let via = &c.addrs[&survivors[i % 4]];
+        let key = format!("k9-after-{}", d.code);
+        acked.insert(key.clone(), submit(via, &key, &d.code, "no water"));
+    }
+    for id in survivors {
+        for (key, ticket) in &acked {
+            let t = get_json(&c.addrs[&id], ticket, false)
+                .unwrap_or_else(|| panic!("node {id} cannot read {ticket}"));
+            assert_eq!(t["idempotency_key"].as_str(), Some(key.as_str()));
+        }
+    }
+
+    c.start(victim);
+    let end = Instant::now() + Duration::from_secs(60);
+    for (key, ticket) in &acked {
+        let shard = ticket.parse::<intake_core::TicketId>().unwrap().shard as u64;
+        if !voters_of[&shard].contains(&victim) {
+            continue;
+        }
+        loop {
+            if let Some(t) = get_json(&c.addrs[&victim], ticket, true) {
+                assert_eq!(t["idempotency_key"].as_str(), Some(key.as_str()));
+                break;
+            }
+            assert!(Instant::now() < end, "node {victim} never caught up on {ticket}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

@@ -40,7 +40,13 @@ pub fn init_tracing() {
 }
 
 impl TestCluster {
+    /// `n` nodes, one shard.
     pub async fn start(n: u64, tuning: RaftTuning) -> TestCluster {
+        Self::start_with(n, 1, tuning).await
+    }
+
+    /// `n` nodes, `shards` shards of min(3, n) replicas.
+    pub async fn start_with(n: u64, shards: u32, tuning: RaftTuning) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let addrs: BTreeMap<u64, SocketAddr> = (1..=n)
@@ -51,6 +57,7 @@ impl TestCluster {
         for (id, addr) in &addrs {
             let mut cfg = NodeConfig::new(*id, *addr, dir.path().join(format!("node-{id}")), initial.clone());
             cfg.raft = tuning.clone();
+            cfg.shards = shards;
             cfg.cache_capacity_bytes = 16 * 1024 * 1024;
             configs.insert(*id, cfg);
         }
@@ -104,11 +111,16 @@ impl TestCluster {
 
     /// The leader of shard 0 as the running nodes agree on it.
     pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        self.wait_shard_leader(0, timeout).await
+    }
+
+    /// The leader of `shard` as its running replicas agree on it.
+    pub async fn wait_shard_leader(&self, shard: u32, timeout: Duration) -> u64 {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut seen = Vec::new();
             for node in self.nodes.values() {
-                if let Some(raft) = node.raft(0) {
+                if let Some(raft) = node.raft(shard) {
                     seen.push(raft.metrics().borrow_watched().current_leader);
                 }
             }

@@ -39,6 +39,13 @@ pub struct StartArgs {
     /// District table CSV (code,name_zh,name_en,population). Default: Beijing.
     #[arg(long, env = "INTAKE_DISTRICTS")]
     districts: Option<PathBuf>,
+    /// Shards of a new cluster (fixed when the cluster is first started). Default 8.
+    #[arg(long, env = "INTAKE_SHARDS")]
+    shards: Option<u32>,
+    /// Replicas per shard of a new cluster, on distinct nodes. Default 3
+    /// (fewer if the initial cluster has fewer nodes).
+    #[arg(long, env = "INTAKE_REPLICAS")]
+    replicas: Option<usize>,
     /// sled cache size in MiB. Default 256.
     #[arg(long, env = "INTAKE_CACHE_MB")]
     cache_mb: Option<u64>,
@@ -61,6 +68,8 @@ struct FileConfig {
     initial_cluster: Option<String>,
     http: Option<SocketAddr>,
     districts: Option<PathBuf>,
+    shards: Option<u32>,
+    replicas: Option<usize>,
     cache_mb: Option<u64>,
     log_json: Option<bool>,
 }
@@ -150,6 +159,10 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         cfg.districts = DistrictTable::from_csv(&text).with_context(|| format!("in {}", path.display()))?;
     }
+    if let Some(n) = args.shards.or(file.shards) {
+        cfg.shards = n;
+    }
+    cfg.replicas = args.replicas.or(file.replicas);
     if let Some(mb) = args.cache_mb.or(file.cache_mb) {
         cfg.cache_capacity_bytes = mb * 1024 * 1024;
     }

@@ -39,7 +39,7 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> serde_json::Value {
 
 pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut c = client::admin(&a.endpoint).await?;
-    let s = match c.cluster_status(pb::ClusterStatusRequest {}).await {
+    let s = match c.cluster_status(pb::ClusterStatusRequest { local: false }).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
             eprintln!("error: {}", client::explain(&status));
