@@ -5,6 +5,7 @@
 //! leader's node → the state machine applies it and answers with the ticket.
 
 pub mod admin_service;
+pub mod batcher;
 pub mod config;
 pub mod convert;
 pub mod errors;

@@ -105,8 +105,8 @@ impl Node {
             let raft = Raft::new(cfg.node_id, raft_config.clone(), network, log, sm.clone())
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
-            groups.insert(*shard, raft);
-            router.add_shard(*shard, sm);
+            groups.insert(*shard, raft.clone());
+            router.add_shard(*shard, sm, raft);
         }
 
         let listener = TcpListener::bind(cfg.listen)

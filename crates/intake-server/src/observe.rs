@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use intake_cluster::Groups;
 use intake_storage::{NodeId, NodeStorage};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tonic::Status;
 
 /// Counts one submission by outcome and records its latency.
@@ -31,9 +31,14 @@ pub fn record_submit<T>(result: &Result<T, Status>, started: std::time::Instant)
 pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
-        .set_buckets(&[
-            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-        ])
+        // Latencies get fixed buckets (aggregatable across nodes); other
+        // histograms, such as entries per flush, are summaries.
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".to_string()),
+            &[
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ],
+        )
         .map_err(|e| e.to_string())?
         .install()
         .map_err(|e| e.to_string())

@@ -16,17 +16,18 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use intake_cluster::{Groups, PeerPool};
-use intake_core::{ClusterMap, Command, CommandResponse, Complaint, SubmitOutcome, TicketId, slot_of};
+use intake_core::{ClusterMap, Complaint, SubmitOutcome, TicketId, slot_of};
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use intake_storage::{NodeId, Raft, ShardId, StateMachine, TypeConfig};
 use openraft::ReadPolicy;
-use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::error::{ForwardToLeader, LinearizableReadError, RaftError};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::HOPS_HEADER;
-use crate::convert::{complaint_to_pb, millis_to_timestamp, now_millis, ticket_to_pb};
+use crate::batcher::{Batcher, ProposeError};
+use crate::convert::{complaint_to_pb, millis_to_timestamp, ticket_to_pb};
 use crate::errors::{key_conflict, with_retry};
 
 /// Most node-to-node hops a request may take: origin → a replica of the
@@ -41,6 +42,7 @@ pub struct Router {
     node_id: NodeId,
     groups: Groups,
     state_machines: Arc<DashMap<ShardId, StateMachine>>,
+    batchers: Arc<DashMap<ShardId, Batcher>>,
     peers: PeerPool,
     map: Arc<RwLock<Arc<ClusterMap>>>,
 }
@@ -57,13 +59,18 @@ impl Router {
             node_id,
             groups,
             state_machines: Default::default(),
+            batchers: Default::default(),
             peers,
             map: Arc::new(RwLock::new(Arc::new(map))),
         }
     }
 
-    pub fn add_shard(&self, shard: ShardId, sm: StateMachine) {
+    /// Registers a group hosted here; data shards get a batcher.
+    pub fn add_shard(&self, shard: ShardId, sm: StateMachine, raft: Raft) {
         self.state_machines.insert(shard, sm);
+        if shard != intake_core::META_GROUP {
+            self.batchers.insert(shard, Batcher::start(shard, raft));
+        }
     }
 
     pub fn state_machine(&self, shard: ShardId) -> Option<StateMachine> {
@@ -145,32 +152,34 @@ impl Router {
         hops: u32,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
-        let Some(raft) = self.groups.get(shard) else {
+        let Some(batcher) = self.batchers.get(&shard).map(|b| b.value().clone()) else {
             return self.submit_remote(shard, &complaints, hops, deadline).await;
         };
         let mut backoff = Duration::from_millis(20);
         loop {
-            let cmd = Command::Submit {
-                accepted_at: now_millis(),
-                complaints: complaints.clone(),
-            };
-            let written = tokio::time::timeout_at(deadline, raft.client_write(cmd)).await.map_err(|_| {
+            let proposed = tokio::time::timeout_at(deadline, batcher.propose(complaints.clone())).await.map_err(|_| {
                 Status::deadline_exceeded(
                     "not acknowledged before the deadline; it may still commit: retry with the same idempotency key",
                 )
             })?;
-            let refusal = match written {
-                Ok(resp) => return Ok(outcomes(shard, resp.data, &complaints)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
-                | Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => f,
-                Err(RaftError::APIError(other)) => return Err(Status::internal(other.to_string())),
-                Err(RaftError::Fatal(fatal)) => {
+            let refusal = match proposed {
+                Ok(v) => return Ok(v.into_iter().map(|o| item_result(shard, o)).collect()),
+                Err(ProposeError::NotLeader(f)) => f,
+                Err(ProposeError::Overloaded) => {
+                    return Err(with_retry(
+                        Code::ResourceExhausted,
+                        format!("shard {shard} is at capacity; retry with the same idempotency key"),
+                        Duration::from_millis(100),
+                    ));
+                }
+                Err(ProposeError::Stopped(e)) => {
                     return Err(with_retry(
                         Code::Unavailable,
-                        format!("shard {shard} replica stopped: {fatal}"),
+                        format!("shard {shard} replica stopped: {e}"),
                         Duration::from_secs(1),
                     ));
                 }
+                Err(ProposeError::Other(e)) => return Err(Status::internal(e)),
             };
             match self.next_step(&refusal, hops) {
                 Next::Forward(id, addr) => {
@@ -376,18 +385,6 @@ pub fn hops_of<T>(req: &tonic::Request<T>) -> u32 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn outcomes(shard: ShardId, data: CommandResponse, complaints: &[Complaint]) -> Vec<ItemResult> {
-    match data {
-        CommandResponse::Submitted(v) if v.len() == complaints.len() => {
-            v.into_iter().map(|o| item_result(shard, o)).collect()
-        }
-        _ => complaints
-            .iter()
-            .map(|_| Err(Status::internal("state machine gave an unexpected reply")))
-            .collect(),
-    }
 }
 
 fn item_result(shard: ShardId, o: SubmitOutcome) -> ItemResult {

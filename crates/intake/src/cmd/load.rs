@@ -161,7 +161,7 @@ impl Shared {
                     }
                 }
             }
-            if Instant::now() + retry_after >= deadline {
+            if !results.iter().any(needs_retry) || Instant::now() + retry_after >= deadline {
                 break;
             }
             tokio::time::sleep(retry_after).await;
