@@ -133,9 +133,12 @@ impl Node {
         for shard in &hosted {
             if let Some(raft) = groups.get(*shard) {
                 let voters = group_voters(&map, *shard);
+                // The placement's first voter; the meta group has none.
+                let preferred = map.placement(*shard).and_then(|p| p.voters.first().copied());
                 tokio::spawn(initialize_if_new(
                     cfg.node_id,
                     *shard,
+                    preferred,
                     raft,
                     voters,
                     stop_tasks.clone(),
@@ -264,11 +267,11 @@ fn group_voters(map: &ClusterMap, shard: ShardId) -> BTreeMap<NodeId, BasicNode>
 async fn initialize_if_new(
     node: NodeId,
     shard: ShardId,
+    preferred: Option<NodeId>,
     raft: Raft,
     voters: BTreeMap<NodeId, BasicNode>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let preferred = voters.keys().next().copied();
     let wait = if shard == META_GROUP || preferred == Some(node) {
         Duration::ZERO
     } else {

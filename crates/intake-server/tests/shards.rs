@@ -137,3 +137,22 @@ async fn five_nodes_eight_shards() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaders_start_spread_over_all_nodes() {
+    // Three nodes hold every shard; leadership must still be spread, so one
+    // node does not carry every shard's writes.
+    let c = TestCluster::start_with(3, 8, fast_tuning()).await;
+    let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
+    for shard in 0..8 {
+        *per_node
+            .entry(c.wait_shard_leader(shard, Duration::from_secs(30)).await)
+            .or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 3, "leaders per node: {per_node:?}");
+    assert!(
+        per_node.values().all(|n| (2..=3).contains(n)),
+        "leaders per node: {per_node:?}"
+    );
+    c.shutdown().await;
+}
