@@ -160,3 +160,56 @@ async fn each_bad_input_gets_its_field_violation() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_health_and_reflection_of_the_public_api_only() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let c = TestCluster::start(1, fast_tuning()).await;
+    c.wait_leader(Duration::from_secs(20)).await;
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", c.addr(1)))
+        .unwrap()
+        .connect_lazy();
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "intake.v1.IntakeService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let mut refl = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("{msg:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"intake.v1.IntakeService".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"intake.v1.AdminService".to_string()), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("intake_internal")),
+        "internal transport exposed: {names:?}"
+    );
+    c.shutdown().await;
+}

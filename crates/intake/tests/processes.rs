@@ -30,6 +30,7 @@ impl Drop for Proc {
 struct Cluster {
     dir: tempfile::TempDir,
     addrs: BTreeMap<u64, String>,
+    metrics: BTreeMap<u64, String>,
     procs: BTreeMap<u64, Proc>,
 }
 
@@ -39,9 +40,13 @@ impl Cluster {
         let addrs = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
+        let metrics = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
         Cluster {
             dir,
             addrs,
+            metrics,
             procs: BTreeMap::new(),
         }
     }
@@ -71,6 +76,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("node-{id}")))
             .args(["--initial-cluster", &self.initial()])
+            .args(["--http", &self.metrics[&id]])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -114,6 +120,16 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// A plain HTTP/1.0 GET; the body as text.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 fn intake(args: &[&str]) -> Output {
@@ -294,6 +310,21 @@ fn cli_reports_errors_plainly() {
     let out = intake(&["status", "--endpoint", &addr]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("SHARD"));
+
+    // Prometheus metrics, once the reporter has run.
+    std::thread::sleep(Duration::from_millis(1500));
+    let page = http_get(&c.metrics[&1], "/metrics");
+    for name in [
+        "intake_submit_total{outcome=\"accepted\"}",
+        "intake_submit_duration_seconds_bucket",
+        "intake_raft_term{",
+        "intake_raft_commit_index{",
+        "intake_raft_applied_index{",
+        "intake_storage_flushes_total",
+        "intake_storage_disk_bytes",
+    ] {
+        assert!(page.contains(name), "/metrics lacks {name}:\n{page}");
+    }
 }
 
 /// Waits until every shard reports a live leader; returns the status.
