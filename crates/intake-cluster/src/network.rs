@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use intake_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use intake_proto::raft::v1::{RaftMessage, SnapshotChunk};
 use intake_storage::{NodeId, ShardId, SnapshotData, TypeConfig};
 use openraft::alias::{SnapshotOf, VoteOf};
@@ -19,6 +20,7 @@ use openraft::{BasicNode, OptionalSend};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tonic::Code;
+use tonic::transport::Channel;
 
 use crate::SNAPSHOT_CHUNK_BYTES;
 use crate::codec::{decode, encode};
@@ -87,15 +89,24 @@ fn net_err(e: &(impl std::error::Error + 'static)) -> RpcErr {
 }
 
 impl GroupConnection {
-    fn client(
-        &self,
-    ) -> Result<
-        intake_proto::raft::v1::raft_transport_client::RaftTransportClient<tonic::transport::Channel>,
-        RpcErr,
-    > {
+    fn client(&self) -> Result<RaftTransportClient<Channel>, RpcErr> {
         self.pool
             .client(self.target, &self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    /// Encode, send with openraft's deadline, decode: every unary Raft RPC is
+    /// this with a different client method.
+    async fn unary<Req, Resp, F, Fut>(&self, rpc: &Req, option: RPCOption, call: F) -> Result<Resp, RpcErr>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftTransportClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let req = self.message(rpc, option.hard_ttl())?;
+        let reply = call(self.client()?, req).await.map_err(status_err)?;
+        decode(&reply.into_inner().payload).map_err(|e| net_err(&e))
     }
 
     fn message<T: serde::Serialize>(
@@ -130,9 +141,8 @@ impl RaftNetworkV2<TypeConfig> for GroupConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RpcErr> {
-        let req = self.message(&rpc, option.hard_ttl())?;
-        let reply = self.client()?.append_entries(req).await.map_err(status_err)?;
-        decode(&reply.into_inner().payload).map_err(|e| net_err(&e))
+        self.unary(&rpc, option, |mut c, r| async move { c.append_entries(r).await })
+            .await
     }
 
     fn stream_append<'s, S>(
@@ -181,9 +191,8 @@ impl RaftNetworkV2<TypeConfig> for GroupConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
-        let req = self.message(&rpc, option.hard_ttl())?;
-        let reply = self.client()?.vote(req).await.map_err(status_err)?;
-        decode(&reply.into_inner().payload).map_err(|e| net_err(&e))
+        self.unary(&rpc, option, |mut c, r| async move { c.vote(r).await })
+            .await
     }
 
     async fn pre_vote(
@@ -191,9 +200,8 @@ impl RaftNetworkV2<TypeConfig> for GroupConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
-        let req = self.message(&rpc, option.hard_ttl())?;
-        let reply = self.client()?.pre_vote(req).await.map_err(status_err)?;
-        decode(&reply.into_inner().payload).map_err(|e| net_err(&e))
+        self.unary(&rpc, option, |mut c, r| async move { c.pre_vote(r).await })
+            .await
     }
 
     async fn transfer_leader(
@@ -201,9 +209,8 @@ impl RaftNetworkV2<TypeConfig> for GroupConnection {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RpcErr> {
-        let req = self.message(&req, option.hard_ttl())?;
-        let reply = self.client()?.transfer_leader(req).await.map_err(status_err)?;
-        decode(&reply.into_inner().payload).map_err(|e| net_err(&e))
+        self.unary(&req, option, |mut c, r| async move { c.transfer_leader(r).await })
+            .await
     }
 
     async fn full_snapshot(

@@ -58,46 +58,52 @@ fn raft_err(e: impl std::fmt::Display) -> Status {
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
 
+impl RaftTransportService {
+    /// Decode, hand to the addressed group, encode the answer: every unary
+    /// Raft RPC is this with a different openraft call.
+    async fn unary<Req, Resp, E, F, Fut>(
+        &self,
+        request: Request<RaftMessage>,
+        call: F,
+    ) -> Result<Response<RaftMessage>, Status>
+    where
+        Req: serde::de::DeserializeOwned,
+        Resp: serde::Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(Raft, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, E>>,
+    {
+        let msg = request.into_inner();
+        let raft = self.group(msg.group)?;
+        let resp = call(raft, decode(&msg.payload).map_err(bad)?)
+            .await
+            .map_err(raft_err)?;
+        reply(msg.group, &resp)
+    }
+}
+
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportService {
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let raft = self.group(msg.group)?;
-        let resp = raft
-            .vote(decode(&msg.payload).map_err(bad)?)
+        self.unary(request, |raft, req| async move { raft.vote(req).await })
             .await
-            .map_err(raft_err)?;
-        reply(msg.group, &resp)
     }
 
     async fn pre_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let raft = self.group(msg.group)?;
-        let resp = raft
-            .pre_vote(decode(&msg.payload).map_err(bad)?)
+        self.unary(request, |raft, req| async move { raft.pre_vote(req).await })
             .await
-            .map_err(raft_err)?;
-        reply(msg.group, &resp)
     }
 
     async fn transfer_leader(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let raft = self.group(msg.group)?;
-        let resp = raft
-            .handle_transfer_leader(decode(&msg.payload).map_err(bad)?)
-            .await
-            .map_err(raft_err)?;
-        reply(msg.group, &resp)
+        self.unary(request, |raft, req| async move {
+            raft.handle_transfer_leader(req).await
+        })
+        .await
     }
 
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let raft = self.group(msg.group)?;
-        let resp = raft
-            .append_entries(decode(&msg.payload).map_err(bad)?)
+        self.unary(request, |raft, req| async move { raft.append_entries(req).await })
             .await
-            .map_err(raft_err)?;
-        reply(msg.group, &resp)
     }
 
     type StreamAppendStream = ResponseStream;
