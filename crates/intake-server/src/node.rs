@@ -16,7 +16,6 @@ use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin_service::AdminServiceImpl;
 use crate::config::NodeConfig;
@@ -336,7 +335,10 @@ async fn serve(
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024),
         );
-    let incoming = TcpListenerStream::new(listener);
+    // Server::tcp_nodelay covers only sockets tonic binds itself; these are
+    // ours, and without TCP_NODELAY small Raft responses wait out Nagle and
+    // delayed ACKs (~40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok(tokio::spawn(router.serve_with_incoming_shutdown(
         incoming,
         async move {
