@@ -70,9 +70,7 @@ pub async fn report_loop(
             let leads = m.current_leader == Some(node);
             metrics::gauge!("intake_raft_is_leader", &labels).set(if leads { 1.0 } else { 0.0 });
         }
-        metrics::gauge!("intake_storage_disk_bytes", "node" => node.to_string())
-            .set(storage.disk_bytes() as f64);
-        let stats = storage.flusher().stats();
-        metrics::gauge!("intake_storage_flushes", "node" => node.to_string()).set(stats.flushes as f64);
+        // The flusher counts flushes itself (intake_storage_flushes_total).
+        storage.report_metrics();
     }
 }
