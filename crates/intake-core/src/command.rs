@@ -17,6 +17,11 @@ pub enum Command {
     },
     /// Meta group only: replace the cluster map if this one is newer.
     SetClusterMap(ClusterMap),
+    /// Forget idempotency keys of tickets accepted before `before` (the
+    /// leader's clock, minus the retention window). Tickets stay; only the
+    /// key index shrinks. Applied identically everywhere, so every replica
+    /// forgets the same keys at the same log index.
+    CompactKeys { before: UnixMillis },
 }
 
 /// The outcome of one complaint of a `Submit` command.
@@ -37,6 +42,12 @@ pub enum CommandResponse {
     #[default]
     Empty,
     Submitted(Vec<SubmitOutcome>),
+    /// Keys forgotten by a `CompactKeys`, and whether older ones remain
+    /// (each entry does a bounded amount of work).
+    Compacted {
+        keys: u64,
+        more: bool,
+    },
 }
 
 /// Openraft logs entries with `Display`; complaint text stays out of logs.
@@ -54,6 +65,7 @@ impl std::fmt::Display for Command {
                 )
             }
             Command::SetClusterMap(m) => write!(f, "SetClusterMap(version={})", m.version),
+            Command::CompactKeys { before } => write!(f, "CompactKeys(before={before})"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! are, how ticket ids read aloud, which districts exist, what is valid, and the
 //! commands the Raft state machine applies. Every other crate builds on these.
 
+pub mod category;
 pub mod cluster_map;
 pub mod command;
 pub mod complaint;
@@ -10,6 +11,7 @@ pub mod routing;
 pub mod ticket_id;
 pub mod validate;
 
+pub use category::{CategoryError, CategoryTable, Priority};
 pub use cluster_map::{ClusterMap, META_GROUP, PlacementError, ShardPlacement};
 pub use command::{Command, CommandResponse, SubmitOutcome};
 pub use complaint::{Complaint, Location, Ticket, TicketStatus};

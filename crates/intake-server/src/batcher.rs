@@ -1,122 +1,362 @@
-//! Leader-side batching: concurrent submissions to one shard share a Raft
-//! entry, so one replication round and one fsync per replica serve many
-//! complaints.
+//! Leader-side batching and admission: concurrent submissions to one shard
+//! share a Raft entry, and a surge is refused at the door instead of piling up.
 //!
-//! Each shard hosted here has one batcher task. Submissions queue on a
-//! bounded channel; the task takes whatever has queued (up to the entry
-//! limits), proposes it as one `Command::Submit`, and hands each waiter its
-//! own outcomes. Several proposals may be in flight at once, so batches form
-//! by themselves while the pipeline is busy, with no linger timer adding
-//! latency when it is idle. A full queue is reported at once, never waited on.
+//! Each shard hosted here has one batcher task with two bounded queues,
+//! emergencies and ordinary complaints. The task takes what has queued,
+//! emergencies first and up to the entry limits, proposes it as one
+//! `Command::Submit`, and hands each waiter its own outcomes. Several
+//! proposals may be in flight at once, so batches form by themselves while
+//! the pipeline is busy; an optional linger waits a little longer for fuller
+//! entries.
+//!
+//! Admission is decided when a submission arrives, never by waiting:
+//! - each shard's queue and the node's total are bounded, and ordinary
+//!   complaints may fill only a share of either, so emergencies still find
+//!   room when ordinary traffic is being shed;
+//! - a submission that would wait past its deadline, at the measured drain
+//!   rate, is refused at once rather than timing out later;
+//! - a refusal carries a retry delay that grows with the backlog;
+//! - a queued submission whose deadline passes, or whose caller left, is
+//!   dropped before it is proposed, never after.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use intake_core::{Command, CommandResponse, Complaint, SubmitOutcome};
+use intake_core::{Command, CommandResponse, Complaint, Priority, SubmitOutcome};
 use intake_storage::{Raft, ShardId, TypeConfig};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::time::Instant;
 
+use crate::config::AdmissionConfig;
 use crate::convert::now_millis;
-use crate::intake_service::MAX_ENTRY_COMPLAINT_BYTES;
-
-/// Submissions waiting per shard before new ones are refused.
-pub const QUEUE_DEPTH: usize = 4096;
-/// Proposals of one shard in flight at once.
-pub const MAX_IN_FLIGHT: usize = 8;
 
 /// Why a proposal produced no outcomes.
 #[derive(Debug)]
 pub enum ProposeError {
     /// This replica does not lead; the error names who does, if known.
     NotLeader(ForwardToLeader<TypeConfig>),
-    /// The queue is full: shed, tell the client to come back.
-    Overloaded,
+    /// Over an admission bound: shed, and come back after this long.
+    Overloaded(Duration),
+    /// The deadline passed while queued; it was never proposed.
+    Expired,
     /// The Raft group stopped.
     Stopped(String),
     Other(String),
 }
 
+type Reply = oneshot::Sender<Result<Vec<SubmitOutcome>, ProposeError>>;
+
 struct Pending {
     complaints: Vec<Complaint>,
     bytes: usize,
-    reply: oneshot::Sender<Result<Vec<SubmitOutcome>, ProposeError>>,
+    deadline: Instant,
+    reply: Reply,
+}
+
+/// Complaints queued on this node's leaders, over all shards: the per-node
+/// bound of admission.
+#[derive(Debug, Default)]
+pub struct NodeBacklog {
+    queued: AtomicUsize,
+}
+
+impl NodeBacklog {
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct Queues {
+    emergency: VecDeque<Pending>,
+    ordinary: VecDeque<Pending>,
+    /// Complaints (not requests) queued, by class.
+    emergency_items: usize,
+    ordinary_items: usize,
+}
+
+impl Queues {
+    fn items(&self) -> usize {
+        self.emergency_items + self.ordinary_items
+    }
+}
+
+/// Committed complaints per second while the shard had a backlog: the
+/// shard's capacity as observed, not merely its current offered load.
+#[derive(Default)]
+struct DrainRate {
+    window_start: Option<Instant>,
+    window_items: usize,
+    per_sec: Option<f64>,
+}
+
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+impl DrainRate {
+    fn record(&mut self, items: usize, backlogged: bool, now: Instant) {
+        let start = *self.window_start.get_or_insert(now);
+        self.window_items += items;
+        let elapsed = now.duration_since(start);
+        if elapsed < RATE_WINDOW {
+            return;
+        }
+        // Idle windows say how much was offered, not how much could be
+        // done; only windows that ended with work waiting update the rate.
+        if backlogged {
+            let measured = self.window_items as f64 / elapsed.as_secs_f64();
+            self.per_sec = Some(match self.per_sec {
+                Some(old) => 0.7 * old + 0.3 * measured,
+                None => measured,
+            });
+        }
+        self.window_start = Some(now);
+        self.window_items = 0;
+    }
+
+    /// How long `backlog` complaints take to drain, if the rate is known.
+    fn wait_for(&self, backlog: usize) -> Option<Duration> {
+        let rate = self.per_sec.filter(|r| *r > 1.0)?;
+        Some(Duration::from_secs_f64(backlog as f64 / rate))
+    }
+}
+
+/// Shortest and longest retry delay handed to a shed client.
+const MIN_RETRY: Duration = Duration::from_millis(25);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+struct Shared {
+    shard: ShardId,
+    cfg: AdmissionConfig,
+    node: Arc<NodeBacklog>,
+    queues: Mutex<Queues>,
+    wake: Notify,
+    rate: Mutex<DrainRate>,
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here panics while holding a lock; if it did, the data (counts
+    // and queues) is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// The delay a shed client is told to wait: the time to drain the backlog
+    /// ahead of it, or a guess that grows with the backlog while the drain
+    /// rate is unknown.
+    fn retry_after(&self, backlog: usize) -> Duration {
+        let guess = lock(&self.rate)
+            .wait_for(backlog)
+            .unwrap_or_else(|| Duration::from_millis(100).mul_f64(1.0 + backlog as f64 / 256.0));
+        guess.clamp(MIN_RETRY, MAX_RETRY)
+    }
+
+    /// Removes a request from the counts once it leaves a queue.
+    fn dequeued(&self, q: &mut Queues, p: &Pending, class: Priority) {
+        let n = p.complaints.len();
+        match class {
+            Priority::Emergency => q.emergency_items -= n,
+            Priority::Ordinary => q.ordinary_items -= n,
+        }
+        self.node.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Takes queued requests for one entry, emergencies first. Requests whose
+    /// deadline passed, or whose caller went away, are dropped unproposed.
+    fn take(&self, items: &mut usize, bytes: &mut usize, batch: &mut Vec<Pending>) {
+        let now = Instant::now();
+        let mut q = lock(&self.queues);
+        for class in [Priority::Emergency, Priority::Ordinary] {
+            loop {
+                let deque = match class {
+                    Priority::Emergency => &mut q.emergency,
+                    Priority::Ordinary => &mut q.ordinary,
+                };
+                let Some(front) = deque.front() else { break };
+                let stale = front.reply.is_closed() || front.deadline <= now;
+                if !stale && !batch.is_empty() && !self.fits(*items, *bytes, front) {
+                    return;
+                }
+                let Some(p) = deque.pop_front() else { break };
+                self.dequeued(&mut q, &p, class);
+                if p.reply.is_closed() {
+                    continue;
+                }
+                if p.deadline <= now {
+                    metrics::counter!("intake_submit_expired_total", "shard" => self.shard.to_string())
+                        .increment(p.complaints.len() as u64);
+                    let _ = p.reply.send(Err(ProposeError::Expired));
+                    continue;
+                }
+                *items += p.complaints.len();
+                *bytes += p.bytes;
+                batch.push(p);
+            }
+        }
+    }
+
+    fn fits(&self, items: usize, bytes: usize, p: &Pending) -> bool {
+        items + p.complaints.len() <= self.cfg.max_batch_items && bytes + p.bytes <= self.cfg.max_batch_bytes
+    }
+
+    fn full(&self, items: usize, bytes: usize) -> bool {
+        items >= self.cfg.max_batch_items || bytes >= self.cfg.max_batch_bytes
+    }
+
+    fn fail_all(&self, why: &str) {
+        let mut q = lock(&self.queues);
+        let q = &mut *q;
+        let mut drained: Vec<(Pending, Priority)> =
+            q.emergency.drain(..).map(|p| (p, Priority::Emergency)).collect();
+        drained.extend(q.ordinary.drain(..).map(|p| (p, Priority::Ordinary)));
+        for (p, class) in drained {
+            self.dequeued(q, &p, class);
+            let _ = p.reply.send(Err(ProposeError::Stopped(why.to_string())));
+        }
+    }
+}
+
+/// Ends the batcher task when the last handle goes.
+struct Stopper(Arc<Shared>);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.wake.notify_one();
+    }
 }
 
 #[derive(Clone)]
 pub struct Batcher {
-    tx: mpsc::Sender<Pending>,
+    shared: Arc<Shared>,
+    _stopper: Arc<Stopper>,
 }
 
 impl Batcher {
     /// Starts the batcher of `shard`; it ends when every handle is dropped.
-    pub fn start(shard: ShardId, raft: Raft) -> Batcher {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(shard, raft, rx));
-        Batcher { tx }
+    pub fn start(shard: ShardId, raft: Raft, cfg: AdmissionConfig, node: Arc<NodeBacklog>) -> Batcher {
+        let shared = Arc::new(Shared {
+            shard,
+            cfg,
+            node,
+            queues: Mutex::new(Queues::default()),
+            wake: Notify::new(),
+            rate: Mutex::new(DrainRate::default()),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(run(shared.clone(), raft));
+        Batcher {
+            _stopper: Arc::new(Stopper(shared.clone())),
+            shared,
+        }
     }
 
-    /// Proposes `complaints` (at most one entry's worth) and waits for their
-    /// outcomes, in order.
-    pub async fn propose(&self, complaints: Vec<Complaint>) -> Result<Vec<SubmitOutcome>, ProposeError> {
+    /// Complaints queued here, emergencies and ordinary.
+    pub fn queued(&self) -> (usize, usize) {
+        let q = lock(&self.shared.queues);
+        (q.emergency_items, q.ordinary_items)
+    }
+
+    /// Admits `complaints` (at most one entry's worth, all of one class) or
+    /// refuses them at once; admitted ones are proposed and their outcomes
+    /// returned in order.
+    pub async fn propose(
+        &self,
+        complaints: Vec<Complaint>,
+        class: Priority,
+        deadline: Instant,
+    ) -> Result<Vec<SubmitOutcome>, ProposeError> {
+        let s = &self.shared;
+        let n = complaints.len();
         let bytes = complaints.iter().map(Complaint::approx_bytes).sum();
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Pending {
+        {
+            let mut q = lock(&s.queues);
+            let share = match class {
+                Priority::Emergency => 1.0,
+                Priority::Ordinary => s.cfg.ordinary_share,
+            };
+            let shard_limit = (s.cfg.shard_queue as f64 * share) as usize;
+            let node_limit = (s.cfg.node_queue as f64 * share) as usize;
+            // Emergencies only queue behind emergencies.
+            let ahead = match class {
+                Priority::Emergency => q.emergency_items,
+                Priority::Ordinary => q.items(),
+            };
+            if q.items() + n > shard_limit || s.node.queued() + n > node_limit {
+                return Err(ProposeError::Overloaded(s.retry_after(ahead + n)));
+            }
+            if let Some(wait) = lock(&s.rate).wait_for(ahead + n)
+                && Instant::now() + wait > deadline
+            {
+                return Err(ProposeError::Overloaded(wait.clamp(MIN_RETRY, MAX_RETRY)));
+            }
+            let p = Pending {
                 complaints,
                 bytes,
+                deadline,
                 reply,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped("batcher stopped".into()),
-            })?;
+            };
+            s.node.queued.fetch_add(n, Ordering::Relaxed);
+            match class {
+                Priority::Emergency => {
+                    q.emergency_items += n;
+                    q.emergency.push_back(p);
+                }
+                Priority::Ordinary => {
+                    q.ordinary_items += n;
+                    q.ordinary.push_back(p);
+                }
+            }
+        }
+        s.wake.notify_one();
         rx.await
             .map_err(|_| ProposeError::Stopped("batcher dropped the request".into()))?
     }
 }
 
-fn fits(items: usize, bytes: usize, p: &Pending) -> bool {
-    items + p.complaints.len() <= intake_core::ticket_id::MAX_ITEMS_PER_ENTRY
-        && bytes + p.bytes <= MAX_ENTRY_COMPLAINT_BYTES
-}
-
-async fn run(shard: ShardId, raft: Raft, mut rx: mpsc::Receiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut carry: Option<Pending> = None;
+async fn run(shared: Arc<Shared>, raft: Raft) {
+    let slots = Arc::new(Semaphore::new(shared.cfg.max_in_flight.max(1)));
+    let shard = shared.shard.to_string();
     loop {
         // Wait for a free slot first: requests keep queuing meanwhile, and
         // the next batch takes them all.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let (mut items, mut bytes) = (first.complaints.len(), first.bytes);
-        let mut batch = vec![first];
-        while let Ok(p) = rx.try_recv() {
-            if !fits(items, bytes, &p) {
-                carry = Some(p);
+        let (mut items, mut bytes, mut batch) = (0, 0, Vec::new());
+        loop {
+            if shared.closed.load(Ordering::Acquire) {
+                shared.fail_all("the shard's batcher stopped");
+                return;
+            }
+            shared.take(&mut items, &mut bytes, &mut batch);
+            if !batch.is_empty() {
                 break;
             }
-            items += p.complaints.len();
-            bytes += p.bytes;
-            batch.push(p);
+            shared.wake.notified().await;
         }
-        metrics::histogram!("intake_batch_complaints", "shard" => shard.to_string()).record(items as f64);
-        let raft = raft.clone();
+        if !shared.cfg.linger.is_zero() && !shared.full(items, bytes) {
+            tokio::time::sleep(shared.cfg.linger).await;
+            shared.take(&mut items, &mut bytes, &mut batch);
+        }
+        metrics::histogram!("intake_batch_complaints", "shard" => shard.clone()).record(items as f64);
+        let (raft, shared2) = (raft.clone(), shared.clone());
         tokio::spawn(async move {
-            propose(raft, batch).await;
+            let committed = propose(raft, batch).await;
+            let backlogged = lock(&shared2.queues).items() > 0;
+            lock(&shared2.rate).record(committed, backlogged, Instant::now());
             drop(permit);
         });
     }
 }
 
-async fn propose(raft: Raft, batch: Vec<Pending>) {
+/// Proposes one entry and answers its waiters; returns how many complaints
+/// were committed.
+async fn propose(raft: Raft, batch: Vec<Pending>) -> usize {
     let mut complaints = Vec::with_capacity(batch.iter().map(|p| p.complaints.len()).sum());
     let mut waiters = Vec::with_capacity(batch.len());
     for p in batch {
@@ -146,11 +386,13 @@ async fn propose(raft: Raft, batch: Vec<Pending>) {
             for (n, reply) in waiters {
                 let _ = reply.send(Ok(it.by_ref().take(n).collect()));
             }
+            total
         }
         Err(e) => {
             for (_, reply) in waiters {
                 let _ = reply.send(Err(clone_err(&e)));
             }
+            0
         }
     }
 }
@@ -158,8 +400,29 @@ async fn propose(raft: Raft, batch: Vec<Pending>) {
 fn clone_err(e: &ProposeError) -> ProposeError {
     match e {
         ProposeError::NotLeader(f) => ProposeError::NotLeader(f.clone()),
-        ProposeError::Overloaded => ProposeError::Overloaded,
+        ProposeError::Overloaded(d) => ProposeError::Overloaded(*d),
+        ProposeError::Expired => ProposeError::Expired,
         ProposeError::Stopped(s) => ProposeError::Stopped(s.clone()),
         ProposeError::Other(s) => ProposeError::Other(s.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_rate_ignores_idle_windows() {
+        let t0 = Instant::now();
+        let mut r = DrainRate::default();
+        r.record(100, false, t0);
+        r.record(100, false, t0 + Duration::from_secs(1));
+        assert!(r.wait_for(10).is_none(), "idle windows must not set a rate");
+        r.record(1000, true, t0 + Duration::from_secs(2));
+        let wait = r.wait_for(1000).unwrap();
+        assert!(
+            wait >= Duration::from_millis(900) && wait <= Duration::from_millis(1100),
+            "{wait:?}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use intake_core::{DistrictTable, Limits};
+use intake_core::{CategoryTable, DistrictTable, Limits};
 use intake_storage::NodeId;
 
 /// Raft timing and log compaction. Defaults suit a loaded 2-core machine:
@@ -35,6 +35,50 @@ impl Default for RaftTuning {
     }
 }
 
+/// Batching and admission control on the submit path. The defaults keep a
+/// node's queued complaints to a few tens of MiB whatever is offered.
+#[derive(Debug, Clone)]
+pub struct AdmissionConfig {
+    /// Complaints queued per shard before even emergencies are refused.
+    pub shard_queue: usize,
+    /// Complaints queued over all the shards this node leads.
+    pub node_queue: usize,
+    /// Share of either bound that ordinary complaints may fill; the rest
+    /// stays free for emergencies.
+    pub ordinary_share: f64,
+    /// Submit and SubmitBatch calls in progress on this node, forwarded ones
+    /// included, before new ones are refused.
+    pub node_requests: usize,
+    /// Calls in progress per client connection; beyond it tonic's load
+    /// shedding answers RESOURCE_EXHAUSTED.
+    pub per_connection: usize,
+    /// Proposals of one shard in flight at once.
+    pub max_in_flight: usize,
+    /// Most complaints in one Raft entry (ticket ids number items in 8 bits).
+    pub max_batch_items: usize,
+    /// Most complaint bytes in one Raft entry (below the store's entry limit).
+    pub max_batch_bytes: usize,
+    /// How long a batch waits for more complaints once it has one. Zero:
+    /// batches form only while earlier proposals are in flight.
+    pub linger: Duration,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            shard_queue: 4096,
+            node_queue: 16_384,
+            ordinary_share: 0.75,
+            node_requests: 8192,
+            per_connection: 1024,
+            max_in_flight: 8,
+            max_batch_items: intake_core::ticket_id::MAX_ITEMS_PER_ENTRY,
+            max_batch_bytes: crate::intake_service::MAX_ENTRY_COMPLAINT_BYTES,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub node_id: NodeId,
@@ -58,6 +102,14 @@ pub struct NodeConfig {
     /// Replicas per shard of a new cluster; `None` means 3, or fewer when
     /// the cluster has fewer nodes.
     pub replicas: Option<usize>,
+    /// Which categories are emergencies.
+    pub categories: CategoryTable,
+    pub admission: AdmissionConfig,
+    /// How long an idempotency key keeps returning its ticket (measured on
+    /// the leader's `accepted_at`); older keys are compacted away.
+    pub key_retention: Duration,
+    /// How often each shard leader proposes compaction of expired keys.
+    pub compaction_interval: Duration,
 }
 
 impl NodeConfig {
@@ -82,6 +134,10 @@ impl NodeConfig {
             submit_timeout: Duration::from_secs(10),
             shards: 8,
             replicas: None,
+            categories: CategoryTable::default(),
+            admission: AdmissionConfig::default(),
+            key_retention: Duration::from_secs(7 * 24 * 3600),
+            compaction_interval: Duration::from_secs(600),
         }
     }
 }

@@ -4,15 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use intake_core::{Complaint, DistrictTable, FieldViolation, Limits, TicketId, validate_complaint};
+use intake_core::{
+    CategoryTable, Complaint, DistrictTable, FieldViolation, Limits, Priority, TicketId, validate_complaint,
+};
 use intake_proto::pb;
 use intake_proto::pb::intake_service_server::IntakeService;
 use intake_storage::ShardId;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::convert::complaint_from_pb;
-use crate::errors::{invalid_argument, item_error};
+use crate::errors::{invalid_argument, item_error, with_retry};
 use crate::observe::record_submit;
 use crate::router::{ItemResult, Router, hops_of};
 
@@ -25,23 +28,49 @@ pub const MAX_ENTRY_COMPLAINT_BYTES: usize = 48 * 1024;
 pub struct IntakeServiceImpl {
     router: Router,
     districts: Arc<DistrictTable>,
+    categories: Arc<CategoryTable>,
     limits: Limits,
     submit_timeout: Duration,
+    /// Submit calls in progress here, forwarded ones included: the node-wide
+    /// bound on memory held by requests, whichever shard they are for.
+    calls: Arc<Semaphore>,
 }
 
 impl IntakeServiceImpl {
     pub fn new(
         router: Router,
         districts: Arc<DistrictTable>,
+        categories: Arc<CategoryTable>,
         limits: Limits,
         submit_timeout: Duration,
+        max_calls: usize,
     ) -> Self {
         Self {
             router,
             districts,
+            categories,
             limits,
             submit_timeout,
+            calls: Arc::new(Semaphore::new(max_calls.max(1))),
         }
+    }
+
+    /// A slot for one submit call, or RESOURCE_EXHAUSTED at once.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.calls.clone().try_acquire_owned().map_err(|_| {
+            let backlog = self.router.backlog();
+            with_retry(
+                Code::ResourceExhausted,
+                "this node has too many submissions in progress; retry with the same idempotency key",
+                Duration::from_millis(100)
+                    .mul_f64(1.0 + backlog as f64 / 1024.0)
+                    .min(Duration::from_secs(10)),
+            )
+        })
+    }
+
+    fn class(&self, c: &Complaint) -> Priority {
+        self.categories.priority(&c.category)
     }
 
     /// The client's deadline (grpc-timeout), capped by our own.
@@ -133,8 +162,10 @@ impl IntakeService for IntakeServiceImpl {
         let deadline = self.deadline(&request);
         let fwd = hops_of(&request);
         let result = async {
+            let _slot = self.admit()?;
             let (c, shard) = self.check(request.into_inner().complaint)?;
-            let mut results = self.router.submit(shard, vec![c], fwd, deadline).await?;
+            let class = self.class(&c);
+            let mut results = self.router.submit(shard, vec![c], class, fwd, deadline).await?;
             results
                 .pop()
                 .unwrap_or_else(|| Err(Status::internal("no result for the complaint")))
@@ -152,6 +183,13 @@ impl IntakeService for IntakeServiceImpl {
         let deadline = self.deadline(&request);
         let fwd = hops_of(&request);
         let complaints = request.into_inner().complaints;
+        let _slot = match self.admit() {
+            Ok(slot) => slot,
+            Err(s) => {
+                record_submit::<()>(&Err(s.clone()), started);
+                return Err(s);
+            }
+        };
         if complaints.len() > MAX_BATCH_ITEMS {
             return Err(invalid_argument(&[FieldViolation {
                 field: "complaints".into(),
@@ -163,19 +201,22 @@ impl IntakeService for IntakeServiceImpl {
         }
         let n = complaints.len();
         let mut results: Vec<Option<ItemResult>> = (0..n).map(|_| None).collect();
-        let mut by_shard: std::collections::BTreeMap<ShardId, Vec<(usize, Complaint)>> = Default::default();
+        // Grouped by shard and class, so an ordinary complaint never rides
+        // in on an emergency's priority.
+        let mut groups: std::collections::BTreeMap<(ShardId, Priority), Vec<(usize, Complaint)>> =
+            Default::default();
         for (i, c) in complaints.into_iter().enumerate() {
             match self.check(Some(c)) {
-                Ok((c, shard)) => by_shard.entry(shard).or_default().push((i, c)),
+                Ok((c, shard)) => groups.entry((shard, self.class(&c))).or_default().push((i, c)),
                 Err(s) => results[i] = Some(Err(s)),
             }
         }
         let mut calls = Vec::new();
-        for (shard, items) in by_shard {
+        for ((shard, class), items) in groups {
             for group in entry_groups(items) {
                 let (idx, cs): (Vec<usize>, Vec<Complaint>) = group.into_iter().unzip();
                 let router = self.router.clone();
-                calls.push(async move { (idx, router.submit(shard, cs, fwd, deadline).await) });
+                calls.push(async move { (idx, router.submit(shard, cs, class, fwd, deadline).await) });
             }
         }
         for (idx, outcome) in join_all(calls).await {

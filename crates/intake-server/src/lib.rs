@@ -6,6 +6,7 @@
 
 pub mod admin_service;
 pub mod batcher;
+pub mod compaction;
 pub mod config;
 pub mod convert;
 pub mod errors;
@@ -15,7 +16,7 @@ pub mod node;
 pub mod observe;
 pub mod router;
 
-pub use config::{NodeConfig, RaftTuning};
+pub use config::{AdmissionConfig, NodeConfig, RaftTuning};
 pub use node::{Node, NodeError};
 
 /// Metadata key counting the nodes a request was forwarded through, so a

@@ -92,7 +92,13 @@ impl Node {
         let map = load_or_bootstrap_map(&storage, &cfg).await?;
         let peers = PeerPool::new();
         let groups = Groups::default();
-        let router = Router::new(cfg.node_id, groups.clone(), peers.clone(), map.clone());
+        let router = Router::new(
+            cfg.node_id,
+            groups.clone(),
+            peers.clone(),
+            map.clone(),
+            cfg.admission.clone(),
+        );
         let mut hosted: Vec<ShardId> = map.shards_on(cfg.node_id);
         if map.meta_voters.contains(&cfg.node_id) {
             hosted.push(META_GROUP);
@@ -145,6 +151,13 @@ impl Node {
             }
         }
         tokio::spawn(meta::publish_and_follow(router.clone(), stop_tasks.clone()));
+        tokio::spawn(crate::compaction::run(
+            cfg.node_id,
+            router.clone(),
+            cfg.key_retention,
+            cfg.compaction_interval,
+            stop_tasks.clone(),
+        ));
         if let Some(http) = cfg.http {
             observe::serve_metrics(http).map_err(|e| NodeError::Config(format!("--http {http}: {e}")))?;
         }
@@ -152,6 +165,7 @@ impl Node {
             cfg.node_id,
             groups.clone(),
             storage.clone(),
+            router.clone(),
             stop_rx,
         ));
         tracing::info!(node = cfg.node_id, addr = %cfg.advertise, "node started");
@@ -319,13 +333,19 @@ async fn serve(
     let intake = IntakeServiceImpl::new(
         router.clone(),
         districts.clone(),
+        Arc::new(cfg.categories.clone()),
         cfg.limits.clone(),
         cfg.submit_timeout,
+        cfg.admission.node_requests,
     );
     let admin = AdminServiceImpl::new(cfg.node_id, router.clone(), peers.clone());
     let transport = RaftTransportService::new(groups.clone(), storage.clone(), stop.clone());
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // A bound per connection, shed (RESOURCE_EXHAUSTED) rather than
+        // queued, so one client cannot hold unbounded work on this node.
+        .concurrency_limit_per_connection(cfg.admission.per_connection)
+        .load_shed(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))

@@ -50,6 +50,7 @@ pub async fn report_loop(
     node: NodeId,
     groups: Groups,
     storage: NodeStorage,
+    router: crate::router::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -69,6 +70,13 @@ pub async fn report_loop(
             metrics::gauge!("intake_raft_last_log_index", &labels).set(m.last_log_index.unwrap_or(0) as f64);
             let leads = m.current_leader == Some(node);
             metrics::gauge!("intake_raft_is_leader", &labels).set(if leads { 1.0 } else { 0.0 });
+        }
+        for (shard, emergency, ordinary) in router.queues() {
+            let shard = shard.to_string();
+            metrics::gauge!("intake_admission_queued_complaints", "shard" => shard.clone(), "class" => "emergency")
+                .set(emergency as f64);
+            metrics::gauge!("intake_admission_queued_complaints", "shard" => shard, "class" => "ordinary")
+                .set(ordinary as f64);
         }
         // The flusher counts flushes itself (intake_storage_flushes_total).
         storage.report_metrics();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use intake_cluster::{Groups, PeerPool};
-use intake_core::{ClusterMap, Complaint, SubmitOutcome, TicketId, slot_of};
+use intake_core::{ClusterMap, Complaint, Priority, SubmitOutcome, TicketId, slot_of};
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use intake_storage::{NodeId, Raft, ShardId, StateMachine, TypeConfig};
@@ -26,7 +26,8 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::HOPS_HEADER;
-use crate::batcher::{Batcher, ProposeError};
+use crate::batcher::{Batcher, NodeBacklog, ProposeError};
+use crate::config::AdmissionConfig;
 use crate::convert::{complaint_to_pb, millis_to_timestamp, ticket_to_pb};
 use crate::errors::{key_conflict, with_retry};
 
@@ -45,6 +46,8 @@ pub struct Router {
     batchers: Arc<DashMap<ShardId, Batcher>>,
     peers: PeerPool,
     map: Arc<RwLock<Arc<ClusterMap>>>,
+    admission: AdmissionConfig,
+    backlog: Arc<NodeBacklog>,
 }
 
 /// Where a request goes next.
@@ -54,7 +57,13 @@ enum Next {
 }
 
 impl Router {
-    pub fn new(node_id: NodeId, groups: Groups, peers: PeerPool, map: ClusterMap) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        groups: Groups,
+        peers: PeerPool,
+        map: ClusterMap,
+        admission: AdmissionConfig,
+    ) -> Self {
         Self {
             node_id,
             groups,
@@ -62,14 +71,38 @@ impl Router {
             batchers: Default::default(),
             peers,
             map: Arc::new(RwLock::new(Arc::new(map))),
+            admission,
+            backlog: Default::default(),
         }
+    }
+
+    /// Complaints queued on this node's leaders, all shards.
+    pub fn backlog(&self) -> usize {
+        self.backlog.queued()
+    }
+
+    /// Complaints queued per shard led here: (shard, emergency, ordinary).
+    pub fn queues(&self) -> Vec<(ShardId, usize, usize)> {
+        let mut v: Vec<_> = self
+            .batchers
+            .iter()
+            .map(|b| {
+                let (e, o) = b.value().queued();
+                (*b.key(), e, o)
+            })
+            .collect();
+        v.sort();
+        v
     }
 
     /// Registers a group hosted here; data shards get a batcher.
     pub fn add_shard(&self, shard: ShardId, sm: StateMachine, raft: Raft) {
         self.state_machines.insert(shard, sm);
         if shard != intake_core::META_GROUP {
-            self.batchers.insert(shard, Batcher::start(shard, raft));
+            self.batchers.insert(
+                shard,
+                Batcher::start(shard, raft, self.admission.clone(), self.backlog.clone()),
+            );
         }
     }
 
@@ -149,6 +182,7 @@ impl Router {
         &self,
         shard: ShardId,
         complaints: Vec<Complaint>,
+        class: Priority,
         hops: u32,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
@@ -157,7 +191,7 @@ impl Router {
         };
         let mut backoff = Duration::from_millis(20);
         loop {
-            let proposed = tokio::time::timeout_at(deadline, batcher.propose(complaints.clone())).await.map_err(|_| {
+            let proposed = tokio::time::timeout_at(deadline, batcher.propose(complaints.clone(), class, deadline)).await.map_err(|_| {
                 Status::deadline_exceeded(
                     "not acknowledged before the deadline; it may still commit: retry with the same idempotency key",
                 )
@@ -165,11 +199,16 @@ impl Router {
             let refusal = match proposed {
                 Ok(v) => return Ok(v.into_iter().map(|o| item_result(shard, o)).collect()),
                 Err(ProposeError::NotLeader(f)) => f,
-                Err(ProposeError::Overloaded) => {
+                Err(ProposeError::Overloaded(after)) => {
                     return Err(with_retry(
                         Code::ResourceExhausted,
                         format!("shard {shard} is at capacity; retry with the same idempotency key"),
-                        Duration::from_millis(100),
+                        after,
+                    ));
+                }
+                Err(ProposeError::Expired) => {
+                    return Err(Status::deadline_exceeded(
+                        "the deadline passed while queued; it was not stored: retry with the same idempotency key",
                     ));
                 }
                 Err(ProposeError::Stopped(e)) => {
@@ -367,6 +406,10 @@ impl Router {
     }
 
     /// This node's Raft handle for `shard`, if it hosts one.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
     pub fn raft(&self, shard: ShardId) -> Option<Raft> {
         self.groups.get(shard)
     }

@@ -87,6 +87,42 @@ pub fn ticket_key_index(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b))
 }
 
+/// The age index: `a`, accepted_at (sign-flipped BE, so negative times sort
+/// first), the ticket's log index and item; the value is the idempotency
+/// key. Compaction walks it oldest first.
+pub const AGE_PREFIX: u8 = b'a';
+
+fn age_time(accepted_at: i64) -> [u8; 8] {
+    ((accepted_at as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn age_key(accepted_at: i64, id: &TicketId) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[0] = AGE_PREFIX;
+    k[1..9].copy_from_slice(&age_time(accepted_at));
+    k[9..17].copy_from_slice(&id.log_index.to_be_bytes());
+    k[17] = id.item;
+    k
+}
+
+/// The first age key at or after `accepted_at`: compaction's end bound.
+pub fn age_bound(accepted_at: i64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = AGE_PREFIX;
+    k[1..9].copy_from_slice(&age_time(accepted_at));
+    k
+}
+
+/// The log index of the ticket an age key indexes, or `None` if malformed.
+pub fn age_key_index(key: &[u8]) -> Option<u64> {
+    if key.len() != 18 || key[0] != AGE_PREFIX {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[9..17]);
+    Some(u64::from_be_bytes(b))
+}
+
 pub fn idem_key(idempotency_key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + idempotency_key.len());
     k.push(IDEM_PREFIX);
@@ -113,5 +149,17 @@ mod tests {
         assert!(a < b);
         assert_eq!(ticket_key_index(&b), Some(256));
         assert_eq!(ticket_key_index(b"tshort"), None);
+    }
+
+    #[test]
+    fn age_keys_sort_by_time_then_commit_order() {
+        let old = age_key(-5, &TicketId::new(1, 900, 0));
+        let a = age_key(1_000, &TicketId::new(1, 7, 3));
+        let b = age_key(1_000, &TicketId::new(1, 8, 0));
+        let c = age_key(2_000, &TicketId::new(1, 2, 0));
+        assert!(old < a && a < b && b < c);
+        assert!(b.as_slice() < age_bound(1_001).as_slice());
+        assert!(c.as_slice() >= age_bound(2_000).as_slice());
+        assert_eq!(age_key_index(&b), Some(8));
     }
 }

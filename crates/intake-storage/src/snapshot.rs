@@ -110,7 +110,12 @@ pub(crate) fn write_file(
     let file = File::create(&tmp)?;
     let mut w = RecordWriter::new(BufWriter::new(file))?;
     if let Some(applied) = applied {
-        for prefix in [keys::TICKET_PREFIX, keys::IDEM_PREFIX, keys::CLUSTER_PREFIX] {
+        for prefix in [
+            keys::TICKET_PREFIX,
+            keys::IDEM_PREFIX,
+            keys::AGE_PREFIX,
+            keys::CLUSTER_PREFIX,
+        ] {
             for kv in tree.scan_prefix([prefix]) {
                 let (k, v) = kv.map_err(io::Error::other)?;
                 if created_at(&k, &v)? <= applied {
@@ -130,7 +135,7 @@ pub(crate) fn write_file(
 
 /// The log index that created a `t` or `k` record.
 fn created_at(key: &[u8], value: &[u8]) -> io::Result<u64> {
-    if let Some(index) = keys::ticket_key_index(key) {
+    if let Some(index) = keys::ticket_key_index(key).or_else(|| keys::age_key_index(key)) {
         return Ok(index);
     }
     if key.first() == Some(&keys::CLUSTER_PREFIX) {
@@ -227,6 +232,9 @@ fn check_record(key: &[u8], value: &[u8]) -> io::Result<()> {
         Some(&keys::IDEM_PREFIX) => {
             postcard::from_bytes::<TicketId>(value)
                 .map_err(|e| invalid(format!("idempotency record: {e}")))?;
+        }
+        Some(&keys::AGE_PREFIX) if keys::age_key_index(key).is_some() => {
+            std::str::from_utf8(value).map_err(|e| invalid(format!("age record: {e}")))?;
         }
         Some(&keys::CLUSTER_PREFIX) if key == keys::CLUSTER_KEY => {
             keys::decode_cluster(value).map_err(|e| invalid(format!("cluster map record: {e}")))?;

@@ -31,6 +31,9 @@ type AppliedState = (Option<LogId>, Membership);
 
 /// Records loaded per sled batch when installing a snapshot.
 const LOAD_BATCH: usize = 1024;
+/// Keys one `CompactKeys` entry forgets at most, so applying it stays short;
+/// the leader proposes again while `more` comes back true.
+pub const MAX_COMPACT_PER_ENTRY: usize = 20_000;
 
 /// What `m/snapshot` holds: the current snapshot file and its meta.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,10 +216,40 @@ impl StateMachine {
             };
             batch.insert(&keys::ticket_key(&id), keys::encode(&ticket)?);
             batch.insert(keys::idem_key(&key), keys::encode(&id)?);
+            batch.insert(&keys::age_key(accepted_at, &id), key.as_bytes());
             created.insert(key, ticket);
             outcomes.push(SubmitOutcome::Created { id, accepted_at });
         }
         Ok(outcomes)
+    }
+
+    /// Adds to `batch` the removal of up to `MAX_COMPACT_PER_ENTRY` keys of
+    /// tickets accepted before `before`, oldest first. Deterministic: it
+    /// reads only replicated state.
+    fn compact_keys(&self, before: i64, batch: &mut sled::Batch) -> Result<(u64, bool), StorageError> {
+        let start = [keys::AGE_PREFIX];
+        let end = keys::age_bound(before);
+        let mut forgotten = 0u64;
+        for (n, kv) in self.tree.range(start.as_slice()..end.as_slice()).enumerate() {
+            if n >= MAX_COMPACT_PER_ENTRY {
+                return Ok((forgotten, true));
+            }
+            let (age, key) = kv?;
+            batch.remove(age.clone());
+            let Some(index) = keys::age_key_index(&age) else {
+                continue;
+            };
+            let idem = keys::idem_key(&String::from_utf8_lossy(&key));
+            // Remove the key only if it still names this ticket.
+            if let Some(v) = self.tree.get(&idem)? {
+                let id: TicketId = keys::decode("ticket id", &v)?;
+                if id.log_index == index && keys::age_key(0, &id)[9..] == age[9..] {
+                    batch.remove(idem);
+                    forgotten += 1;
+                }
+            }
+        }
+        Ok((forgotten, false))
     }
 
     /// Applies one entry atomically with the applied state; `membership` is
@@ -253,6 +286,18 @@ impl StateMachine {
                     batch.insert(keys::CLUSTER_KEY, keys::encode_cluster(entry.log_id.index, &map)?);
                 }
                 CommandResponse::Empty
+            }
+            EntryPayload::Normal(Command::CompactKeys { before }) => {
+                let (keys, more) = self.compact_keys(before, &mut batch)?;
+                if keys > 0 {
+                    tracing::info!(
+                        shard = self.shard,
+                        keys,
+                        before,
+                        "forgot expired idempotency keys"
+                    );
+                }
+                CommandResponse::Compacted { keys, more }
             }
         };
         let state: AppliedState = (Some(entry.log_id), membership.clone());
@@ -305,7 +350,12 @@ impl StateMachine {
 /// `recover` and redone.
 fn load_tree(tree: &sled::Tree, file: File, meta: &SnapshotMeta) -> Result<(), StorageError> {
     tree.remove(SM_STATE)?;
-    for prefix in [keys::TICKET_PREFIX, keys::IDEM_PREFIX, keys::CLUSTER_PREFIX] {
+    for prefix in [
+        keys::TICKET_PREFIX,
+        keys::IDEM_PREFIX,
+        keys::AGE_PREFIX,
+        keys::CLUSTER_PREFIX,
+    ] {
         let mut batch = sled::Batch::default();
         let mut n = 0usize;
         for k in tree.scan_prefix([prefix]).keys() {

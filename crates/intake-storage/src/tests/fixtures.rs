@@ -53,6 +53,6 @@ pub fn submit(index: u64, accepted_at: i64, complaints: Vec<Complaint>) -> Entry
 pub fn outcomes(resp: CommandResponse) -> Vec<SubmitOutcome> {
     match resp {
         CommandResponse::Submitted(o) => o,
-        CommandResponse::Empty => panic!("expected Submitted"),
+        other => panic!("expected Submitted, got {other:?}"),
     }
 }

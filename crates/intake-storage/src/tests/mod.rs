@@ -4,5 +4,6 @@
 mod durability;
 mod fixtures;
 mod idempotency;
+mod key_window;
 mod openraft_suite;
 mod snapshots;

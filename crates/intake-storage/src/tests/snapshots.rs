@@ -85,7 +85,11 @@ async fn snapshot_is_consistent_at_its_applied_index() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(keys_seen.len(), 4 * 2 * 2, "a ticket and a key per complaint");
+    assert_eq!(
+        keys_seen.len(),
+        4 * 2 * 3,
+        "a ticket, a key and an age record per complaint"
+    );
     assert!(keys_seen.contains(&keys::idem_key("k4").to_vec()));
     assert!(!keys_seen.contains(&keys::idem_key("k5").to_vec()));
 }

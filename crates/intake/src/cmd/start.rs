@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use intake_core::DistrictTable;
+use intake_core::{CategoryTable, DistrictTable};
 use intake_server::{Node, NodeConfig};
 use serde::Deserialize;
 
@@ -46,6 +47,22 @@ pub struct StartArgs {
     /// (fewer if the initial cluster has fewer nodes).
     #[arg(long, env = "INTAKE_REPLICAS")]
     replicas: Option<usize>,
+    /// Category table CSV (name,emergency): which categories are admitted
+    /// first under overload. Default: the built-in table (flood, fire, ...).
+    #[arg(long, env = "INTAKE_CATEGORIES")]
+    categories: Option<PathBuf>,
+    /// Hours an idempotency key keeps returning its ticket. Default 168 (7 days).
+    #[arg(long, env = "INTAKE_KEY_RETENTION_HOURS")]
+    key_retention_hours: Option<f64>,
+    /// Complaints queued per shard before even emergencies are refused. Default 4096.
+    #[arg(long, env = "INTAKE_SHARD_QUEUE")]
+    shard_queue: Option<usize>,
+    /// Complaints queued over all shards this node leads. Default 16384.
+    #[arg(long, env = "INTAKE_NODE_QUEUE")]
+    node_queue: Option<usize>,
+    /// Microseconds a batch waits for more complaints once it has one. Default 0.
+    #[arg(long, env = "INTAKE_BATCH_LINGER_US")]
+    batch_linger_us: Option<u64>,
     /// sled cache size in MiB. Default 256.
     #[arg(long, env = "INTAKE_CACHE_MB")]
     cache_mb: Option<u64>,
@@ -72,6 +89,11 @@ struct FileConfig {
     replicas: Option<usize>,
     cache_mb: Option<u64>,
     log_json: Option<bool>,
+    categories: Option<PathBuf>,
+    key_retention_hours: Option<f64>,
+    shard_queue: Option<usize>,
+    node_queue: Option<usize>,
+    batch_linger_us: Option<u64>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -165,6 +187,25 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     cfg.replicas = args.replicas.or(file.replicas);
     if let Some(mb) = args.cache_mb.or(file.cache_mb) {
         cfg.cache_capacity_bytes = mb * 1024 * 1024;
+    }
+    if let Some(path) = args.categories.or(file.categories) {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        cfg.categories = CategoryTable::from_csv(&text).with_context(|| format!("in {}", path.display()))?;
+    }
+    if let Some(h) = args.key_retention_hours.or(file.key_retention_hours) {
+        if !(h.is_finite() && h > 0.0) {
+            bail!("--key-retention-hours must be a positive number of hours");
+        }
+        cfg.key_retention = Duration::from_secs_f64(h * 3600.0);
+    }
+    if let Some(n) = args.shard_queue.or(file.shard_queue) {
+        cfg.admission.shard_queue = n.max(1);
+    }
+    if let Some(n) = args.node_queue.or(file.node_queue) {
+        cfg.admission.node_queue = n.max(1);
+    }
+    if let Some(us) = args.batch_linger_us.or(file.batch_linger_us) {
+        cfg.admission.linger = Duration::from_micros(us);
     }
 
     let node = Node::start(cfg).await?;
