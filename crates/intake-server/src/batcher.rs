@@ -411,6 +411,78 @@ fn clone_err(e: &ProposeError) -> ProposeError {
 mod tests {
     use super::*;
 
+    fn shared() -> Shared {
+        Shared {
+            shard: 0,
+            cfg: AdmissionConfig::default(),
+            node: Arc::default(),
+            queues: Mutex::new(Queues::default()),
+            wake: Notify::new(),
+            rate: Mutex::new(DrainRate::default()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn pending(
+        key: &str,
+        deadline: Instant,
+    ) -> (
+        Pending,
+        oneshot::Receiver<Result<Vec<SubmitOutcome>, ProposeError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let c = Complaint {
+            idempotency_key: key.into(),
+            channel: "web".into(),
+            district: "110105".into(),
+            category: "noise".into(),
+            text: "t".into(),
+            location: None,
+            contact: String::new(),
+            reported_at: None,
+            attachments: vec![],
+        };
+        let p = Pending {
+            bytes: c.approx_bytes(),
+            complaints: vec![c],
+            deadline,
+            reply,
+        };
+        (p, rx)
+    }
+
+    #[tokio::test]
+    async fn expired_and_abandoned_requests_are_dropped_before_proposing_and_emergencies_go_first() {
+        let s = shared();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let (expired, mut expired_rx) = pending("expired", now - Duration::from_millis(1));
+        let (gone, gone_rx) = pending("gone", later);
+        drop(gone_rx);
+        let (ordinary, _o) = pending("ordinary", later);
+        let (emergency, _e) = pending("emergency", later);
+        {
+            let mut q = lock(&s.queues);
+            for p in [expired, gone, ordinary] {
+                q.ordinary_items += 1;
+                q.ordinary.push_back(p);
+            }
+            q.emergency_items += 1;
+            q.emergency.push_back(emergency);
+        }
+        s.node.queued.fetch_add(4, Ordering::Relaxed);
+        let (mut items, mut bytes, mut batch) = (0, 0, Vec::new());
+        s.take(&mut items, &mut bytes, &mut batch);
+        let keys: Vec<&str> = batch
+            .iter()
+            .map(|p| p.complaints[0].idempotency_key.as_str())
+            .collect();
+        assert_eq!(keys, ["emergency", "ordinary"]);
+        assert!(matches!(expired_rx.try_recv(), Ok(Err(ProposeError::Expired))));
+        assert_eq!(lock(&s.queues).items(), 0);
+        assert_eq!(s.node.queued(), 0);
+    }
+
     #[test]
     fn drain_rate_ignores_idle_windows() {
         let t0 = Instant::now();

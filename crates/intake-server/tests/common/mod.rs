@@ -47,6 +47,16 @@ impl TestCluster {
 
     /// `n` nodes, `shards` shards of min(3, n) replicas.
     pub async fn start_with(n: u64, shards: u32, tuning: RaftTuning) -> TestCluster {
+        Self::start_configured(n, shards, tuning, |_| {}).await
+    }
+
+    /// As `start_with`, with `adjust` applied to every node's config.
+    pub async fn start_configured(
+        n: u64,
+        shards: u32,
+        tuning: RaftTuning,
+        adjust: impl Fn(&mut NodeConfig),
+    ) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let addrs: BTreeMap<u64, SocketAddr> = (1..=n)
@@ -59,6 +69,7 @@ impl TestCluster {
             cfg.raft = tuning.clone();
             cfg.shards = shards;
             cfg.cache_capacity_bytes = 16 * 1024 * 1024;
+            adjust(&mut cfg);
             configs.insert(*id, cfg);
         }
         let mut cluster = TestCluster {

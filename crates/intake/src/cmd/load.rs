@@ -8,7 +8,9 @@
 //! instead of hiding (no coordinated omission).
 //!
 //! The last line of stdout is a contract read by scripts:
-//! `acked=N rejected=N errors=N lost=N duplicates=N throughput=X/s p50_ms=X p99_ms=X max_ms=X`.
+//! `acked=N rejected=N errors=N lost=N duplicates=N throughput=X/s p50_ms=X p99_ms=X max_ms=X`,
+//! where the latencies are those of acknowledged requests. Lines before it
+//! give acceptance per class (emergency, ordinary).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
-use intake_core::DistrictTable;
+use intake_core::{CategoryTable, DistrictTable};
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use rand::Rng;
@@ -57,6 +59,23 @@ pub struct LoadArgs {
     /// Write `<idempotency_key> <ticket_id>` per acknowledged submission.
     #[arg(long)]
     acked_out: Option<PathBuf>,
+    /// Share of complaints (0..1) in emergency categories (flood, fire, ...);
+    /// the rest are ordinary. Acceptance per class is printed.
+    #[arg(long, default_value_t = 0.0)]
+    emergency_share: f64,
+    /// Attempts per request at most (retries honour the server's RetryInfo
+    /// and reuse the idempotency keys), all within the deadline.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+}
+
+/// Outcomes of one class of complaints.
+#[derive(Default, Clone, Copy)]
+struct ClassTally {
+    offered: u64,
+    acked: u64,
+    rejected: u64,
+    errors: u64,
 }
 
 #[derive(Default)]
@@ -64,12 +83,18 @@ struct Tally {
     acked: u64,
     rejected: u64,
     errors: u64,
+    /// Arrivals dropped by this tool because --concurrency was all in flight.
+    dropped: u64,
+    emergency: ClassTally,
+    ordinary: ClassTally,
     /// Every ticket id each key was answered with.
     tickets: HashMap<String, Vec<String>>,
 }
 
 struct Shared {
     clients: Vec<IntakeServiceClient<Channel>>,
+    emergencies: Vec<String>,
+    ordinary: Vec<String>,
     districts: Vec<(String, u64)>,
     total_population: u64,
     args: LoadArgs,
@@ -91,14 +116,28 @@ impl Shared {
         let text: String = (0..self.args.text_bytes)
             .map(|_| rng.random_range(b'a'..=b'z') as char)
             .collect();
+        let emergency = rng.random_bool(self.args.emergency_share.clamp(0.0, 1.0));
+        let pool = if emergency {
+            &self.emergencies
+        } else {
+            &self.ordinary
+        };
+        let category = pool
+            .get(rng.random_range(0..pool.len().max(1)))
+            .cloned()
+            .unwrap_or_else(|| "other".to_string());
         pb::Complaint {
             idempotency_key: uuid::Uuid::new_v4().to_string(),
             channel: ["phone", "app", "web"][rng.random_range(0..3)].to_string(),
             district_code: district,
-            category: "noise".to_string(),
+            category,
             text,
             ..Default::default()
         }
+    }
+
+    fn is_emergency(&self, c: &pb::Complaint) -> bool {
+        self.emergencies.contains(&c.category)
     }
 
     /// One request (unary or batch), retried on UNAVAILABLE or overload with
@@ -114,12 +153,14 @@ impl Shared {
         let mut client = self.clients[idx % self.clients.len()].clone();
         let mut results: Vec<Option<Result<String, Code>>> = vec![None; items.len()];
         let mut backoff = Duration::from_millis(20);
+        let mut attempts = 0;
         loop {
             let pending: Vec<usize> = (0..items.len()).filter(|i| needs_retry(&results[*i])).collect();
             let now = Instant::now();
-            if pending.is_empty() || now >= deadline {
+            if pending.is_empty() || now >= deadline || attempts >= self.args.max_attempts.max(1) {
                 break;
             }
+            attempts += 1;
             let mut retry_after = backoff;
             if self.args.batch <= 1 {
                 let mut req = tonic::Request::new(pb::SubmitRequest {
@@ -167,23 +208,39 @@ impl Shared {
             tokio::time::sleep(retry_after).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
+        // Latency is that of acknowledgements, from the scheduled arrival:
+        // fast refusals would otherwise flatter the percentiles.
         let elapsed_us = scheduled.elapsed().as_micros() as u64;
-        {
+        if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
             let mut h = self.latency.lock().await;
             let _ = h.record(elapsed_us.max(1));
         }
         let mut t = self.tally.lock().await;
         for (item, r) in items.iter().zip(results) {
+            let emergency = self.is_emergency(item);
+            let class = if emergency {
+                &mut t.emergency
+            } else {
+                &mut t.ordinary
+            };
+            class.offered += 1;
             match r {
                 Some(Ok(ticket)) => {
+                    class.acked += 1;
                     t.acked += 1;
                     t.tickets
                         .entry(item.idempotency_key.clone())
                         .or_default()
                         .push(ticket);
                 }
-                Some(Err(Code::ResourceExhausted)) => t.rejected += 1,
-                _ => t.errors += 1,
+                Some(Err(Code::ResourceExhausted)) => {
+                    class.rejected += 1;
+                    t.rejected += 1;
+                }
+                _ => {
+                    class.errors += 1;
+                    t.errors += 1;
+                }
             }
         }
     }
@@ -209,6 +266,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 .max_decoding_message_size(16 * 1024 * 1024),
         );
     }
+    let categories = CategoryTable::default();
+    let emergencies: Vec<String> = categories.emergencies().map(String::from).collect();
+    let ordinary: Vec<String> = categories.ordinary().map(String::from).collect();
     let table = DistrictTable::beijing();
     let districts: Vec<(String, u64)> = table.iter().map(|d| (d.code.clone(), d.population)).collect();
     let total_population = districts.iter().map(|d| d.1).sum();
@@ -217,6 +277,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let rate = args.rate;
     let shared = Arc::new(Shared {
         clients,
+        emergencies,
+        ordinary,
         districts,
         total_population,
         args,
@@ -265,7 +327,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                             drop(permit);
                         });
                     }
-                    Err(_) => shared.tally.lock().await.errors += shared.args.batch.max(1) as u64,
+                    Err(_) => {
+                        let mut t = shared.tally.lock().await;
+                        t.errors += shared.args.batch.max(1) as u64;
+                        t.dropped += shared.args.batch.max(1) as u64;
+                    }
                 }
                 n += 1;
                 while tasks.try_join_next().is_some() {}
@@ -290,6 +356,24 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     let h = shared.latency.lock().await;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    for (name, c) in [("emergency", tally.emergency), ("ordinary", tally.ordinary)] {
+        if c.offered > 0 {
+            println!(
+                "class={name} offered={} acked={} rejected={} errors={} acceptance={:.2}%",
+                c.offered,
+                c.acked,
+                c.rejected,
+                c.errors,
+                100.0 * c.acked as f64 / c.offered as f64
+            );
+        }
+    }
+    if tally.dropped > 0 {
+        println!(
+            "client_dropped={} (arrivals found all --concurrency slots busy; counted as errors)",
+            tally.dropped
+        );
+    }
     println!(
         "acked={} rejected={} errors={} lost={} duplicates={} throughput={:.0}/s p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
         tally.acked,
