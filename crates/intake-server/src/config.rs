@@ -61,20 +61,24 @@ pub struct AdmissionConfig {
     /// How long a batch waits for more complaints once it has one. Zero:
     /// batches form only while earlier proposals are in flight.
     pub linger: Duration,
+    /// While ordinary complaints take longer than this from queue to commit
+    /// (smoothed), new ordinary ones are refused; emergencies are not.
+    pub target_latency: Duration,
 }
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
-            shard_queue: 4096,
-            node_queue: 16_384,
+            shard_queue: 2048,
+            node_queue: 8192,
             ordinary_share: 0.75,
             node_requests: 8192,
-            per_connection: 1024,
+            per_connection: 2048,
             max_in_flight: 8,
             max_batch_items: intake_core::ticket_id::MAX_ITEMS_PER_ENTRY,
             max_batch_bytes: crate::intake_service::MAX_ENTRY_COMPLAINT_BYTES,
             linger: Duration::ZERO,
+            target_latency: Duration::from_millis(500),
         }
     }
 }
@@ -130,7 +134,7 @@ impl NodeConfig {
             districts: DistrictTable::beijing(),
             limits: Limits::default(),
             raft: RaftTuning::default(),
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            cache_capacity_bytes: 128 * 1024 * 1024,
             submit_timeout: Duration::from_secs(10),
             shards: 8,
             replicas: None,

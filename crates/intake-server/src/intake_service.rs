@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
+use crate::config::AdmissionConfig;
 use crate::convert::complaint_from_pb;
 use crate::errors::{invalid_argument, item_error, with_retry};
 use crate::observe::record_submit;
@@ -34,6 +35,8 @@ pub struct IntakeServiceImpl {
     /// Submit calls in progress here, forwarded ones included: the node-wide
     /// bound on memory held by requests, whichever shard they are for.
     calls: Arc<Semaphore>,
+    max_calls: usize,
+    ordinary_share: f64,
 }
 
 impl IntakeServiceImpl {
@@ -43,21 +46,33 @@ impl IntakeServiceImpl {
         categories: Arc<CategoryTable>,
         limits: Limits,
         submit_timeout: Duration,
-        max_calls: usize,
+        admission: &AdmissionConfig,
     ) -> Self {
+        let max_calls = admission.node_requests.max(1);
         Self {
             router,
             districts,
             categories,
             limits,
             submit_timeout,
-            calls: Arc::new(Semaphore::new(max_calls.max(1))),
+            calls: Arc::new(Semaphore::new(max_calls)),
+            max_calls,
+            ordinary_share: admission.ordinary_share,
         }
     }
 
-    /// A slot for one submit call, or RESOURCE_EXHAUSTED at once.
-    fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
-        self.calls.clone().try_acquire_owned().map_err(|_| {
+    /// A slot for one submit call, or RESOURCE_EXHAUSTED at once. Ordinary
+    /// calls may take only a share of the slots, so emergencies still find
+    /// one when ordinary ones are being shed.
+    fn admit(&self, class: Priority) -> Result<OwnedSemaphorePermit, Status> {
+        let reserved = match class {
+            Priority::Emergency => 0,
+            Priority::Ordinary => (self.max_calls as f64 * (1.0 - self.ordinary_share)) as usize,
+        };
+        let permit = (self.calls.available_permits() > reserved)
+            .then(|| self.calls.clone().try_acquire_owned().ok())
+            .flatten();
+        permit.ok_or_else(|| {
             let backlog = self.router.backlog();
             with_retry(
                 Code::ResourceExhausted,
@@ -82,7 +97,11 @@ impl IntakeServiceImpl {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .unwrap_or(ours);
-        Instant::now() + theirs.min(ours)
+        let timeout = theirs.min(ours);
+        // Answer a little before the caller's own timer fires, so a late
+        // submission gets an explicit DEADLINE_EXCEEDED instead of silence.
+        let margin = (timeout / 10).min(Duration::from_millis(100));
+        Instant::now() + timeout - margin
     }
 
     /// Validates a complaint and finds its shard.
@@ -162,9 +181,9 @@ impl IntakeService for IntakeServiceImpl {
         let deadline = self.deadline(&request);
         let fwd = hops_of(&request);
         let result = async {
-            let _slot = self.admit()?;
             let (c, shard) = self.check(request.into_inner().complaint)?;
             let class = self.class(&c);
+            let _slot = self.admit(class)?;
             let mut results = self.router.submit(shard, vec![c], class, fwd, deadline).await?;
             results
                 .pop()
@@ -183,7 +202,15 @@ impl IntakeService for IntakeServiceImpl {
         let deadline = self.deadline(&request);
         let fwd = hops_of(&request);
         let complaints = request.into_inner().complaints;
-        let _slot = match self.admit() {
+        let any_emergency = complaints
+            .iter()
+            .any(|c| self.categories.priority(&c.category) == Priority::Emergency);
+        let class = if any_emergency {
+            Priority::Emergency
+        } else {
+            Priority::Ordinary
+        };
+        let _slot = match self.admit(class) {
             Ok(slot) => slot,
             Err(s) => {
                 record_submit::<()>(&Err(s.clone()), started);

@@ -336,7 +336,7 @@ async fn serve(
         Arc::new(cfg.categories.clone()),
         cfg.limits.clone(),
         cfg.submit_timeout,
-        cfg.admission.node_requests,
+        &cfg.admission,
     );
     let admin = AdminServiceImpl::new(cfg.node_id, router.clone(), peers.clone());
     let transport = RaftTransportService::new(groups.clone(), storage.clone(), stop.clone());
@@ -346,6 +346,11 @@ async fn serve(
         // queued, so one client cannot hold unbounded work on this node.
         .concurrency_limit_per_connection(cfg.admission.per_connection)
         .load_shed(true)
+        // More streams than the limit above: otherwise HTTP/2 makes excess
+        // calls wait silently in the client, where no one sheds them.
+        .max_concurrent_streams(Some(
+            u32::try_from(cfg.admission.per_connection.saturating_mul(2)).unwrap_or(u32::MAX),
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))

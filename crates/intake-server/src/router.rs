@@ -24,6 +24,7 @@ use openraft::ReadPolicy;
 use openraft::error::{ForwardToLeader, LinearizableReadError, RaftError};
 use tokio::time::Instant;
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
 use crate::HOPS_HEADER;
 use crate::batcher::{Batcher, NodeBacklog, ProposeError};
@@ -48,6 +49,10 @@ pub struct Router {
     map: Arc<RwLock<Arc<ClusterMap>>>,
     admission: AdmissionConfig,
     backlog: Arc<NodeBacklog>,
+    /// Shards whose leader recently shed ordinary complaints forwarded from
+    /// here, and until when: ordinary ones are refused here meanwhile, so an
+    /// overloaded leader is not also flooded with forwards it will refuse.
+    shedding: Arc<DashMap<ShardId, Instant>>,
 }
 
 /// Where a request goes next.
@@ -73,6 +78,7 @@ impl Router {
             map: Arc::new(RwLock::new(Arc::new(map))),
             admission,
             backlog: Default::default(),
+            shedding: Default::default(),
         }
     }
 
@@ -186,8 +192,22 @@ impl Router {
         hops: u32,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
+        if class == Priority::Ordinary
+            && let Some(until) = self.shedding.get(&shard).map(|u| *u.value())
+        {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return Err(with_retry(
+                    Code::ResourceExhausted,
+                    format!("shard {shard} is at capacity; retry with the same idempotency key"),
+                    left.max(Duration::from_millis(25)),
+                ));
+            }
+        }
         let Some(batcher) = self.batchers.get(&shard).map(|b| b.value().clone()) else {
-            return self.submit_remote(shard, &complaints, hops, deadline).await;
+            let results = self.submit_remote(shard, &complaints, hops, deadline).await?;
+            self.note_shedding(shard, class, &results);
+            return Ok(results);
         };
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -223,7 +243,10 @@ impl Router {
             match self.next_step(&refusal, hops) {
                 Next::Forward(id, addr) => {
                     match self.forward_submit(id, &addr, &complaints, hops, deadline).await {
-                        Ok(results) => return Ok(results),
+                        Ok(results) => {
+                            self.note_shedding(shard, class, &results);
+                            return Ok(results);
+                        }
                         // The leader moved or is unreachable: learn again and retry.
                         Err(s) if s.code() == Code::Unavailable => {}
                         Err(s) => return Err(s),
@@ -247,6 +270,25 @@ impl Router {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// After a forward: if the leader shed ordinary complaints, shed them
+    /// here too for half its retry delay (at most 1 s), so the refusal costs
+    /// this node alone.
+    fn note_shedding(&self, shard: ShardId, class: Priority, results: &[ItemResult]) {
+        if class != Priority::Ordinary {
+            return;
+        }
+        let delay = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .filter(|s| s.code() == Code::ResourceExhausted)
+            .filter_map(|s| s.get_details_retry_info().and_then(|r| r.retry_delay))
+            .max();
+        if let Some(d) = delay {
+            let until = Instant::now() + (d / 2).min(Duration::from_secs(1));
+            self.shedding.insert(shard, until);
         }
     }
 

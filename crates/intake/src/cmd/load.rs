@@ -85,6 +85,10 @@ struct Tally {
     errors: u64,
     /// Arrivals dropped by this tool because --concurrency was all in flight.
     dropped: u64,
+    /// Errors other than drops, by gRPC code.
+    error_codes: std::collections::BTreeMap<String, u64>,
+    /// The first message seen per code (refusals included).
+    error_samples: std::collections::BTreeMap<String, String>,
     emergency: ClassTally,
     ordinary: ClassTally,
     /// Every ticket id each key was answered with.
@@ -93,6 +97,8 @@ struct Tally {
 
 struct Shared {
     clients: Vec<IntakeServiceClient<Channel>>,
+    /// Random lowercase letters that complaint texts are cut from.
+    text_pool: String,
     emergencies: Vec<String>,
     ordinary: Vec<String>,
     districts: Vec<(String, u64)>,
@@ -113,9 +119,11 @@ impl Shared {
             }
             pick -= pop;
         }
-        let text: String = (0..self.args.text_bytes)
-            .map(|_| rng.random_range(b'a'..=b'z') as char)
-            .collect();
+        // A random window of a pre-made random text: cheap enough that the
+        // generator, which shares the machine, does not steal the cluster's CPU.
+        let n = self.args.text_bytes.min(self.text_pool.len() / 2);
+        let start = rng.random_range(0..=self.text_pool.len() - n);
+        let text = self.text_pool[start..start + n].to_string();
         let emergency = rng.random_bool(self.args.emergency_share.clamp(0.0, 1.0));
         let pool = if emergency {
             &self.emergencies
@@ -134,6 +142,14 @@ impl Shared {
             text,
             ..Default::default()
         }
+    }
+
+    /// Keeps the first message seen for each error code, for the report.
+    async fn sample_error(&self, code: Code, message: &str) {
+        let mut t = self.tally.lock().await;
+        t.error_samples
+            .entry(format!("{code:?}"))
+            .or_insert_with(|| message.chars().take(200).collect());
     }
 
     fn is_emergency(&self, c: &pb::Complaint) -> bool {
@@ -173,6 +189,7 @@ impl Shared {
                         if let Some(d) = s.get_error_details().retry_info().and_then(|r| r.retry_delay) {
                             retry_after = d;
                         }
+                        self.sample_error(s.code(), s.message()).await;
                         Err(s.code())
                     }
                 });
@@ -189,7 +206,9 @@ impl Shared {
                                     if e.retry_after_ms > 0 {
                                         retry_after = Duration::from_millis(e.retry_after_ms);
                                     }
-                                    Err(Code::from_i32(e.code))
+                                    let code = Code::from_i32(e.code);
+                                    self.sample_error(code, &e.message).await;
+                                    Err(code)
                                 }
                                 None => Err(Code::Internal),
                             });
@@ -199,6 +218,8 @@ impl Shared {
                         for i in &pending {
                             results[*i] = Some(Err(s.code()));
                         }
+                        self.sample_error(s.code(), s.message()).await;
+                        {}
                     }
                 }
             }
@@ -237,9 +258,16 @@ impl Shared {
                     class.rejected += 1;
                     t.rejected += 1;
                 }
-                _ => {
+                other => {
                     class.errors += 1;
                     t.errors += 1;
+                    // None: this tool got to the request only after its
+                    // deadline (it is starved of CPU itself).
+                    let code = match other {
+                        Some(Err(c)) => format!("{c:?}"),
+                        _ => "NotSent".to_string(),
+                    };
+                    *t.error_codes.entry(code).or_default() += 1;
                 }
             }
         }
@@ -275,8 +303,15 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let concurrency = args.concurrency.max(1);
     let rate = args.rate;
+    let text_pool: String = {
+        let mut rng = rand::rng();
+        (0..(2 * args.text_bytes).max(4096))
+            .map(|_| rng.random_range(b'a'..=b'z') as char)
+            .collect()
+    };
     let shared = Arc::new(Shared {
         clients,
+        text_pool,
         emergencies,
         ordinary,
         districts,
@@ -366,6 +401,19 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 c.errors,
                 100.0 * c.acked as f64 / c.offered as f64
             );
+        }
+    }
+    if !tally.error_codes.is_empty() {
+        let codes: Vec<String> = tally
+            .error_codes
+            .iter()
+            .map(|(c, n)| format!("{c}:{n}"))
+            .collect();
+        println!("errors_by_code={}", codes.join(","));
+        for (code, message) in &tally.error_samples {
+            if tally.error_codes.contains_key(code) {
+                println!("error_sample code={code} message={message:?}");
+            }
         }
     }
     if tally.dropped > 0 {

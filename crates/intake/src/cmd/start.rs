@@ -54,16 +54,16 @@ pub struct StartArgs {
     /// Hours an idempotency key keeps returning its ticket. Default 168 (7 days).
     #[arg(long, env = "INTAKE_KEY_RETENTION_HOURS")]
     key_retention_hours: Option<f64>,
-    /// Complaints queued per shard before even emergencies are refused. Default 4096.
+    /// Complaints queued per shard before even emergencies are refused. Default 2048.
     #[arg(long, env = "INTAKE_SHARD_QUEUE")]
     shard_queue: Option<usize>,
-    /// Complaints queued over all shards this node leads. Default 16384.
+    /// Complaints queued over all shards this node leads. Default 8192.
     #[arg(long, env = "INTAKE_NODE_QUEUE")]
     node_queue: Option<usize>,
     /// Microseconds a batch waits for more complaints once it has one. Default 0.
     #[arg(long, env = "INTAKE_BATCH_LINGER_US")]
     batch_linger_us: Option<u64>,
-    /// sled cache size in MiB. Default 256.
+    /// sled cache size in MiB. Default 128.
     #[arg(long, env = "INTAKE_CACHE_MB")]
     cache_mb: Option<u64>,
     /// Log as JSON lines instead of text.
