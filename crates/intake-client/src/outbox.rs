@@ -1,0 +1,478 @@
+//! A durable outbox on the adapter's own disk.
+//!
+//! A citizen on the phone must not be told "try again later" because the
+//! cluster is in an election or shedding load. `enqueue` returns as soon as
+//! the complaint and its idempotency key are fsync'd locally; a background
+//! task then drains the outbox to the cluster, retrying for as long as it
+//! takes. The key is stored with the record, so a crash between sending and
+//! recording the ticket only leads to a resend with the same key, which the
+//! cluster answers with the same ticket: each complaint yields one ticket.
+//!
+//! Layout (one sled `Db`): `pending` seq → record, where seq comes from
+//! sled's monotonic id generator so the outbox drains in enqueue order;
+//! `done` key → ticket and `done_seq` seq → key (to trim the oldest);
+//! `dead` key → why the cluster refused it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use intake_proto::pb;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::client::{Client, Submitted};
+use crate::error::ClientError;
+use crate::retry::backoff;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("outbox storage: {0}")]
+    Transaction(String),
+    #[error("outbox record is corrupt: {0}")]
+    Corrupt(#[from] postcard::Error),
+    #[error("outbox task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// Submissions in flight at once.
+    pub concurrency: usize,
+    /// Backoff between submissions of one record that found no ticket.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Finished records kept for `ticket_for`; the oldest go first.
+    pub keep_done: usize,
+    /// Events buffered for slow subscribers before they lag.
+    pub event_capacity: usize,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+            keep_done: 100_000,
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// What became of an enqueued complaint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxEvent {
+    Ticketed {
+        key: String,
+        ticket_id: String,
+        duplicate: bool,
+    },
+    /// The cluster refused it for good; it is kept in the `dead` tree.
+    Dead { key: String, reason: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    key: String,
+    /// The complaint as protobuf bytes, key included.
+    complaint: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Done {
+    ticket_id: String,
+    shard: u32,
+    at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Dead {
+    reason: String,
+    complaint: Vec<u8>,
+}
+
+#[derive(Clone)]
+struct Trees {
+    db: sled::Db,
+    pending: sled::Tree,
+    done: sled::Tree,
+    done_seq: sled::Tree,
+    dead: sled::Tree,
+}
+
+impl Trees {
+    fn open(dir: &Path) -> Result<Self, OutboxError> {
+        let db = sled::Config::new().path(dir).open()?;
+        Ok(Self {
+            pending: db.open_tree("pending")?,
+            done: db.open_tree("done")?,
+            done_seq: db.open_tree("done_seq")?,
+            dead: db.open_tree("dead")?,
+            db,
+        })
+    }
+
+    /// Moves a pending record to `done` in one transaction, so a record is
+    /// never both or neither.
+    fn finish(&self, seq: u64, key: &str, s: &Submitted) -> Result<(), OutboxError> {
+        let done = postcard::to_stdvec(&Done {
+            ticket_id: s.ticket_id.clone(),
+            shard: s.shard,
+            at_ms: now_ms(),
+        })?;
+        (&self.pending, &self.done, &self.done_seq)
+            .transaction(|(p, d, ds)| {
+                p.remove(&seq.to_be_bytes())?;
+                d.insert(key.as_bytes(), done.as_slice())?;
+                ds.insert(&seq.to_be_bytes(), key.as_bytes())?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError| OutboxError::Transaction(e.to_string()))
+    }
+
+    fn bury(&self, seq: u64, key: &str, record: &Pending, reason: &str) -> Result<(), OutboxError> {
+        let dead = postcard::to_stdvec(&Dead {
+            reason: reason.to_string(),
+            complaint: record.complaint.clone(),
+        })?;
+        (&self.pending, &self.dead)
+            .transaction(|(p, d)| {
+                p.remove(&seq.to_be_bytes())?;
+                d.insert(key.as_bytes(), dead.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError| OutboxError::Transaction(e.to_string()))
+    }
+
+    /// Drops the oldest finished records beyond `keep`.
+    fn trim_done(&self, keep: usize) -> Result<(), OutboxError> {
+        let excess = self.done_seq.len().saturating_sub(keep);
+        for kv in self.done_seq.iter().take(excess) {
+            let (seq, key) = kv?;
+            self.done.remove(&key)?;
+            self.done_seq.remove(seq)?;
+        }
+        Ok(())
+    }
+}
+
+/// The outbox. Dropping it stops draining (like a crash: whatever is pending
+/// stays pending); `shutdown` also flushes.
+pub struct Outbox {
+    trees: Trees,
+    wake: Arc<Notify>,
+    events: broadcast::Sender<OutboxEvent>,
+    stop: watch::Sender<bool>,
+    drain: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir` and starts draining what it
+    /// holds — after a crash, what was left — to the cluster through `client`.
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        client: Client,
+        config: OutboxConfig,
+    ) -> Result<Outbox, OutboxError> {
+        let dir = dir.as_ref().to_path_buf();
+        let trees = tokio::task::spawn_blocking(move || Trees::open(&dir)).await??;
+        let wake = Arc::new(Notify::new());
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (stop, stopped) = watch::channel(false);
+        let drainer = Drainer {
+            trees: trees.clone(),
+            client,
+            config,
+            wake: wake.clone(),
+            events: events.clone(),
+            stopped,
+        };
+        let drain = tokio::spawn(drainer.run());
+        Ok(Outbox {
+            trees,
+            wake,
+            events,
+            stop,
+            drain: Some(drain),
+        })
+    }
+
+    /// Stores the complaint durably and returns its idempotency key (the
+    /// caller's, or a fresh UUID). Once this returns, the complaint survives
+    /// a crash of the adapter and will get exactly one ticket.
+    pub async fn enqueue(&self, mut complaint: pb::Complaint) -> Result<String, OutboxError> {
+        if complaint.idempotency_key.is_empty() {
+            complaint.idempotency_key = uuid::Uuid::new_v4().to_string();
+        }
+        let key = complaint.idempotency_key.clone();
+        let record = postcard::to_stdvec(&Pending {
+            key: key.clone(),
+            complaint: complaint.encode_to_vec(),
+        })?;
+        let seq = self.trees.db.generate_id()?;
+        self.trees.pending.insert(seq.to_be_bytes(), record)?;
+        self.trees.db.flush_async().await?;
+        self.wake.notify_one();
+        Ok(key)
+    }
+
+    /// The ticket of a drained complaint, while it is still kept.
+    pub fn ticket_for(&self, key: &str) -> Result<Option<String>, OutboxError> {
+        match self.trees.done.get(key.as_bytes())? {
+            Some(v) => Ok(Some(postcard::from_bytes::<Done>(&v)?.ticket_id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Why the cluster refused a complaint, if it did.
+    pub fn dead_reason(&self, key: &str) -> Result<Option<String>, OutboxError> {
+        match self.trees.dead.get(key.as_bytes())? {
+            Some(v) => Ok(Some(postcard::from_bytes::<Dead>(&v)?.reason)),
+            None => Ok(None),
+        }
+    }
+
+    /// Complaints stored but not yet ticketed or refused.
+    pub fn pending_count(&self) -> usize {
+        self.trees.pending.len()
+    }
+
+    /// Keys of the complaints not yet ticketed, in enqueue order.
+    pub fn pending_keys(&self) -> Result<Vec<String>, OutboxError> {
+        self.trees
+            .pending
+            .iter()
+            .values()
+            .map(|v| Ok(postcard::from_bytes::<Pending>(&v?)?.key))
+            .collect()
+    }
+
+    /// Results as they land. A subscriber that falls more than
+    /// `event_capacity` behind misses events (`RecvError::Lagged`) but can
+    /// always ask `ticket_for`.
+    pub fn subscribe(&self) -> broadcast::Receiver<OutboxEvent> {
+        self.events.subscribe()
+    }
+
+    /// Waits until nothing is pending, or `timeout`; true if drained.
+    pub async fn wait_drained(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.pending_count() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Stops draining (submissions in flight are abandoned and stay pending)
+    /// and flushes the store.
+    pub async fn shutdown(mut self) -> Result<(), OutboxError> {
+        let _ = self.stop.send(true);
+        if let Some(drain) = self.drain.take() {
+            drain.abort();
+            let _ = drain.await;
+        }
+        self.trees.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(drain) = self.drain.take() {
+            drain.abort();
+        }
+    }
+}
+
+struct Drainer {
+    trees: Trees,
+    client: Client,
+    config: OutboxConfig,
+    wake: Arc<Notify>,
+    events: broadcast::Sender<OutboxEvent>,
+    stopped: watch::Receiver<bool>,
+}
+
+/// When a record that found no ticket may be sent again.
+struct Retry {
+    at: Instant,
+    failures: u32,
+}
+
+impl Drainer {
+    async fn run(mut self) {
+        let mut in_flight: HashSet<u64> = HashSet::new();
+        let mut retries: HashMap<u64, Retry> = HashMap::new();
+        let mut tasks: JoinSet<(u64, Pending, Result<Submitted, ClientError>)> = JoinSet::new();
+        loop {
+            if *self.stopped.borrow() {
+                return;
+            }
+            let next_retry = self.start_due(&mut tasks, &mut in_flight, &retries);
+            let idle = async {
+                match next_retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(joined) = tasks.join_next() => {
+                    let Ok((seq, record, result)) = joined else { continue };
+                    in_flight.remove(&seq);
+                    self.settle(seq, record, result, &mut retries);
+                }
+                _ = self.wake.notified() => {}
+                _ = idle => {}
+                _ = self.stopped.changed() => return,
+            }
+        }
+    }
+
+    /// Starts submissions of due pending records, up to the concurrency
+    /// limit; returns when the earliest postponed record falls due.
+    fn start_due(
+        &self,
+        tasks: &mut JoinSet<(u64, Pending, Result<Submitted, ClientError>)>,
+        in_flight: &mut HashSet<u64>,
+        retries: &HashMap<u64, Retry>,
+    ) -> Option<Instant> {
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        for kv in self.trees.pending.iter() {
+            if in_flight.len() >= self.config.concurrency.max(1) {
+                break;
+            }
+            let (k, v) = match kv {
+                Ok(kv) => kv,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox scan failed");
+                    // Try again later rather than spin on a failing disk.
+                    return Some(now + self.config.retry_base);
+                }
+            };
+            let Some(seq) = seq_of(&k) else { continue };
+            if in_flight.contains(&seq) {
+                continue;
+            }
+            if let Some(r) = retries.get(&seq)
+                && r.at > now
+            {
+                earliest = Some(earliest.map_or(r.at, |e| e.min(r.at)));
+                continue;
+            }
+            let record: Pending = match postcard::from_bytes(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "corrupt outbox record left in place");
+                    continue;
+                }
+            };
+            let complaint = match pb::Complaint::decode(record.complaint.as_slice()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(seq, key = %record.key, error = %e, "undecodable complaint left in place");
+                    continue;
+                }
+            };
+            in_flight.insert(seq);
+            let client = self.client.clone();
+            tasks.spawn(async move {
+                let result = client.submit(complaint).await;
+                (seq, record, result)
+            });
+        }
+        earliest
+    }
+
+    fn settle(
+        &self,
+        seq: u64,
+        record: Pending,
+        result: Result<Submitted, ClientError>,
+        retries: &mut HashMap<u64, Retry>,
+    ) {
+        let outcome = match result {
+            Ok(s) => {
+                retries.remove(&seq);
+                self.trees
+                    .finish(seq, &record.key, &s)
+                    .map(|()| OutboxEvent::Ticketed {
+                        key: record.key.clone(),
+                        ticket_id: s.ticket_id,
+                        duplicate: s.duplicate,
+                    })
+            }
+            Err(ClientError::Rejected { code, message, .. }) => {
+                retries.remove(&seq);
+                let reason = format!("{code:?}: {message}");
+                self.trees
+                    .bury(seq, &record.key, &record, &reason)
+                    .map(|()| OutboxEvent::Dead {
+                        key: record.key.clone(),
+                        reason,
+                    })
+            }
+            Err(e) => {
+                // Not accepted or not known to be: the outbox never gives
+                // up; the same key makes the resend safe.
+                let failures = retries.get(&seq).map_or(0, |r| r.failures) + 1;
+                let floor = match &e {
+                    ClientError::Overloaded { retry_after } => Some(*retry_after),
+                    _ => None,
+                };
+                let wait = backoff(self.config.retry_base, self.config.retry_max, failures, floor);
+                tracing::debug!(key = %record.key, error = %e, ?wait, "outbox will resend");
+                retries.insert(
+                    seq,
+                    Retry {
+                        at: Instant::now() + wait,
+                        failures,
+                    },
+                );
+                return;
+            }
+        };
+        match outcome {
+            Ok(event) => {
+                let _ = self.events.send(event);
+                if let Err(e) = self.trees.trim_done(self.config.keep_done) {
+                    tracing::warn!(error = %e, "could not trim finished outbox records");
+                }
+            }
+            // The record stays pending and is sent again later; its key
+            // makes that harmless.
+            Err(e) => {
+                tracing::error!(key = %record.key, error = %e, "could not record outbox result");
+                retries.insert(
+                    seq,
+                    Retry {
+                        at: Instant::now() + self.config.retry_max,
+                        failures: 0,
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn seq_of(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.try_into().ok()?))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
