@@ -51,6 +51,7 @@ struct Trail {
     attempts: u32,
     last: Option<Status>,
     ambiguous: bool,
+    overloaded: bool,
     retry_after: Option<Duration>,
 }
 
@@ -63,6 +64,7 @@ impl Client {
             &config.endpoints,
             config.connect_timeout,
             config.map_refresh_interval,
+            config.suspect_for,
         )?);
         routing.refresh_soon();
         Ok(Client {
@@ -81,6 +83,12 @@ impl Client {
     /// Tokens left in the retry budget (for metrics and tests).
     pub fn retry_tokens(&self) -> f64 {
         self.inner.budget.tokens()
+    }
+
+    /// The address the client would send a complaint of `district` to first:
+    /// its shard's leader, if the cached map knows it.
+    pub fn leader_for(&self, district: &str) -> Option<String> {
+        self.inner.routing.leader_of(district)
     }
 
     /// Waits (up to `timeout`) until the shard map names the leader of
@@ -105,6 +113,7 @@ impl Client {
             attempts: 0,
             last: None,
             ambiguous: false,
+            overloaded: false,
             retry_after: None,
         };
         // After a failure, avoid the node that failed and the leader guess.
@@ -148,12 +157,15 @@ impl Client {
             self.inner.budget.on_failure();
             tracing::debug!(key = %complaint.idempotency_key, %target, %status, "attempt failed");
             trail.ambiguous |= failure == Failure::Ambiguous;
+            trail.overloaded |= failure == Failure::Overloaded;
             let server_floor = retry_after(&status);
             trail.retry_after = server_floor.or(trail.retry_after);
             let retry_number = trail.attempts - 1;
             trail.last = Some(status);
-            if failure == Failure::Ambiguous {
-                routing.miss(&district);
+            if failure != Failure::Overloaded {
+                // A node that answered with RetryInfo is up but found no
+                // leader: look again, but do not shun it.
+                routing.miss(&district, &target, server_floor.is_none());
                 failed = Some(target);
             }
             if !self.inner.budget.allows_retry() {
@@ -196,7 +208,7 @@ impl Client {
 
 /// The definite end of a call that got no ticket.
 fn give_up(key: &str, trail: Trail) -> ClientError {
-    let last = trail
+    let last_error = trail
         .last
         .as_ref()
         .map(describe)
@@ -204,11 +216,13 @@ fn give_up(key: &str, trail: Trail) -> ClientError {
     if trail.ambiguous || trail.last.is_none() {
         ClientError::Unknown {
             idempotency_key: key.to_string(),
-            last_error: last,
+            last_error,
         }
-    } else {
+    } else if trail.overloaded {
         ClientError::Overloaded {
             retry_after: trail.retry_after.unwrap_or(Duration::from_millis(100)),
         }
+    } else {
+        ClientError::Unreachable { last_error }
     }
 }

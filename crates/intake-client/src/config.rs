@@ -23,6 +23,10 @@ pub struct ClientConfig {
     /// The shard map is fetched again at most this often, so a storm of
     /// misses costs one `ClusterStatus` call, not one per miss.
     pub map_refresh_interval: Duration,
+    /// A node that failed an attempt is tried last for this long. It should
+    /// outlast an election, or a stopped leader that its followers still
+    /// name keeps being tried first and drains the retry budget.
+    pub suspect_for: Duration,
 }
 
 impl ClientConfig {
@@ -36,6 +40,7 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(2),
             retry_budget: RetryBudgetConfig::default(),
             map_refresh_interval: Duration::from_millis(500),
+            suspect_for: Duration::from_secs(3),
         }
     }
 }

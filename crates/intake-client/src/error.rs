@@ -30,6 +30,11 @@ pub enum ClientError {
     /// accepted; try again no sooner than `retry_after`.
     #[error("cluster overloaded, not accepted; retry after {retry_after:?}")]
     Overloaded { retry_after: Duration },
+    /// No attempt reached a node (every connection was refused or failed
+    /// to open) and the retry budget or the call timeout ran out. Definite:
+    /// it was not accepted.
+    #[error("no node reachable, not accepted: {last_error}")]
+    Unreachable { last_error: String },
     /// The call gave up after an attempt whose outcome is unknown (a timeout,
     /// a dropped connection): the complaint may or may not have been
     /// accepted. Resubmitting with the same `idempotency_key` is safe and
@@ -52,12 +57,17 @@ pub(crate) enum Failure {
     /// Turned away before anything happened (the server's queue was full):
     /// safe to say "not accepted".
     Overloaded,
+    /// Never left this process: the connection could not be opened.
+    NotSent,
     /// May have been accepted or not (timeouts, transport errors, a
     /// forwarding node that lost its leader): retry with the same key.
     Ambiguous,
 }
 
 pub(crate) fn classify(status: &Status) -> Failure {
+    if not_sent(status) {
+        return Failure::NotSent;
+    }
     match status.code() {
         Code::ResourceExhausted => Failure::Overloaded,
         Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Unknown | Code::Cancelled => {
@@ -68,6 +78,17 @@ pub(crate) fn classify(status: &Status) -> Failure {
         Code::Internal => Failure::Ambiguous,
         _ => Failure::Definite,
     }
+}
+
+/// A connect failure, which tonic reports as a bare UNAVAILABLE carrying
+/// the connector's message. A server's UNAVAILABLE always carries
+/// `RetryInfo`, so one relayed from a forwarding node (whose outcome is
+/// unknown) is never taken for this. A connect failure that does not match
+/// counts as ambiguous, which is the safe side.
+fn not_sent(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && status.details().is_empty()
+        && status.message().starts_with("tcp connect error")
 }
 
 /// The server's `RetryInfo.retry_delay`, if it sent one.

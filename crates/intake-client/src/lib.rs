@@ -26,6 +26,8 @@
 //! - [`ClientError::Overloaded`]: every attempt was turned away at capacity
 //!   and the budget or the call timeout ran out. It was not accepted; try
 //!   again after `retry_after` (or use the outbox, which does so for you).
+//! - [`ClientError::Unreachable`]: no connection to any node could be opened
+//!   before the budget or the call timeout ran out. It was not accepted.
 //! - [`ClientError::Unknown`]: the call ended after an attempt whose outcome
 //!   is unknown (timeout, lost connection). It may have been accepted.
 //!   Resubmit with the same key — the cluster returns the same ticket if it

@@ -54,8 +54,13 @@ pub(crate) struct Routing {
     endpoints: Vec<String>,
     connect_timeout: Duration,
     refresh_interval: Duration,
+    suspect_for: Duration,
     channels: Mutex<HashMap<String, Channel>>,
     map: RwLock<ShardMap>,
+    /// Nodes that failed an attempt recently, until when to avoid them. A
+    /// stopped leader stays named by its followers' views until they elect,
+    /// so without this every call would try it first and burn the budget.
+    suspects: Mutex<HashMap<String, Instant>>,
     next: AtomicUsize,
     refreshing: AtomicBool,
     last_refresh: Mutex<Option<Instant>>,
@@ -66,6 +71,7 @@ impl Routing {
         endpoints: &[String],
         connect_timeout: Duration,
         refresh_interval: Duration,
+        suspect_for: Duration,
     ) -> Result<Self, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints".into()));
@@ -74,8 +80,10 @@ impl Routing {
             endpoints: endpoints.iter().map(|e| normalize(e)).collect(),
             connect_timeout,
             refresh_interval,
+            suspect_for,
             channels: Mutex::new(HashMap::new()),
             map: RwLock::new(ShardMap::default()),
+            suspects: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
             refreshing: AtomicBool::new(false),
             last_refresh: Mutex::new(None),
@@ -105,24 +113,39 @@ impl Routing {
     /// The known leader of `district`'s shard.
     pub fn leader_of(&self, district: &str) -> Option<String> {
         let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.leaders.get(district).cloned()
+        map.leaders.get(district).filter(|a| !self.is_suspect(a)).cloned()
     }
 
-    /// The next configured endpoint, in turn, skipping `avoid` when there is
-    /// another choice.
+    /// The next configured endpoint in turn, preferring one that has not
+    /// failed lately and is not `avoid`.
     pub fn next_endpoint(&self, avoid: Option<&str>) -> String {
         let n = self.endpoints.len();
-        for _ in 0..n {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            if Some(self.endpoints[i].as_str()) != avoid || n == 1 {
-                return self.endpoints[i].clone();
-            }
-        }
-        self.endpoints[0].clone()
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let in_turn = (0..n).map(|i| &self.endpoints[(start + i) % n]);
+        let good = |e: &&String| Some(e.as_str()) != avoid && !self.is_suspect(e);
+        in_turn
+            .clone()
+            .find(good)
+            .or_else(|| in_turn.clone().find(|e| Some(e.as_str()) != avoid))
+            .unwrap_or(&self.endpoints[start % n])
+            .clone()
     }
 
-    /// Forgets `district`'s leader (it failed us) and asks for a fresh map.
-    pub fn miss(self: &Arc<Self>, district: &str) {
+    fn is_suspect(&self, addr: &str) -> bool {
+        lock(&self.suspects)
+            .get(addr)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// `addr` failed an attempt for `district`: forget it as the district's
+    /// leader, ask for a fresh map, and if it looks down, avoid it a while.
+    pub fn miss(self: &Arc<Self>, district: &str, addr: &str, looks_down: bool) {
+        if looks_down {
+            let mut suspects = lock(&self.suspects);
+            let now = Instant::now();
+            suspects.retain(|_, until| *until > now);
+            suspects.insert(addr.to_string(), now + self.suspect_for);
+        }
         {
             let mut map = self
                 .map
