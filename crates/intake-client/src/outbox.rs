@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use intake_proto::pb;
@@ -46,7 +47,10 @@ pub enum OutboxError {
 pub struct OutboxConfig {
     /// Submissions in flight at once.
     pub concurrency: usize,
-    /// Backoff between submissions of one record that found no ticket.
+    /// Backoff after a submission found no ticket: before that record is
+    /// sent again, and before any new record is started, so an outbox
+    /// facing a down or overloaded cluster slows down instead of cycling
+    /// through its whole backlog.
     pub retry_base: Duration,
     pub retry_max: Duration,
     /// Finished records kept for `ticket_for`; the oldest go first.
@@ -60,7 +64,7 @@ impl Default for OutboxConfig {
         Self {
             concurrency: 16,
             retry_base: Duration::from_millis(200),
-            retry_max: Duration::from_secs(30),
+            retry_max: Duration::from_secs(10),
             keep_done: 100_000,
             event_capacity: 1024,
         }
@@ -106,15 +110,22 @@ struct Trees {
     done: sled::Tree,
     done_seq: sled::Tree,
     dead: sled::Tree,
+    /// Record counts, kept here because sled's `len` walks the whole tree.
+    pending_n: Arc<AtomicUsize>,
+    done_n: Arc<AtomicUsize>,
 }
 
 impl Trees {
     fn open(dir: &Path) -> Result<Self, OutboxError> {
         let db = sled::Config::new().path(dir).open()?;
+        let pending = db.open_tree("pending")?;
+        let done_seq = db.open_tree("done_seq")?;
         Ok(Self {
-            pending: db.open_tree("pending")?,
+            pending_n: Arc::new(AtomicUsize::new(pending.len())),
+            done_n: Arc::new(AtomicUsize::new(done_seq.len())),
+            pending,
             done: db.open_tree("done")?,
-            done_seq: db.open_tree("done_seq")?,
+            done_seq,
             dead: db.open_tree("dead")?,
             db,
         })
@@ -135,7 +146,10 @@ impl Trees {
                 ds.insert(&seq.to_be_bytes(), key.as_bytes())?;
                 Ok(())
             })
-            .map_err(|e: sled::transaction::TransactionError| OutboxError::Transaction(e.to_string()))
+            .map_err(|e: sled::transaction::TransactionError| OutboxError::Transaction(e.to_string()))?;
+        self.pending_n.fetch_sub(1, Ordering::Relaxed);
+        self.done_n.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn bury(&self, seq: u64, key: &str, record: &Pending, reason: &str) -> Result<(), OutboxError> {
@@ -149,16 +163,23 @@ impl Trees {
                 d.insert(key.as_bytes(), dead.as_slice())?;
                 Ok(())
             })
-            .map_err(|e: sled::transaction::TransactionError| OutboxError::Transaction(e.to_string()))
+            .map_err(|e: sled::transaction::TransactionError| OutboxError::Transaction(e.to_string()))?;
+        self.pending_n.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Drops the oldest finished records beyond `keep`.
+    /// Drops the oldest finished records beyond `keep`, once there are a
+    /// sixteenth more than that, so the cost is paid in batches.
     fn trim_done(&self, keep: usize) -> Result<(), OutboxError> {
-        let excess = self.done_seq.len().saturating_sub(keep);
-        for kv in self.done_seq.iter().take(excess) {
+        let n = self.done_n.load(Ordering::Relaxed);
+        if n <= keep + keep / 16 {
+            return Ok(());
+        }
+        for kv in self.done_seq.iter().take(n - keep) {
             let (seq, key) = kv?;
             self.done.remove(&key)?;
             self.done_seq.remove(seq)?;
+            self.done_n.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -219,6 +240,7 @@ impl Outbox {
         })?;
         let seq = self.trees.db.generate_id()?;
         self.trees.pending.insert(seq.to_be_bytes(), record)?;
+        self.trees.pending_n.fetch_add(1, Ordering::Relaxed);
         self.trees.db.flush_async().await?;
         self.wake.notify_one();
         Ok(key)
@@ -242,7 +264,7 @@ impl Outbox {
 
     /// Complaints stored but not yet ticketed or refused.
     pub fn pending_count(&self) -> usize {
-        self.trees.pending.len()
+        self.trees.pending_n.load(Ordering::Relaxed)
     }
 
     /// Keys of the complaints not yet ticketed, in enqueue order.
@@ -311,18 +333,31 @@ struct Retry {
     failures: u32,
 }
 
+type Outcome = (u64, Pending, Result<Submitted, ClientError>);
+
+/// The drain task's memory; lost in a crash, which only means resending
+/// sooner.
+#[derive(Default)]
+struct DrainState {
+    in_flight: HashSet<u64>,
+    retries: HashMap<u64, Retry>,
+    /// Submissions in a row that found no ticket, across records.
+    streak: u32,
+    /// No new record starts before this.
+    paused_until: Option<Instant>,
+}
+
 impl Drainer {
     async fn run(mut self) {
-        let mut in_flight: HashSet<u64> = HashSet::new();
-        let mut retries: HashMap<u64, Retry> = HashMap::new();
-        let mut tasks: JoinSet<(u64, Pending, Result<Submitted, ClientError>)> = JoinSet::new();
+        let mut state = DrainState::default();
+        let mut tasks: JoinSet<Outcome> = JoinSet::new();
         loop {
             if *self.stopped.borrow() {
                 return;
             }
-            let next_retry = self.start_due(&mut tasks, &mut in_flight, &retries);
+            let next_due = self.start_due(&mut tasks, &mut state);
             let idle = async {
-                match next_retry {
+                match next_due {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -330,8 +365,8 @@ impl Drainer {
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
                     let Ok((seq, record, result)) = joined else { continue };
-                    in_flight.remove(&seq);
-                    self.settle(seq, record, result, &mut retries);
+                    state.in_flight.remove(&seq);
+                    self.settle(seq, record, result, &mut state);
                 }
                 _ = self.wake.notified() => {}
                 _ = idle => {}
@@ -341,17 +376,15 @@ impl Drainer {
     }
 
     /// Starts submissions of due pending records, up to the concurrency
-    /// limit; returns when the earliest postponed record falls due.
-    fn start_due(
-        &self,
-        tasks: &mut JoinSet<(u64, Pending, Result<Submitted, ClientError>)>,
-        in_flight: &mut HashSet<u64>,
-        retries: &HashMap<u64, Retry>,
-    ) -> Option<Instant> {
+    /// limit; returns when to look again if something is waiting.
+    fn start_due(&self, tasks: &mut JoinSet<Outcome>, state: &mut DrainState) -> Option<Instant> {
         let now = Instant::now();
+        if let Some(until) = state.paused_until.filter(|u| *u > now) {
+            return Some(until);
+        }
         let mut earliest: Option<Instant> = None;
         for kv in self.trees.pending.iter() {
-            if in_flight.len() >= self.config.concurrency.max(1) {
+            if state.in_flight.len() >= self.config.concurrency.max(1) {
                 break;
             }
             let (k, v) = match kv {
@@ -363,10 +396,10 @@ impl Drainer {
                 }
             };
             let Some(seq) = seq_of(&k) else { continue };
-            if in_flight.contains(&seq) {
+            if state.in_flight.contains(&seq) {
                 continue;
             }
-            if let Some(r) = retries.get(&seq)
+            if let Some(r) = state.retries.get(&seq)
                 && r.at > now
             {
                 earliest = Some(earliest.map_or(r.at, |e| e.min(r.at)));
@@ -386,7 +419,7 @@ impl Drainer {
                     continue;
                 }
             };
-            in_flight.insert(seq);
+            state.in_flight.insert(seq);
             let client = self.client.clone();
             tasks.spawn(async move {
                 let result = client.submit(complaint).await;
@@ -401,11 +434,13 @@ impl Drainer {
         seq: u64,
         record: Pending,
         result: Result<Submitted, ClientError>,
-        retries: &mut HashMap<u64, Retry>,
+        state: &mut DrainState,
     ) {
         let outcome = match result {
             Ok(s) => {
-                retries.remove(&seq);
+                state.retries.remove(&seq);
+                state.streak = 0;
+                state.paused_until = None;
                 self.trees
                     .finish(seq, &record.key, &s)
                     .map(|()| OutboxEvent::Ticketed {
@@ -415,7 +450,7 @@ impl Drainer {
                     })
             }
             Err(ClientError::Rejected { code, message, .. }) => {
-                retries.remove(&seq);
+                state.retries.remove(&seq);
                 let reason = format!("{code:?}: {message}");
                 self.trees
                     .bury(seq, &record.key, &record, &reason)
@@ -425,22 +460,26 @@ impl Drainer {
                     })
             }
             Err(e) => {
-                // Not accepted or not known to be: the outbox never gives
+                // Not accepted, or not known to be: the outbox never gives
                 // up; the same key makes the resend safe.
-                let failures = retries.get(&seq).map_or(0, |r| r.failures) + 1;
                 let floor = match &e {
                     ClientError::Overloaded { retry_after } => Some(*retry_after),
                     _ => None,
                 };
+                let failures = state.retries.get(&seq).map_or(0, |r| r.failures) + 1;
+                let now = Instant::now();
                 let wait = backoff(self.config.retry_base, self.config.retry_max, failures, floor);
-                tracing::debug!(key = %record.key, error = %e, ?wait, "outbox will resend");
-                retries.insert(
+                state.retries.insert(
                     seq,
                     Retry {
-                        at: Instant::now() + wait,
+                        at: now + wait,
                         failures,
                     },
                 );
+                state.streak = state.streak.saturating_add(1);
+                let pause = backoff(self.config.retry_base, self.config.retry_max, state.streak, floor);
+                state.paused_until = Some(now + pause);
+                tracing::debug!(key = %record.key, error = %e, ?wait, ?pause, "outbox will resend");
                 return;
             }
         };
@@ -455,7 +494,7 @@ impl Drainer {
             // makes that harmless.
             Err(e) => {
                 tracing::error!(key = %record.key, error = %e, "could not record outbox result");
-                retries.insert(
+                state.retries.insert(
                     seq,
                     Retry {
                         at: Instant::now() + self.config.retry_max,
@@ -475,4 +514,45 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submitted(ticket: &str) -> Submitted {
+        Submitted {
+            ticket_id: ticket.into(),
+            shard: 0,
+            duplicate: false,
+            accepted_at: None,
+            idempotency_key: String::new(),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn finished_records_are_trimmed_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let trees = Trees::open(dir.path()).unwrap();
+        for seq in 0..40u64 {
+            let key = format!("k{seq}");
+            let record = postcard::to_stdvec(&Pending {
+                key: key.clone(),
+                complaint: vec![],
+            })
+            .unwrap();
+            trees.pending.insert(seq.to_be_bytes(), record).unwrap();
+            trees.pending_n.fetch_add(1, Ordering::Relaxed);
+            trees.finish(seq, &key, &submitted(&format!("t{seq}"))).unwrap();
+            trees.trim_done(16).unwrap();
+        }
+        assert_eq!(trees.pending_n.load(Ordering::Relaxed), 0);
+        assert_eq!(trees.pending.len(), 0);
+        let kept = trees.done_n.load(Ordering::Relaxed);
+        assert_eq!(kept, trees.done_seq.len());
+        assert!((16..=17).contains(&kept), "{kept}");
+        assert!(trees.done.get("k0").unwrap().is_none(), "the oldest went first");
+        assert!(trees.done.get("k39").unwrap().is_some());
+    }
 }

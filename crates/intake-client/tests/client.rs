@@ -4,6 +4,7 @@
 
 #[path = "../../intake-server/tests/common/mod.rs"]
 mod common;
+mod stand_in;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,9 +13,9 @@ use std::time::Duration;
 
 use common::{TestCluster, complaint, fast_tuning};
 use intake_client::{Client, ClientConfig, ClientError, RetryBudgetConfig, Submitted, pb};
-use intake_proto::pb::intake_service_server::{IntakeService, IntakeServiceServer};
+use stand_in::{SERVER_DELAY, serve_always_full};
 use tokio::time::Instant;
-use tonic::{Code, Request, Response, Status};
+use tonic::Code;
 
 const DISTRICT: &str = "110105";
 
@@ -185,57 +186,6 @@ async fn leader_stopped_mid_stream_still_one_ticket_per_complaint() {
         resubmits.lock().unwrap()
     );
     cluster.shutdown().await;
-}
-
-/// A peer that is always at capacity, recording every attempt's key and time.
-#[derive(Clone, Default)]
-struct AlwaysFull {
-    attempts: Arc<Mutex<Vec<(String, Instant)>>>,
-}
-
-const SERVER_DELAY: Duration = Duration::from_millis(120);
-
-#[tonic::async_trait]
-impl IntakeService for AlwaysFull {
-    async fn submit(
-        &self,
-        request: Request<pb::SubmitRequest>,
-    ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let key = request
-            .into_inner()
-            .complaint
-            .map(|c| c.idempotency_key)
-            .unwrap_or_default();
-        self.attempts.lock().unwrap().push((key, Instant::now()));
-        Err(intake_server::errors::with_retry(
-            Code::ResourceExhausted,
-            "at capacity",
-            SERVER_DELAY,
-        ))
-    }
-
-    async fn submit_batch(
-        &self,
-        _: Request<pb::SubmitBatchRequest>,
-    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        Err(Status::unimplemented("not in this stand-in"))
-    }
-
-    async fn get_ticket(
-        &self,
-        _: Request<pb::GetTicketRequest>,
-    ) -> Result<Response<pb::GetTicketResponse>, Status> {
-        Err(Status::unimplemented("not in this stand-in"))
-    }
-}
-
-async fn serve_always_full() -> (AlwaysFull, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let service = AlwaysFull::default();
-    let server = tonic::transport::Server::builder().add_service(IntakeServiceServer::new(service.clone()));
-    tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
-    (service, addr)
 }
 
 #[tokio::test]

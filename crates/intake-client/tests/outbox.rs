@@ -4,6 +4,7 @@
 
 #[path = "../../intake-server/tests/common/mod.rs"]
 mod common;
+mod stand_in;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -185,4 +186,29 @@ async fn a_refused_complaint_goes_to_dead_and_others_still_drain() {
     assert_eq!(outbox.pending_count(), 0);
     outbox.shutdown().await.unwrap();
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_facing_a_full_cluster_slows_down() {
+    let (server, addr) = stand_in::serve_always_full().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::connect(ClientConfig::new([addr])).await.unwrap();
+    let config = OutboxConfig {
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let outbox = Outbox::open(dir.path(), client, config).await.unwrap();
+    let keys = enqueue_n(&outbox, "surge", 200).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    outbox.shutdown().await.unwrap();
+
+    let attempts = server.attempts.lock().unwrap();
+    // Without the shared pause, 16 submissions at a time would cycle through
+    // all 200 records every server round trip: thousands of attempts.
+    eprintln!("{} attempts in 2 s", attempts.len());
+    assert!(attempts.len() < 150, "{} attempts in 2 s", attempts.len());
+    let sent: HashSet<&str> = attempts.iter().map(|(k, _)| k.as_str()).collect();
+    let known: HashSet<&str> = keys.iter().map(String::as_str).collect();
+    assert!(sent.is_subset(&known), "only the stored keys are ever sent");
 }
