@@ -73,7 +73,7 @@ mod outbox;
 mod retry;
 mod routing;
 
-pub use client::{Client, Submitted};
+pub use client::{Client, MAX_BATCH_ITEMS, Submitted};
 pub use config::ClientConfig;
 pub use error::{ClientError, FieldViolation};
 pub use intake_proto::pb;

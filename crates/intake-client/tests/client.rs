@@ -267,3 +267,74 @@ async fn a_dead_endpoint_is_unreachable_soon_and_a_hung_one_unknown() {
     }
     drop(listener);
 }
+
+#[tokio::test]
+async fn a_batch_resends_only_what_failed_retryably_with_the_same_keys() {
+    let (server, addr) = stand_in::serve_busy_once().await;
+    let mut config = ClientConfig::new([addr]);
+    config.backoff_base = Duration::from_millis(1);
+    let client = Client::connect(config).await.unwrap();
+    let texts = ["calm 0", "busy 1", "calm 2", "busy 3"];
+    let results = client
+        .submit_batch(texts.iter().map(|t| complaint("", DISTRICT, t)).collect())
+        .await;
+    let answers: Vec<Submitted> = results.into_iter().map(Result::unwrap).collect();
+    let requests = server.requests.lock().unwrap();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let first: Vec<&str> = requests[0].iter().map(String::as_str).collect();
+    let keys: Vec<&str> = answers.iter().map(|a| a.idempotency_key.as_str()).collect();
+    assert_eq!(first, keys, "one key per complaint, in order");
+    assert_eq!(requests[1], vec![keys[1].to_string(), keys[3].to_string()]);
+    let attempts: Vec<u32> = answers.iter().map(|a| a.attempts).collect();
+    assert_eq!(attempts, [1, 2, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_across_shards_gets_one_ticket_each_and_the_same_on_resend() {
+    let cluster = TestCluster::start_with(3, 4, fast_tuning()).await;
+    for shard in 0..4 {
+        cluster.wait_shard_leader(shard, Duration::from_secs(20)).await;
+    }
+    let client = Client::connect(ClientConfig::new(endpoints(&cluster)))
+        .await
+        .unwrap();
+    let districts = ["110101", "110102", "110105", "110106", "110107", "110108"];
+    let mut batch: Vec<pb::Complaint> = (0..60)
+        .map(|i| complaint("", districts[i % districts.len()], &format!("batch {i}")))
+        .collect();
+    batch.insert(7, complaint("", "999999", "nowhere"));
+    let first = client.submit_batch(batch.clone()).await;
+    assert_eq!(first.len(), 61);
+    match &first[7] {
+        Err(ClientError::Rejected {
+            code,
+            field_violations,
+            ..
+        }) => {
+            assert_eq!(*code, Code::InvalidArgument);
+            assert!(!field_violations.is_empty());
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let ok: Vec<&Submitted> = first.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 60);
+    let shards: HashSet<u32> = ok.iter().map(|s| s.shard).collect();
+    assert!(shards.len() > 1, "the batch spanned shards: {shards:?}");
+    assert_eq!(ok.iter().map(|s| &s.ticket_id).collect::<HashSet<_>>().len(), 60);
+
+    // The same complaints with the keys the client assigned: same tickets.
+    for (c, r) in batch.iter_mut().zip(&first) {
+        if let Ok(s) = r {
+            c.idempotency_key = s.idempotency_key.clone();
+        }
+    }
+    let again = client.submit_batch(batch).await;
+    for (a, b) in first.iter().zip(&again) {
+        if let (Ok(a), Ok(b)) = (a, b) {
+            assert_eq!(a.ticket_id, b.ticket_id);
+            assert!(b.duplicate);
+        }
+    }
+    assert_eq!(again.iter().filter(|r| r.is_ok()).count(), 60);
+    cluster.shutdown().await;
+}

@@ -54,11 +54,76 @@ impl IntakeService for AlwaysFull {
     }
 }
 
-pub async fn serve_always_full() -> (AlwaysFull, String) {
+/// Serves `service` on a fresh loopback port; returns the address.
+pub async fn serve<S: IntakeService>(service: S) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let service = AlwaysFull::default();
-    let server = tonic::transport::Server::builder().add_service(IntakeServiceServer::new(service.clone()));
+    let server = tonic::transport::Server::builder().add_service(IntakeServiceServer::new(service));
     tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
-    (service, addr)
+    addr
+}
+
+pub async fn serve_always_full() -> (AlwaysFull, String) {
+    let service = AlwaysFull::default();
+    (service.clone(), serve(service).await)
+}
+
+/// A peer whose `SubmitBatch` turns away, once, each complaint whose text
+/// says "busy", and accepts everything else; it records every request's keys.
+#[derive(Clone, Default)]
+pub struct BusyOnce {
+    pub requests: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+#[tonic::async_trait]
+impl IntakeService for BusyOnce {
+    async fn submit(&self, _: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        Err(Status::unimplemented("not in this stand-in"))
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        let complaints = request.into_inner().complaints;
+        let mut requests = self.requests.lock().unwrap();
+        let seen = |key: &str| requests.iter().flatten().any(|k| k == key);
+        let results = complaints
+            .iter()
+            .map(|c| {
+                let outcome = if c.text.contains("busy") && !seen(&c.idempotency_key) {
+                    pb::submit_result::Outcome::Error(pb::ItemError {
+                        code: Code::ResourceExhausted as i32,
+                        message: "at capacity".into(),
+                        field_violations: vec![],
+                        retry_after_ms: 50,
+                    })
+                } else {
+                    pb::submit_result::Outcome::Accepted(pb::SubmitResponse {
+                        ticket_id: format!("t-{}", c.idempotency_key),
+                        duplicate: false,
+                        accepted_at: None,
+                        shard: 0,
+                    })
+                };
+                pb::SubmitResult {
+                    outcome: Some(outcome),
+                }
+            })
+            .collect();
+        requests.push(complaints.into_iter().map(|c| c.idempotency_key).collect());
+        Ok(Response::new(pb::SubmitBatchResponse { results }))
+    }
+
+    async fn get_ticket(
+        &self,
+        _: Request<pb::GetTicketRequest>,
+    ) -> Result<Response<pb::GetTicketResponse>, Status> {
+        Err(Status::unimplemented("not in this stand-in"))
+    }
+}
+
+pub async fn serve_busy_once() -> (BusyOnce, String) {
+    let service = BusyOnce::default();
+    (service.clone(), serve(service).await)
 }
