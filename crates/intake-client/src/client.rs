@@ -1,4 +1,5 @@
-//! `Client::submit`: one call, one ticket or one definite error.
+//! `Client::submit` and `submit_batch`: one call, and for each complaint one
+//! ticket or one definite error.
 //!
 //! The idempotency key is fixed before the first attempt and sent unchanged
 //! on every retry, so however many attempts reach the cluster, the state
@@ -31,7 +32,7 @@ pub struct Submitted {
     pub accepted_at: Option<SystemTime>,
     /// The key the complaint was sent with (assigned here if it had none).
     pub idempotency_key: String,
-    /// Attempts this call made, the successful one included.
+    /// Attempts made for this complaint, the successful one included.
     pub attempts: u32,
 }
 
