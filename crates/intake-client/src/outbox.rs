@@ -45,8 +45,11 @@ pub enum OutboxError {
 
 #[derive(Debug, Clone)]
 pub struct OutboxConfig {
-    /// Submissions in flight at once.
+    /// Requests to the cluster in flight at once.
     pub concurrency: usize,
+    /// Complaints per request; more than one goes as a `SubmitBatch`, which
+    /// the cluster commits as one Raft entry per shard.
+    pub batch_size: usize,
     /// Backoff after a submission found no ticket: before that record is
     /// sent again, and before any new record is started, so an outbox
     /// facing a down or overloaded cluster slows down instead of cycling
@@ -62,7 +65,8 @@ pub struct OutboxConfig {
 impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: 4,
+            batch_size: 64,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
             keep_done: 100_000,
@@ -335,6 +339,15 @@ struct Retry {
 
 type Outcome = (u64, Pending, Result<Submitted, ClientError>);
 
+/// What settling one record leaves to do.
+enum Settled {
+    Final {
+        ticketed: bool,
+    },
+    /// Found no ticket; send again, not before the server's delay if any.
+    Again(Option<Duration>),
+}
+
 /// The drain task's memory; lost in a crash, which only means resending
 /// sooner.
 #[derive(Default)]
@@ -350,7 +363,7 @@ struct DrainState {
 impl Drainer {
     async fn run(mut self) {
         let mut state = DrainState::default();
-        let mut tasks: JoinSet<Outcome> = JoinSet::new();
+        let mut tasks: JoinSet<Vec<Outcome>> = JoinSet::new();
         loop {
             if *self.stopped.borrow() {
                 return;
@@ -364,9 +377,8 @@ impl Drainer {
             };
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
-                    let Ok((seq, record, result)) = joined else { continue };
-                    state.in_flight.remove(&seq);
-                    self.settle(seq, record, result, &mut state);
+                    let Ok(outcomes) = joined else { continue };
+                    self.settle_request(outcomes, &mut state);
                 }
                 _ = self.wake.notified() => {}
                 _ = idle => {}
@@ -375,16 +387,17 @@ impl Drainer {
         }
     }
 
-    /// Starts submissions of due pending records, up to the concurrency
+    /// Starts requests for due pending records, up to the concurrency
     /// limit; returns when to look again if something is waiting.
-    fn start_due(&self, tasks: &mut JoinSet<Outcome>, state: &mut DrainState) -> Option<Instant> {
+    fn start_due(&self, tasks: &mut JoinSet<Vec<Outcome>>, state: &mut DrainState) -> Option<Instant> {
         let now = Instant::now();
         if let Some(until) = state.paused_until.filter(|u| *u > now) {
             return Some(until);
         }
         let mut earliest: Option<Instant> = None;
+        let mut batch: Vec<(u64, Pending, pb::Complaint)> = Vec::new();
         for kv in self.trees.pending.iter() {
-            if state.in_flight.len() >= self.config.concurrency.max(1) {
+            if tasks.len() >= self.config.concurrency.max(1) {
                 break;
             }
             let (k, v) = match kv {
@@ -392,7 +405,8 @@ impl Drainer {
                 Err(e) => {
                     tracing::error!(error = %e, "outbox scan failed");
                     // Try again later rather than spin on a failing disk.
-                    return Some(now + self.config.retry_base);
+                    earliest = Some(now + self.config.retry_base);
+                    break;
                 }
             };
             let Some(seq) = seq_of(&k) else { continue };
@@ -420,13 +434,63 @@ impl Drainer {
                 }
             };
             state.in_flight.insert(seq);
-            let client = self.client.clone();
-            tasks.spawn(async move {
-                let result = client.submit(complaint).await;
-                (seq, record, result)
-            });
+            batch.push((seq, record, complaint));
+            if batch.len() >= self.config.batch_size.max(1) {
+                self.spawn_request(tasks, std::mem::take(&mut batch));
+            }
+        }
+        if !batch.is_empty() {
+            self.spawn_request(tasks, batch);
         }
         earliest
+    }
+
+    fn spawn_request(&self, tasks: &mut JoinSet<Vec<Outcome>>, batch: Vec<(u64, Pending, pb::Complaint)>) {
+        let client = self.client.clone();
+        tasks.spawn(async move {
+            let (heads, complaints): (Vec<(u64, Pending)>, Vec<pb::Complaint>) =
+                batch.into_iter().map(|(seq, p, c)| ((seq, p), c)).unzip();
+            let results = if complaints.len() == 1 {
+                let mut one = complaints;
+                match one.pop() {
+                    Some(c) => vec![client.submit(c).await],
+                    None => vec![],
+                }
+            } else {
+                client.submit_batch(complaints).await
+            };
+            heads
+                .into_iter()
+                .zip(results)
+                .map(|((seq, p), r)| (seq, p, r))
+                .collect()
+        });
+    }
+
+    /// Settles the records of one request. Any that found no ticket pause
+    /// new starts, for longer the more requests in a row did so; one that
+    /// got through lifts the pause.
+    fn settle_request(&self, outcomes: Vec<Outcome>, state: &mut DrainState) {
+        let (mut again, mut ticketed) = (false, false);
+        let mut floor: Option<Duration> = None;
+        for (seq, record, result) in outcomes {
+            state.in_flight.remove(&seq);
+            match self.settle(seq, record, result, state) {
+                Settled::Final { ticketed: t } => ticketed |= t,
+                Settled::Again(f) => {
+                    again = true;
+                    floor = floor.max(f);
+                }
+            }
+        }
+        if again {
+            state.streak = state.streak.saturating_add(1);
+            let pause = backoff(self.config.retry_base, self.config.retry_max, state.streak, floor);
+            state.paused_until = Some(Instant::now() + pause);
+        } else if ticketed {
+            state.streak = 0;
+            state.paused_until = None;
+        }
     }
 
     fn settle(
@@ -435,12 +499,10 @@ impl Drainer {
         record: Pending,
         result: Result<Submitted, ClientError>,
         state: &mut DrainState,
-    ) {
+    ) -> Settled {
         let outcome = match result {
             Ok(s) => {
                 state.retries.remove(&seq);
-                state.streak = 0;
-                state.paused_until = None;
                 self.trees
                     .finish(seq, &record.key, &s)
                     .map(|()| OutboxEvent::Ticketed {
@@ -476,19 +538,18 @@ impl Drainer {
                         failures,
                     },
                 );
-                state.streak = state.streak.saturating_add(1);
-                let pause = backoff(self.config.retry_base, self.config.retry_max, state.streak, floor);
-                state.paused_until = Some(now + pause);
-                tracing::debug!(key = %record.key, error = %e, ?wait, ?pause, "outbox will resend");
-                return;
+                tracing::debug!(key = %record.key, error = %e, ?wait, "outbox will resend");
+                return Settled::Again(floor);
             }
         };
         match outcome {
             Ok(event) => {
+                let ticketed = matches!(event, OutboxEvent::Ticketed { .. });
                 let _ = self.events.send(event);
                 if let Err(e) = self.trees.trim_done(self.config.keep_done) {
                     tracing::warn!(error = %e, "could not trim finished outbox records");
                 }
+                Settled::Final { ticketed }
             }
             // The record stays pending and is sent again later; its key
             // makes that harmless.
@@ -501,6 +562,7 @@ impl Drainer {
                         failures: 0,
                     },
                 );
+                Settled::Again(None)
             }
         }
     }

@@ -15,7 +15,10 @@ use tonic::{Code, Request, Response, Status};
 /// A peer that is always at capacity, recording every attempt's key and time.
 #[derive(Clone, Default)]
 pub struct AlwaysFull {
+    /// Unary attempts: key and time.
     pub attempts: Arc<Mutex<Vec<(String, Instant)>>>,
+    /// `SubmitBatch` requests: their keys.
+    pub batches: Arc<Mutex<Vec<Vec<String>>>>,
 }
 
 pub const SERVER_DELAY: Duration = Duration::from_millis(120);
@@ -41,9 +44,19 @@ impl IntakeService for AlwaysFull {
 
     async fn submit_batch(
         &self,
-        _: Request<pb::SubmitBatchRequest>,
+        request: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        Err(Status::unimplemented("not in this stand-in"))
+        let keys = request
+            .into_inner()
+            .complaints
+            .into_iter()
+            .map(|c| c.idempotency_key);
+        self.batches.lock().unwrap().push(keys.collect());
+        Err(intake_server::errors::with_retry(
+            Code::ResourceExhausted,
+            "at capacity",
+            SERVER_DELAY,
+        ))
     }
 
     async fn get_ticket(
