@@ -77,5 +77,5 @@ pub use client::{Client, MAX_BATCH_ITEMS, Submitted};
 pub use config::ClientConfig;
 pub use error::{ClientError, FieldViolation};
 pub use intake_proto::pb;
-pub use outbox::{Outbox, OutboxConfig, OutboxError, OutboxEvent};
+pub use outbox::{MAX_RECORD_BYTES, Outbox, OutboxConfig, OutboxError, OutboxEvent};
 pub use retry::{RetryBudget, RetryBudgetConfig, backoff};

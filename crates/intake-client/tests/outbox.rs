@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{TestCluster, complaint, fast_tuning};
-use intake_client::{Client, ClientConfig, Outbox, OutboxConfig, OutboxEvent};
+use intake_client::{Client, ClientConfig, MAX_RECORD_BYTES, Outbox, OutboxConfig, OutboxError, OutboxEvent};
 
 const DISTRICT: &str = "110105";
 
@@ -72,6 +72,11 @@ async fn enqueue_is_durable_across_a_crash() {
         .unwrap();
     let keys = enqueue_n(&outbox, "stored", 7).await;
     assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 7, "one fresh key each");
+    let huge = complaint("", DISTRICT, &"x".repeat(MAX_RECORD_BYTES));
+    assert!(matches!(
+        outbox.enqueue(huge).await,
+        Err(OutboxError::TooLarge(_))
+    ));
     drop(outbox);
 
     let outbox = reopen(dir.path(), client_of_a_dead_cluster().await).await;
