@@ -1,0 +1,372 @@
+//! `Client::submit` and `submit_batch`: one call, and for each complaint one
+//! ticket or one definite error.
+//!
+//! The idempotency key is fixed before the first attempt and sent unchanged
+//! on every retry, so however many attempts reach the cluster, the state
+//! machine creates at most one ticket for the complaint.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use intake_proto::pb;
+use intake_proto::pb::intake_service_client::IntakeServiceClient;
+use prost::Message;
+use tokio::time::Instant;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::config::ClientConfig;
+use crate::error::{ClientError, Failure, classify, describe, rejected, retry_after};
+use crate::retry::{RetryBudget, backoff};
+use crate::routing::Routing;
+
+/// An accepted complaint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// Short readable id, e.g. `0-8A3Q`.
+    pub ticket_id: String,
+    pub shard: u32,
+    /// True when an earlier submission with the same key made the ticket.
+    pub duplicate: bool,
+    /// The shard leader's clock at acceptance.
+    pub accepted_at: Option<SystemTime>,
+    /// The key the complaint was sent with (assigned here if it had none).
+    pub idempotency_key: String,
+    /// Attempts made for this complaint, the successful one included.
+    pub attempts: u32,
+}
+
+/// A client of an Intake cluster. Cheap to clone; clones share channels, the
+/// shard map and the retry budget.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    routing: Arc<Routing>,
+    budget: RetryBudget,
+}
+
+/// How one complaint's attempts have failed so far.
+#[derive(Default)]
+struct Trail {
+    attempts: u32,
+    last: Option<Status>,
+    ambiguous: bool,
+    overloaded: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Trail {
+    fn record(&mut self, failure: Failure, status: Status, server_floor: Option<Duration>) {
+        self.ambiguous |= failure == Failure::Ambiguous;
+        self.overloaded |= failure == Failure::Overloaded;
+        self.retry_after = server_floor.or(self.retry_after);
+        self.last = Some(status);
+    }
+}
+
+impl Client {
+    /// Builds the client and starts learning the shard map in the
+    /// background. Connections are made on first use, so this succeeds while
+    /// the cluster is down.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let routing = Arc::new(Routing::new(
+            &config.endpoints,
+            config.connect_timeout,
+            config.map_refresh_interval,
+            config.suspect_for,
+        )?);
+        routing.refresh_soon();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                budget: RetryBudget::new(config.retry_budget),
+                config,
+                routing,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Tokens left in the retry budget (for metrics and tests).
+    pub fn retry_tokens(&self) -> f64 {
+        self.inner.budget.tokens()
+    }
+
+    /// The address the client would send a complaint of `district` to first:
+    /// its shard's leader, if the cached map knows it.
+    pub fn leader_for(&self, district: &str) -> Option<String> {
+        self.inner.routing.leader_of(district)
+    }
+
+    /// Waits (up to `timeout`) until the shard map names the leader of
+    /// `district`'s shard; false if it still does not. Submitting never
+    /// requires this — it only saves a forward on the first calls.
+    pub async fn wait_for_leader(&self, district: &str, timeout: Duration) -> bool {
+        self.inner.routing.wait_for_leader(district, timeout).await
+    }
+
+    /// Submits one complaint and returns its ticket, retrying what may be
+    /// retried within `call_timeout` and the retry budget. An empty
+    /// idempotency key is replaced by a fresh UUID before the first attempt.
+    pub async fn submit(&self, complaint: pb::Complaint) -> Result<Submitted, ClientError> {
+        let mut results = self.run(vec![complaint], Rpc::Unary).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(ClientError::Config("no result for the complaint".into())))
+    }
+
+    /// Submits many complaints with `SubmitBatch` and returns one answer per
+    /// complaint, in order. Each gets its key before the first attempt;
+    /// retries resend only the complaints that failed retryably, each with
+    /// its own key. Large inputs go in several requests of at most
+    /// [`MAX_BATCH_ITEMS`] complaints.
+    pub async fn submit_batch(&self, complaints: Vec<pb::Complaint>) -> Vec<Result<Submitted, ClientError>> {
+        let mut out = Vec::with_capacity(complaints.len());
+        for chunk in batches(complaints) {
+            out.extend(self.run(chunk, Rpc::Batch).await);
+        }
+        out
+    }
+
+    /// The attempt loop shared by `submit` and `submit_batch`: each round
+    /// sends the complaints still open, settles those answered for good,
+    /// and backs off before the rest are sent again.
+    async fn run(&self, mut complaints: Vec<pb::Complaint>, rpc: Rpc) -> Vec<Result<Submitted, ClientError>> {
+        for c in &mut complaints {
+            if c.idempotency_key.is_empty() {
+                c.idempotency_key = uuid::Uuid::new_v4().to_string();
+            }
+        }
+        let cfg = &self.inner.config;
+        let routing = &self.inner.routing;
+        let deadline = Instant::now() + cfg.call_timeout;
+        let mut results: Vec<Option<Result<Submitted, ClientError>>> =
+            complaints.iter().map(|_| None).collect();
+        let mut trails: Vec<Trail> = complaints.iter().map(|_| Trail::default()).collect();
+        let mut open: Vec<usize> = (0..complaints.len()).collect();
+        // After a failure, avoid the node that failed and the leader guess.
+        let mut failed: Option<String> = None;
+        let mut round = 0;
+        while let Some(&first) = open.first() {
+            let district = complaints[first].district_code.clone();
+            let target = match (&failed, routing.leader_of(&district)) {
+                (None, Some(leader)) => leader,
+                (Some(bad), Some(leader)) if *bad != leader => leader,
+                _ => routing.next_endpoint(failed.as_deref()),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let sending: Vec<pb::Complaint> = open.iter().map(|i| complaints[*i].clone()).collect();
+            let answers = self
+                .attempt(rpc, &target, sending, cfg.attempt_timeout.min(remaining))
+                .await;
+            let (mut retryable, mut accepted) = (false, false);
+            let mut floor: Option<Duration> = None;
+            let mut still_open = Vec::new();
+            for (i, answer) in open.iter().copied().zip(answers) {
+                let trail = &mut trails[i];
+                trail.attempts += 1;
+                let status = match answer {
+                    Ok(ok) => {
+                        accepted = true;
+                        results[i] = Some(Ok(submitted(ok, &complaints[i], trail.attempts)));
+                        continue;
+                    }
+                    Err(status) => status,
+                };
+                let failure = classify(&status);
+                if failure == Failure::Definite {
+                    results[i] = Some(Err(rejected(&status)));
+                    continue;
+                }
+                tracing::debug!(key = %complaints[i].idempotency_key, %target, %status, "attempt failed");
+                retryable = true;
+                let server_floor = retry_after(&status);
+                floor = floor.max(server_floor);
+                if failure != Failure::Overloaded {
+                    // A node that answered with RetryInfo is up but found no
+                    // leader: look again, but do not shun it.
+                    routing.miss(&complaints[i].district_code, &target, server_floor.is_none());
+                    failed = Some(target.clone());
+                }
+                trail.record(failure, status, server_floor);
+                still_open.push(i);
+            }
+            // As in gRFC A6: a retryable failure costs a token, an answer
+            // gives some back, a definite refusal does neither.
+            if retryable {
+                self.inner.budget.on_failure();
+            } else if accepted {
+                self.inner.budget.on_success();
+                if routing.leader_of(&district).as_deref() != Some(target.as_str()) {
+                    // Served, but by forwarding: learn the real leader.
+                    routing.refresh_soon();
+                }
+            }
+            open = still_open;
+            if open.is_empty() || !self.inner.budget.allows_retry() {
+                break;
+            }
+            let sleep = backoff(cfg.backoff_base, cfg.backoff_max, round, floor);
+            if Instant::now() + sleep >= deadline {
+                break;
+            }
+            tokio::time::sleep(sleep).await;
+            round += 1;
+        }
+        results
+            .into_iter()
+            .zip(trails)
+            .zip(&complaints)
+            .map(|((r, trail), c)| r.unwrap_or_else(|| Err(give_up(&c.idempotency_key, trail))))
+            .collect()
+    }
+
+    /// One request to `target`; one answer per complaint. A failure of the
+    /// whole request is every complaint's answer.
+    async fn attempt(
+        &self,
+        rpc: Rpc,
+        target: &str,
+        complaints: Vec<pb::Complaint>,
+        timeout: Duration,
+    ) -> Vec<Result<pb::SubmitResponse, Status>> {
+        let n = complaints.len();
+        let all = |s: Status| vec![Err(s); n];
+        let channel = match self.inner.routing.channel(target) {
+            Ok(c) => c,
+            Err(e) => return all(Status::unavailable(e.to_string())),
+        };
+        let mut client = IntakeServiceClient::new(channel);
+        // The gRPC deadline covers the server; the local timeout covers a
+        // connect that hangs before any request is sent.
+        let local = timeout + Duration::from_millis(50);
+        let hung = || Status::deadline_exceeded(format!("no answer from {target} within {timeout:?}"));
+        match rpc {
+            Rpc::Unary => {
+                let mut req = tonic::Request::new(pb::SubmitRequest {
+                    complaint: complaints.into_iter().next(),
+                });
+                req.set_timeout(timeout);
+                match tokio::time::timeout(local, client.submit(req)).await {
+                    Ok(r) => vec![r.map(tonic::Response::into_inner)],
+                    Err(_) => all(hung()),
+                }
+            }
+            Rpc::Batch => {
+                let mut req = tonic::Request::new(pb::SubmitBatchRequest { complaints });
+                req.set_timeout(timeout);
+                match tokio::time::timeout(local, client.submit_batch(req)).await {
+                    Ok(Ok(resp)) => {
+                        let results = resp.into_inner().results;
+                        if results.len() != n {
+                            return all(Status::internal("the node answered a different number of items"));
+                        }
+                        results.into_iter().map(item_result).collect()
+                    }
+                    Ok(Err(status)) => all(status),
+                    Err(_) => all(hung()),
+                }
+            }
+        }
+    }
+}
+
+/// Which RPC carries the complaints.
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Unary,
+    Batch,
+}
+
+/// Most complaints in one `SubmitBatch` request; the server takes 1000 and
+/// 8 MiB, and smaller requests lose less to one slow shard.
+pub const MAX_BATCH_ITEMS: usize = 256;
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+fn batches(complaints: Vec<pb::Complaint>) -> Vec<Vec<pb::Complaint>> {
+    let mut out: Vec<Vec<pb::Complaint>> = Vec::new();
+    let mut bytes = 0;
+    for c in complaints {
+        let size = c.encoded_len();
+        match out.last_mut() {
+            Some(last) if last.len() < MAX_BATCH_ITEMS && bytes + size <= MAX_BATCH_BYTES => {
+                bytes += size;
+                last.push(c);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![c]);
+            }
+        }
+    }
+    out
+}
+
+fn submitted(ok: pb::SubmitResponse, c: &pb::Complaint, attempts: u32) -> Submitted {
+    Submitted {
+        ticket_id: ok.ticket_id,
+        shard: ok.shard,
+        duplicate: ok.duplicate,
+        accepted_at: ok.accepted_at.and_then(|t| SystemTime::try_from(t).ok()),
+        idempotency_key: c.idempotency_key.clone(),
+        attempts,
+    }
+}
+
+/// One item of a batch answer, its error rebuilt as the status the unary
+/// call would have returned, so both paths classify alike.
+fn item_result(r: pb::SubmitResult) -> Result<pb::SubmitResponse, Status> {
+    match r.outcome {
+        Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok),
+        Some(pb::submit_result::Outcome::Error(e)) => {
+            let mut details = ErrorDetails::new();
+            if !e.field_violations.is_empty() {
+                details.set_bad_request(
+                    e.field_violations
+                        .into_iter()
+                        .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            if e.retry_after_ms > 0 {
+                details.set_retry_info(Some(Duration::from_millis(e.retry_after_ms)));
+            }
+            Err(Status::with_error_details(
+                Code::from_i32(e.code),
+                e.message,
+                details,
+            ))
+        }
+        None => Err(Status::internal("the node answered an empty item")),
+    }
+}
+
+/// The definite end of a call that got no ticket.
+fn give_up(key: &str, trail: Trail) -> ClientError {
+    let last_error = trail
+        .last
+        .as_ref()
+        .map(describe)
+        .unwrap_or_else(|| "no attempt made".into());
+    if trail.ambiguous || trail.last.is_none() {
+        ClientError::Unknown {
+            idempotency_key: key.to_string(),
+            last_error,
+        }
+    } else if trail.overloaded {
+        ClientError::Overloaded {
+            retry_after: trail.retry_after.unwrap_or(Duration::from_millis(100)),
+        }
+    } else {
+        ClientError::Unreachable { last_error }
+    }
+}

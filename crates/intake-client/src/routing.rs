@@ -1,0 +1,267 @@
+//! Where to send a complaint: the node leading its district's shard, when the
+//! client knows it.
+//!
+//! Any node would accept it and forward it, but every forward is one more
+//! network hop on the leader's critical path during a surge. The client keeps
+//! a shard map from `AdminService.ClusterStatus`, refreshed at most once per
+//! interval when a miss suggests it is stale, and falls back to the
+//! configured endpoints in turn when it knows nothing better.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use intake_proto::pb;
+use intake_proto::pb::admin_service_client::AdminServiceClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ClientError;
+
+/// What the client knows of the cluster: for each district, the address of
+/// its shard's leader.
+#[derive(Debug, Default, Clone)]
+pub struct ShardMap {
+    pub leaders: HashMap<String, String>,
+}
+
+impl ShardMap {
+    fn from_status(status: &pb::ClusterStatusResponse) -> Self {
+        let addrs: HashMap<u64, &str> = status.nodes.iter().map(|n| (n.id, n.addr.as_str())).collect();
+        let mut leaders = HashMap::new();
+        for shard in &status.shards {
+            let Some(addr) = shard.leader.and_then(|l| addrs.get(&l)) else {
+                continue;
+            };
+            for d in &shard.districts {
+                leaders.insert(d.clone(), normalize(addr));
+            }
+        }
+        Self { leaders }
+    }
+}
+
+/// `host:port` whatever the caller wrote, so map addresses and configured
+/// endpoints share channels.
+fn normalize(addr: &str) -> String {
+    addr.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+pub(crate) struct Routing {
+    endpoints: Vec<String>,
+    connect_timeout: Duration,
+    refresh_interval: Duration,
+    suspect_for: Duration,
+    channels: Mutex<HashMap<String, Channel>>,
+    map: RwLock<ShardMap>,
+    /// Nodes that failed an attempt recently, until when to avoid them. A
+    /// stopped leader stays named by its followers' views until they elect,
+    /// so without this every call would try it first and burn the budget.
+    suspects: Mutex<HashMap<String, Instant>>,
+    next: AtomicUsize,
+    refreshing: AtomicBool,
+    last_refresh: Mutex<Option<Instant>>,
+}
+
+impl Routing {
+    pub fn new(
+        endpoints: &[String],
+        connect_timeout: Duration,
+        refresh_interval: Duration,
+        suspect_for: Duration,
+    ) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Config("no endpoints".into()));
+        }
+        let routing = Self {
+            endpoints: endpoints.iter().map(|e| normalize(e)).collect(),
+            connect_timeout,
+            refresh_interval,
+            suspect_for,
+            channels: Mutex::new(HashMap::new()),
+            map: RwLock::new(ShardMap::default()),
+            suspects: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+            refreshing: AtomicBool::new(false),
+            last_refresh: Mutex::new(None),
+        };
+        // Fail now on a malformed endpoint rather than on the first call.
+        for e in &routing.endpoints {
+            routing.channel(e)?;
+        }
+        Ok(routing)
+    }
+
+    /// A lazy channel to `addr`, shared by every call to that node.
+    pub fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = lock(&self.channels);
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::Config(format!("bad endpoint {addr:?}: {e}")))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The known leader of `district`'s shard.
+    pub fn leader_of(&self, district: &str) -> Option<String> {
+        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.leaders.get(district).filter(|a| !self.is_suspect(a)).cloned()
+    }
+
+    /// The next configured endpoint in turn, preferring one that has not
+    /// failed lately and is not `avoid`.
+    pub fn next_endpoint(&self, avoid: Option<&str>) -> String {
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let in_turn = (0..n).map(|i| &self.endpoints[(start + i) % n]);
+        let good = |e: &&String| Some(e.as_str()) != avoid && !self.is_suspect(e);
+        in_turn
+            .clone()
+            .find(good)
+            .or_else(|| in_turn.clone().find(|e| Some(e.as_str()) != avoid))
+            .unwrap_or(&self.endpoints[start % n])
+            .clone()
+    }
+
+    fn is_suspect(&self, addr: &str) -> bool {
+        lock(&self.suspects)
+            .get(addr)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// `addr` failed an attempt for `district`: forget it as the district's
+    /// leader, ask for a fresh map, and if it looks down, avoid it a while.
+    pub fn miss(self: &Arc<Self>, district: &str, addr: &str, looks_down: bool) {
+        if looks_down {
+            let mut suspects = lock(&self.suspects);
+            let now = Instant::now();
+            suspects.retain(|_, until| *until > now);
+            suspects.insert(addr.to_string(), now + self.suspect_for);
+        }
+        {
+            let mut map = self
+                .map
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.leaders.remove(district);
+        }
+        self.refresh_soon();
+    }
+
+    /// Fetches the shard map in the background, unless a fetch is running or
+    /// one finished less than `refresh_interval` ago.
+    pub fn refresh_soon(self: &Arc<Self>) {
+        {
+            let last = lock(&self.last_refresh);
+            if last.is_some_and(|t| t.elapsed() < self.refresh_interval) {
+                return;
+            }
+        }
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.refresh().await;
+            *lock(&this.last_refresh) = Some(Instant::now());
+            this.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Asks one endpoint (in turn) for the cluster status.
+    async fn refresh(&self) {
+        let addr = self.next_endpoint(None);
+        let Ok(channel) = self.channel(&addr) else {
+            return;
+        };
+        let mut admin = AdminServiceClient::new(channel);
+        let mut req = tonic::Request::new(pb::ClusterStatusRequest { local: false });
+        req.set_timeout(Duration::from_secs(2));
+        match tokio::time::timeout(Duration::from_secs(3), admin.cluster_status(req)).await {
+            Ok(Ok(resp)) => {
+                let fresh = ShardMap::from_status(&resp.into_inner());
+                tracing::debug!(districts = fresh.leaders.len(), from = %addr, "shard map refreshed");
+                *self
+                    .map
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+            }
+            Ok(Err(status)) => tracing::debug!(from = %addr, %status, "shard map refresh failed"),
+            Err(_) => tracing::debug!(from = %addr, "shard map refresh timed out"),
+        }
+    }
+
+    /// Waits until the shard map knows `district`'s leader, or `timeout`.
+    pub async fn wait_for_leader(self: &Arc<Self>, district: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.leader_of(district).is_some() {
+                return true;
+            }
+            self.refresh_soon();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.leader_of(district).is_some()
+    }
+}
+
+/// A std mutex whose data stays valid if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_names_each_district_leader() {
+        let status = pb::ClusterStatusResponse {
+            nodes: vec![
+                pb::NodeStatus {
+                    id: 1,
+                    addr: "10.0.0.1:7001".into(),
+                    up: true,
+                },
+                pb::NodeStatus {
+                    id: 2,
+                    addr: "http://10.0.0.2:7001".into(),
+                    up: true,
+                },
+            ],
+            shards: vec![
+                pb::ShardStatus {
+                    id: 0,
+                    leader: Some(2),
+                    districts: vec!["110105".into(), "110108".into()],
+                    ..Default::default()
+                },
+                pb::ShardStatus {
+                    id: 1,
+                    leader: None,
+                    districts: vec!["110101".into()],
+                    ..Default::default()
+                },
+            ],
+            node_id: 1,
+        };
+        let map = ShardMap::from_status(&status);
+        assert_eq!(
+            map.leaders.get("110105").map(String::as_str),
+            Some("10.0.0.2:7001")
+        );
+        assert_eq!(
+            map.leaders.get("110108").map(String::as_str),
+            Some("10.0.0.2:7001")
+        );
+        assert_eq!(map.leaders.get("110101"), None);
+    }
+}
