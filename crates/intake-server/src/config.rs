@@ -77,7 +77,7 @@ impl Default for AdmissionConfig {
             max_in_flight: 8,
             max_batch_items: intake_core::ticket_id::MAX_ITEMS_PER_ENTRY,
             max_batch_bytes: crate::intake_service::MAX_ENTRY_COMPLAINT_BYTES,
-            linger: Duration::ZERO,
+            linger: Duration::from_micros(2000),
             target_latency: Duration::from_millis(500),
         }
     }

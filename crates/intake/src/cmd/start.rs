@@ -60,7 +60,7 @@ pub struct StartArgs {
     /// Complaints queued over all shards this node leads. Default 8192.
     #[arg(long, env = "INTAKE_NODE_QUEUE")]
     node_queue: Option<usize>,
-    /// Microseconds a batch waits for more complaints once it has one. Default 0.
+    /// Microseconds a batch waits for more complaints once it has one. Default 2000.
     #[arg(long, env = "INTAKE_BATCH_LINGER_US")]
     batch_linger_us: Option<u64>,
     /// sled cache size in MiB. Default 128.
