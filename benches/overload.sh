@@ -3,7 +3,8 @@
 #   1. capacity: closed loop, CONCURRENCY clients, unary (and batched);
 #   2. open-loop arrivals at 50 %, 100 %, 200 % and 1000 % of that capacity,
 #      unary and with BATCH complaints per SubmitBatch;
-#   3. priority: 5x capacity with EMERGENCY_SHARE of emergencies;
+#   3. priority: 5x capacity (unary, then batched) with EMERGENCY_SHARE of
+#      emergencies;
 #   4. the peak RSS (VmHWM) of every node at the end, after 10x was offered.
 # Each run lasts DURATION seconds; everything runs on 127.0.0.1 and stops by
 # itself. The last line of each `intake load` run is its contract line.
@@ -59,6 +60,11 @@ done
 R=$(python3 -c "print(max(1, round($CAP * 5)))")
 echo "== priority: 5x unary capacity, emergency share $EMERGENCY_SHARE: --rate $R"
 "$BIN" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
+  --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" || true
+
+RB=$(python3 -c "print(max(1, round($CAPB * 5 / $BATCH)))")
+echo "== priority: 5x batched capacity, emergency share $EMERGENCY_SHARE: --rate $RB requests/s x $BATCH"
+"$BIN" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
   --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" || true
 
 echo "== peak RSS per node (VmHWM)"

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::config::AdmissionConfig;
 use crate::convert::now_millis;
+use crate::latency::FadingLatency;
 
 /// Why a proposal produced no outcomes.
 #[derive(Debug)]
@@ -135,14 +136,11 @@ struct Shared {
     queues: Mutex<Queues>,
     wake: Notify,
     rate: Mutex<DrainRate>,
-    /// Complaints proposed and not yet committed: they drain before anything
-    /// queued, so they count toward a newcomer's wait.
-    in_flight: AtomicUsize,
     /// Smoothed time from enqueue to commit of ordinary complaints. Above
     /// the target, new ordinary ones are refused (as CoDel does with
     /// packets): a queue that stays slow is a standing queue, and serving it
     /// only makes everyone late.
-    sojourn: Mutex<Option<Duration>>,
+    sojourn: FadingLatency,
     closed: AtomicBool,
 }
 
@@ -254,8 +252,7 @@ impl Batcher {
             queues: Mutex::new(Queues::default()),
             wake: Notify::new(),
             rate: Mutex::new(DrainRate::default()),
-            in_flight: AtomicUsize::new(0),
-            sojourn: Mutex::new(None),
+            sojourn: FadingLatency::default(),
             closed: AtomicBool::new(false),
         });
         tokio::spawn(run(shared.clone(), raft));
@@ -292,13 +289,13 @@ impl Batcher {
             };
             let shard_limit = (s.cfg.shard_queue as f64 * share) as usize;
             let node_limit = (s.cfg.node_queue as f64 * share) as usize;
-            // Emergencies only queue behind emergencies (and what is
-            // already proposed).
-            let ahead = s.in_flight.load(Ordering::Relaxed)
-                + match class {
-                    Priority::Emergency => q.emergency_items,
-                    Priority::Ordinary => q.items(),
-                };
+            // Emergencies only queue behind emergencies. Proposals already
+            // in flight are not counted: they replicate in parallel with the
+            // next one, and a standing queue shows in the sojourn time.
+            let ahead = match class {
+                Priority::Emergency => q.emergency_items,
+                Priority::Ordinary => q.items(),
+            };
             if q.items() + n > shard_limit || s.node.queued() + n > node_limit {
                 return Err(ProposeError::Overloaded(s.retry_after(ahead + n)));
             }
@@ -308,8 +305,7 @@ impl Batcher {
                 return Err(ProposeError::Overloaded(wait.clamp(MIN_RETRY, MAX_RETRY)));
             }
             if class == Priority::Ordinary
-                && let Some(sojourn) = *lock(&s.sojourn)
-                && sojourn > s.cfg.target_latency
+                && let Some(sojourn) = s.sojourn.above(s.cfg.target_latency)
             {
                 return Err(ProposeError::Overloaded(sojourn.clamp(MIN_RETRY, MAX_RETRY)));
             }
@@ -365,18 +361,11 @@ async fn run(shared: Arc<Shared>, raft: Raft) {
         }
         metrics::histogram!("intake_batch_complaints", "shard" => shard.clone()).record(items as f64);
         let (raft, shared2) = (raft.clone(), shared.clone());
-        shared.in_flight.fetch_add(items, Ordering::Relaxed);
         let oldest = batch.iter().map(|p| p.enqueued).min();
         tokio::spawn(async move {
             let committed = propose(raft, batch).await;
-            shared2.in_flight.fetch_sub(items, Ordering::Relaxed);
             if let Some(oldest) = oldest {
-                let took = oldest.elapsed();
-                let mut sj = lock(&shared2.sojourn);
-                *sj = Some(match *sj {
-                    Some(old) => old.mul_f64(0.7) + took.mul_f64(0.3),
-                    None => took,
-                });
+                shared2.sojourn.record(oldest.elapsed());
             }
             let backlogged = lock(&shared2.queues).items() > 0;
             lock(&shared2.rate).record(committed, backlogged, Instant::now());
@@ -450,8 +439,7 @@ mod tests {
             queues: Mutex::new(Queues::default()),
             wake: Notify::new(),
             rate: Mutex::new(DrainRate::default()),
-            in_flight: AtomicUsize::new(0),
-            sojourn: Mutex::new(None),
+            sojourn: FadingLatency::default(),
             closed: AtomicBool::new(false),
         }
     }

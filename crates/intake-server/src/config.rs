@@ -72,7 +72,7 @@ impl Default for AdmissionConfig {
             shard_queue: 2048,
             node_queue: 8192,
             ordinary_share: 0.75,
-            node_requests: 8192,
+            node_requests: 1024,
             per_connection: 2048,
             max_in_flight: 8,
             max_batch_items: intake_core::ticket_id::MAX_ITEMS_PER_ENTRY,

@@ -31,6 +31,7 @@ use crate::batcher::{Batcher, NodeBacklog, ProposeError};
 use crate::config::AdmissionConfig;
 use crate::convert::{complaint_to_pb, millis_to_timestamp, ticket_to_pb};
 use crate::errors::{key_conflict, with_retry};
+use crate::latency::FadingLatency;
 
 /// Most node-to-node hops a request may take: origin → a replica of the
 /// shard → that replica's leader.
@@ -53,6 +54,11 @@ pub struct Router {
     /// here, and until when: ordinary ones are refused here meanwhile, so an
     /// overloaded leader is not also flooded with forwards it will refuse.
     shedding: Arc<DashMap<ShardId, Instant>>,
+    /// How long each shard's submissions take end to end from this node.
+    /// While it stays above twice the target, ordinary complaints for that
+    /// shard are refused at the door: whatever the bottleneck (the leader's
+    /// queue, forwarding, or CPU), admitting more only makes all of them late.
+    slowness: Arc<DashMap<ShardId, FadingLatency>>,
 }
 
 /// Where a request goes next.
@@ -79,6 +85,7 @@ impl Router {
             admission,
             backlog: Default::default(),
             shedding: Default::default(),
+            slowness: Default::default(),
         }
     }
 
@@ -185,6 +192,44 @@ impl Router {
     /// group; inner results are per complaint. `hops` is how many nodes the
     /// request has already passed through.
     pub async fn submit(
+        &self,
+        shard: ShardId,
+        complaints: Vec<Complaint>,
+        class: Priority,
+        hops: u32,
+        deadline: Instant,
+    ) -> Result<Vec<ItemResult>, Status> {
+        // Only at the door (hops == 0): a forwarded call was admitted there.
+        if class == Priority::Ordinary
+            && hops == 0
+            && let Some(slow) = self
+                .slowness
+                .get(&shard)
+                .and_then(|l| l.above(self.admission.target_latency * 2))
+        {
+            return Err(with_retry(
+                Code::ResourceExhausted,
+                format!(
+                    "shard {shard} answers too slowly to take ordinary complaints now; retry with the same idempotency key"
+                ),
+                slow.min(Duration::from_secs(10)),
+            ));
+        }
+        let started = Instant::now();
+        let result = self.submit_inner(shard, complaints, class, hops, deadline).await;
+        // Acknowledgements and deadline misses measure how long this shard
+        // takes from here; refusals are fast by design and would hide that.
+        let measured = match &result {
+            Ok(items) => items.iter().any(|r| r.is_ok()),
+            Err(s) => s.code() == Code::DeadlineExceeded,
+        };
+        if measured {
+            self.slowness.entry(shard).or_default().record(started.elapsed());
+        }
+        result
+    }
+
+    async fn submit_inner(
         &self,
         shard: ShardId,
         complaints: Vec<Complaint>,
