@@ -64,6 +64,9 @@ pub struct AdmissionConfig {
     /// While ordinary complaints take longer than this from queue to commit
     /// (smoothed), new ordinary ones are refused; emergencies are not.
     pub target_latency: Duration,
+    /// While this node's runtime runs timers later than this (smoothed), it
+    /// is out of CPU and refuses new ordinary complaints at the door.
+    pub max_runtime_lag: Duration,
 }
 
 impl Default for AdmissionConfig {
@@ -79,6 +82,7 @@ impl Default for AdmissionConfig {
             max_batch_bytes: crate::intake_service::MAX_ENTRY_COMPLAINT_BYTES,
             linger: Duration::from_micros(2000),
             target_latency: Duration::from_millis(500),
+            max_runtime_lag: Duration::from_millis(100),
         }
     }
 }

@@ -17,6 +17,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::config::AdmissionConfig;
 use crate::convert::complaint_from_pb;
 use crate::errors::{invalid_argument, item_error, with_retry};
+use crate::lag::RuntimeLag;
 use crate::observe::record_submit;
 use crate::router::{ItemResult, Router, hops_of};
 
@@ -37,6 +38,8 @@ pub struct IntakeServiceImpl {
     calls: Arc<Semaphore>,
     max_calls: usize,
     ordinary_share: f64,
+    lag: RuntimeLag,
+    max_lag: Duration,
 }
 
 impl IntakeServiceImpl {
@@ -47,6 +50,7 @@ impl IntakeServiceImpl {
         limits: Limits,
         submit_timeout: Duration,
         admission: &AdmissionConfig,
+        lag: RuntimeLag,
     ) -> Self {
         let max_calls = admission.node_requests.max(1);
         Self {
@@ -58,6 +62,8 @@ impl IntakeServiceImpl {
             calls: Arc::new(Semaphore::new(max_calls)),
             max_calls,
             ordinary_share: admission.ordinary_share,
+            lag,
+            max_lag: admission.max_runtime_lag,
         }
     }
 
@@ -65,6 +71,15 @@ impl IntakeServiceImpl {
     /// calls may take only a share of the slots, so emergencies still find
     /// one when ordinary ones are being shed.
     fn admit(&self, class: Priority) -> Result<OwnedSemaphorePermit, Status> {
+        if class == Priority::Ordinary
+            && let Some(lag) = self.lag.above(self.max_lag)
+        {
+            return Err(with_retry(
+                Code::ResourceExhausted,
+                "this node is out of CPU; retry with the same idempotency key",
+                (lag * 4).clamp(Duration::from_millis(100), Duration::from_secs(10)),
+            ));
+        }
         let reserved = match class {
             Priority::Emergency => 0,
             Priority::Ordinary => (self.max_calls as f64 * (1.0 - self.ordinary_share)) as usize,

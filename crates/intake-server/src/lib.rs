@@ -11,6 +11,7 @@ pub mod config;
 pub mod convert;
 pub mod errors;
 pub mod intake_service;
+pub mod lag;
 pub mod latency;
 pub mod meta;
 pub mod node;

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::admin_service::AdminServiceImpl;
 use crate::config::NodeConfig;
 use crate::intake_service::IntakeServiceImpl;
+use crate::lag::RuntimeLag;
 use crate::meta;
 use crate::observe;
 use crate::router::Router;
@@ -337,6 +338,7 @@ async fn serve(
         cfg.limits.clone(),
         cfg.submit_timeout,
         &cfg.admission,
+        RuntimeLag::start(stop.clone()),
     );
     let admin = AdminServiceImpl::new(cfg.node_id, router.clone(), peers.clone());
     let transport = RaftTransportService::new(groups.clone(), storage.clone(), stop.clone());

@@ -196,7 +196,8 @@ pub fn complaint(key: &str, district: &str, text: &str) -> pb::Complaint {
     }
 }
 
-/// Submits with retries on UNAVAILABLE (e.g. while the cluster elects), always
+/// Submits with retries on UNAVAILABLE (e.g. while the cluster elects) and on
+/// RESOURCE_EXHAUSTED (a loaded test machine may shed ordinary work), always
 /// with the same key, as an adapter would.
 pub async fn submit(
     client: &mut IntakeServiceClient<Channel>,
@@ -210,7 +211,12 @@ pub async fn submit(
         req.set_timeout(Duration::from_secs(5));
         match client.submit(req).await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+                ) =>
+            {
                 last = Some(s);
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
