@@ -16,6 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("intake_v1_descriptor.bin"), public_fds.encode_to_vec())?;
     tonic_prost_build::configure().compile_fds(public_fds)?;
 
+    // The downstream's contract: Intake is its client, the reference sink its server.
+    let dispatch_fds = protox::compile(["dispatch/v1/dispatch.proto"], [&root])?;
+    tonic_prost_build::configure().compile_fds(dispatch_fds)?;
+
     let internal_fds = protox::compile(internal, [&root])?;
     tonic_prost_build::configure().compile_fds(internal_fds)?;
     Ok(())

@@ -8,6 +8,7 @@ pub mod command;
 pub mod complaint;
 pub mod district;
 pub mod routing;
+pub mod status;
 pub mod ticket_id;
 pub mod validate;
 
@@ -17,6 +18,9 @@ pub use command::{Command, CommandResponse, SubmitOutcome};
 pub use complaint::{Complaint, Location, Ticket, TicketStatus};
 pub use district::{District, DistrictError, DistrictTable};
 pub use routing::{SLOT_COUNT, slot_of};
+pub use status::{
+    MAX_STATUS_HISTORY, StatusError, StatusEvent, StatusUpdate, check_transition, validate_update,
+};
 pub use ticket_id::{TicketId, TicketIdError};
 pub use validate::{FieldViolation, Limits, validate_complaint};
 

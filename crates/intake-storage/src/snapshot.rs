@@ -94,22 +94,17 @@ impl<W: Write> RecordWriter<W> {
     }
 }
 
-/// Writes the state at `applied` (None: nothing applied yet) from the tree to
-/// `<dir>/<id>.snap`, durably. Records created after `applied` are skipped:
-/// apply may run concurrently, tickets and keys are never modified once
-/// written, so filtering by creation index yields exactly the state at
-/// `applied` without blocking apply. (If tickets ever become mutable, this
-/// must switch to a sled snapshot or a lock.)
-pub(crate) fn write_file(
-    tree: &sled::Tree,
-    applied: Option<u64>,
-    dir: &Path,
-    id: &str,
-) -> io::Result<PathBuf> {
+/// Writes the applied state (`has_state` false: nothing applied yet) from the tree to
+/// `<dir>/<id>.snap`, durably. Records become mutable with status updates and
+/// the dispatch cursor, so filtering by creating index no longer gives the
+/// state at one applied id; the caller holds the apply lock instead.
+pub(crate) fn write_file(tree: &sled::Tree, has_state: bool, dir: &Path, id: &str) -> io::Result<PathBuf> {
     let tmp = dir.join(format!("{id}.tmp"));
     let file = File::create(&tmp)?;
     let mut w = RecordWriter::new(BufWriter::new(file))?;
-    if let Some(applied) = applied {
+    // The caller holds the state machine's apply lock, so the tree does not
+    // change during the scan and every record belongs to the applied state.
+    if has_state {
         for prefix in [
             keys::TICKET_PREFIX,
             keys::IDEM_PREFIX,
@@ -118,9 +113,7 @@ pub(crate) fn write_file(
         ] {
             for kv in tree.scan_prefix([prefix]) {
                 let (k, v) = kv.map_err(io::Error::other)?;
-                if created_at(&k, &v)? <= applied {
-                    w.record(&k, &v)?;
-                }
+                w.record(&k, &v)?;
             }
         }
     }
@@ -131,21 +124,6 @@ pub(crate) fn write_file(
     fs::rename(&tmp, &path)?;
     sync_dir(dir)?;
     Ok(path)
-}
-
-/// The log index that created a `t` or `k` record.
-fn created_at(key: &[u8], value: &[u8]) -> io::Result<u64> {
-    if let Some(index) = keys::ticket_key_index(key).or_else(|| keys::age_key_index(key)) {
-        return Ok(index);
-    }
-    if key.first() == Some(&keys::CLUSTER_PREFIX) {
-        return keys::decode_cluster(value)
-            .map(|(index, _)| index)
-            .map_err(|e| invalid(e.to_string()));
-    }
-    let id: TicketId =
-        postcard::from_bytes(value).map_err(|e| invalid(format!("idempotency record: {e}")))?;
-    Ok(id.log_index)
 }
 
 pub(crate) fn snap_path(dir: &Path, id: &str) -> PathBuf {

@@ -51,6 +51,10 @@ pub struct StateMachine {
     /// Serialises snapshot builds and installs of this shard, so an older
     /// build can never overwrite the record of a newer install.
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held by `apply` per call and by a snapshot build for its scan: records
+    /// are mutable once status updates exist, so the scan must see the tree
+    /// at exactly the applied id it records, not filter by creating index.
+    pub(crate) apply_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -68,6 +72,7 @@ impl StateMachine {
             tree,
             node,
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
+            apply_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -434,19 +439,20 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let _guard = self.snapshot_lock.lock().await;
-        // Read once: the snapshot is exactly the state at this applied id.
+        // No apply runs until the scan ends, so the applied id read here is
+        // exactly the state the file holds.
+        let applying = Arc::clone(&self.apply_lock).lock_owned().await;
         let (applied, membership) = self.read_state()?;
         let id = self.snapshot_id(applied.as_ref());
         let dir = self.node.snapshot_dir(self.shard);
-        let (tree, limit, dir2, id2) = (
-            self.tree.clone(),
-            applied.as_ref().map(|l| l.index),
-            dir.clone(),
-            id.clone(),
-        );
-        tokio::task::spawn_blocking(move || snapshot::write_file(&tree, limit, &dir2, &id2))
-            .await
-            .map_err(join_error)??;
+        let (tree, has_state, dir2, id2) = (self.tree.clone(), applied.is_some(), dir.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            let written = snapshot::write_file(&tree, has_state, &dir2, &id2);
+            drop(applying);
+            written
+        })
+        .await
+        .map_err(join_error)??;
 
         let meta = SnapshotMeta {
             last_log_id: applied,
@@ -479,6 +485,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let _applying = self.apply_lock.lock().await;
         let (_, mut membership) = self.read_state()?;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;

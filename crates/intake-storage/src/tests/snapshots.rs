@@ -72,26 +72,34 @@ async fn snapshot_path(node: &NodeStorage, sm: &StateMachine) -> std::path::Path
 }
 
 #[tokio::test]
-async fn snapshot_is_consistent_at_its_applied_index() {
+async fn snapshot_build_waits_for_apply_and_holds_everything_applied() {
     let (_dir, node) = new_node();
     let sm = node.state_machine(1).unwrap();
     fill(&sm, 1, 6);
-    // As if entries 5 and 6 were applied while the builder read state at 4.
-    let dir = node.snapshot_dir(1);
-    let path = snapshot::write_file(&sm.tree, Some(4), &dir, "t").unwrap();
+    // While an apply call holds the lock, a build must not scan the tree.
+    let applying = sm.apply_lock.clone().lock_owned().await;
+    let mut builder = sm.clone();
+    let build = tokio::spawn(async move { builder.build_snapshot().await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!build.is_finished(), "build scanned while apply held the lock");
+    drop(applying);
+    let snap = build.await.unwrap().unwrap();
+    assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(6));
     let mut keys_seen = Vec::new();
-    snapshot::read_records(std::fs::File::open(path).unwrap(), |k, _| {
-        keys_seen.push(k);
-        Ok(())
-    })
+    snapshot::read_records(
+        std::fs::File::open(snapshot_path(&node, &sm).await).unwrap(),
+        |k, _| {
+            keys_seen.push(k);
+            Ok(())
+        },
+    )
     .unwrap();
     assert_eq!(
         keys_seen.len(),
-        4 * 2 * 3,
+        6 * 2 * 3,
         "a ticket, a key and an age record per complaint"
     );
-    assert!(keys_seen.contains(&keys::idem_key("k4").to_vec()));
-    assert!(!keys_seen.contains(&keys::idem_key("k5").to_vec()));
+    assert!(keys_seen.contains(&keys::idem_key("k6").to_vec()));
 }
 
 #[tokio::test]
