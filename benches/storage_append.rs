@@ -5,26 +5,13 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use intake_core::{Command, Complaint};
+use intake_benches::complaint;
+use intake_core::Command;
 use intake_storage::{NodeStorage, StorageConfig, TypeConfig};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 
 type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
-
-fn complaint(i: u64) -> Complaint {
-    Complaint {
-        idempotency_key: format!("bench-{i}"),
-        channel: "phone".into(),
-        district: "110105".into(),
-        category: "noise".into(),
-        text: "x".repeat(400),
-        location: None,
-        contact: String::new(),
-        reported_at: Some(1_700_000_000_000),
-        attachments: vec![],
-    }
-}
 
 fn entry(index: u64) -> Entry {
     let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, index);
