@@ -49,7 +49,7 @@ for shards in $SHARDS; do
   ready=0
   for _ in $(seq 1 150); do
     if "$BIN" status --endpoint "127.0.0.1:$BASE" --json 2>/dev/null \
-      | python3 -c 'import json,sys; s=json.load(sys.stdin)["shards"]; sys.exit(0 if s and all(x["leader"] for x in s) else 1)'; then
+      | python3 -c 'import json,sys; s=json.load(sys.stdin)["shards"]; sys.exit(0 if s and all(x["leader"] for x in s) else 1)' 2>/dev/null; then
       ready=1; break
     fi
     sleep 0.2
