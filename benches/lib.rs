@@ -5,6 +5,8 @@
 //! the micro-benchmarks share.
 
 use intake_core::Complaint;
+use intake_storage::{NodeStorage, StorageConfig};
+use tempfile::TempDir;
 
 /// etcd's v3 `KV.Put`, hand-written with etcd's wire field numbers.
 pub mod etcd {
@@ -29,4 +31,25 @@ pub fn complaint(i: u64) -> Complaint {
         reported_at: Some(1_700_000_000_000),
         attachments: vec![],
     }
+}
+
+/// A 2-worker runtime and a node's storage in a fresh temp dir (opened inside
+/// the runtime: the group-commit flusher is a task). Setup for benches only:
+/// it panics on failure.
+pub fn runtime_and_storage() -> (tokio::runtime::Runtime, TempDir, NodeStorage) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = rt
+        .block_on(async {
+            NodeStorage::open(StorageConfig {
+                dir: dir.path().to_path_buf(),
+                cache_capacity_bytes: 64 << 20,
+            })
+        })
+        .unwrap();
+    (rt, dir, storage)
 }

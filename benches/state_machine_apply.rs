@@ -8,24 +8,14 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use intake_benches::complaint;
 use intake_core::Command;
-use intake_storage::{NodeStorage, StorageConfig, TypeConfig};
+use intake_storage::TypeConfig;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 
 type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
 
 fn bench_apply(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let storage = NodeStorage::open(StorageConfig {
-        dir: dir.path().to_path_buf(),
-        cache_capacity_bytes: 64 << 20,
-    })
-    .unwrap();
+    let (rt, _dir, storage) = intake_benches::runtime_and_storage();
     let mut sm = storage.state_machine(0).unwrap();
     let mut index: u64 = 1;
     let mut key: u64 = 0;
