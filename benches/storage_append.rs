@@ -5,26 +5,13 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use intake_core::{Command, Complaint};
-use intake_storage::{NodeStorage, StorageConfig, TypeConfig};
+use intake_benches::complaint;
+use intake_core::Command;
+use intake_storage::TypeConfig;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 
 type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
-
-fn complaint(i: u64) -> Complaint {
-    Complaint {
-        idempotency_key: format!("bench-{i}"),
-        channel: "phone".into(),
-        district: "110105".into(),
-        category: "noise".into(),
-        text: "x".repeat(400),
-        location: None,
-        contact: String::new(),
-        reported_at: Some(1_700_000_000_000),
-        attachments: vec![],
-    }
-}
 
 fn entry(index: u64) -> Entry {
     let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, index);
@@ -38,20 +25,7 @@ fn entry(index: u64) -> Entry {
 }
 
 fn bench_append(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let storage = rt
-        .block_on(async {
-            NodeStorage::open(StorageConfig {
-                dir: dir.path().to_path_buf(),
-                cache_capacity_bytes: 64 << 20,
-            })
-        })
-        .unwrap();
+    let (rt, _dir, storage) = intake_benches::runtime_and_storage();
     let mut log = storage.log_store(0).unwrap();
     let mut next: u64 = 1;
 

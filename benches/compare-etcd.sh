@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Intake against etcd on the same machine, same client: 3 etcd members and
+# 3 Intake nodes on 127.0.0.1, each driven in turn by `grpc-load` with the same
+# CONCURRENCY (64), DURATION (10 s) and PAYLOAD bytes (400: the complaint text
+# for Intake, the value for etcd's KV.Put); then a no-op gRPC server, to show
+# the transport's ceiling for this client. Both clusters fsync (etcd by
+# default, Intake always). SHARDS lists Intake configurations to run one after
+# the other (default "1"; e.g. SHARDS="1 8"); the first one is compared.
+# Everything is killed on exit; each server lives MAX_SERVER_S at most.
+# Last line: intake_per_s=X etcd_per_s=Y ratio=X/Y
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONCURRENCY=${CONCURRENCY:-64}
+DURATION=${DURATION:-10}
+PAYLOAD=${PAYLOAD:-400}
+SHARDS=${SHARDS:-1}
+BASE=${BASE_PORT:-17201}
+MAX_SERVER_S=${MAX_SERVER_S:-300}
+
+if ! command -v etcd >/dev/null; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  $SUDO apt-get install -y etcd-server >&2
+fi
+cargo build --release --bin intake --bin grpc-load >&2
+BIN=target/release/intake
+LOAD=target/release/grpc-load
+DIR=$(mktemp -d)
+pids=()
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() { stop_all; rm -rf "$DIR"; }
+trap cleanup EXIT
+# Runs a server in the background, killed after MAX_SERVER_S whatever happens.
+bounded() { timeout --signal=TERM --kill-after=5 "$MAX_SERVER_S" "$@" & pids+=($!); }
+drive() { "$LOAD" drive --concurrency "$CONCURRENCY" --duration "$DURATION" --payload "$PAYLOAD" "$@"; }
+
+intake_line=""
+for shards in $SHARDS; do
+  CLUSTER="1=127.0.0.1:$BASE,2=127.0.0.1:$((BASE+1)),3=127.0.0.1:$((BASE+2))"
+  for i in 1 2 3; do
+    bounded "$BIN" start --node-id "$i" --listen "127.0.0.1:$((BASE+i-1))" \
+      --data-dir "$DIR/intake-$shards-$i" --initial-cluster "$CLUSTER" --shards "$shards" \
+      --http "127.0.0.1:$((BASE+100+i))" 2>"$DIR/intake-$shards-$i.log"
+  done
+  ready=0
+  for _ in $(seq 1 150); do
+    if "$BIN" status --endpoint "127.0.0.1:$BASE" --json 2>/dev/null \
+      | python3 -c 'import json,sys; s=json.load(sys.stdin)["shards"]; sys.exit(0 if s and all(x["leader"] for x in s) else 1)' 2>/dev/null; then
+      ready=1; break
+    fi
+    sleep 0.2
+  done
+  [ "$ready" = 1 ] || { echo "intake cluster ($shards shards) did not elect leaders" >&2; exit 1; }
+  line=$(drive --target intake --endpoints "127.0.0.1:$BASE,127.0.0.1:$((BASE+1)),127.0.0.1:$((BASE+2))")
+  echo "shards=$shards $line"
+  [ -n "$intake_line" ] || intake_line=$line
+  stop_all
+done
+
+# etcd: 3 members, client ports BASE+10.., peer ports BASE+20..
+INITIAL=""
+for i in 1 2 3; do INITIAL+="${INITIAL:+,}e$i=http://127.0.0.1:$((BASE+20+i))"; done
+for i in 1 2 3; do
+  bounded etcd --name "e$i" --data-dir "$DIR/etcd-$i" \
+    --listen-client-urls "http://127.0.0.1:$((BASE+10+i))" \
+    --advertise-client-urls "http://127.0.0.1:$((BASE+10+i))" \
+    --listen-peer-urls "http://127.0.0.1:$((BASE+20+i))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((BASE+20+i))" \
+    --initial-cluster "$INITIAL" --initial-cluster-state new \
+    --initial-cluster-token "intake-bench-$$" \
+    --quota-backend-bytes $((2 << 30)) 2>"$DIR/etcd-$i.log"
+done
+EP="127.0.0.1:$((BASE+11)),127.0.0.1:$((BASE+12)),127.0.0.1:$((BASE+13))"
+ready=0
+for _ in $(seq 1 150); do
+  if curl -sf "http://127.0.0.1:$((BASE+11))/health" | grep -q '"health":"true"'; then ready=1; break; fi
+  sleep 0.2
+done
+[ "$ready" = 1 ] || { echo "etcd cluster did not become healthy" >&2; exit 1; }
+etcd_line=$(drive --target etcd --endpoints "$EP")
+echo "$etcd_line"
+stop_all
+
+# The transport's ceiling: the same client against a server that does nothing.
+NOOP="127.0.0.1:$((BASE+30))"
+bounded "$LOAD" serve-noop --listen "$NOOP" --max-seconds "$MAX_SERVER_S"
+sleep 0.5
+echo "$(drive --target noop --endpoints "$NOOP")"
+stop_all
+
+x=$(sed -E 's/.*intake_per_s=([0-9.]+).*/\1/' <<<"$intake_line")
+y=$(sed -E 's/.*etcd_per_s=([0-9.]+).*/\1/' <<<"$etcd_line")
+echo "intake_per_s=$x etcd_per_s=$y ratio=$(python3 -c "print(round($x/$y, 2) if $y else 'inf')")"
