@@ -17,24 +17,7 @@ DEADLINE_MS=${DEADLINE_MS:-2000}
 EMERGENCY_SHARE=${EMERGENCY_SHARE:-0.1}
 OPEN_CONCURRENCY=${OPEN_CONCURRENCY:-4096}
 BASE=${BASE_PORT:-17201}
-cargo build --release --bin intake >&2
-BIN=target/release/intake
-DIR=$(mktemp -d)
-CLUSTER="1=127.0.0.1:$BASE,2=127.0.0.1:$((BASE+1)),3=127.0.0.1:$((BASE+2))"
-EPS="127.0.0.1:$BASE,127.0.0.1:$((BASE+1)),127.0.0.1:$((BASE+2))"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
-for i in 1 2 3; do
-  "$BIN" start --node-id "$i" --listen "127.0.0.1:$((BASE+i-1))" --data-dir "$DIR/node-$i" \
-    --initial-cluster "$CLUSTER" --http "127.0.0.1:$((BASE+100+i))" 2>"$DIR/node-$i.log" &
-  pids+=($!)
-done
-for _ in $(seq 1 150); do
-  if "$BIN" status --endpoint "127.0.0.1:$BASE" --json 2>/dev/null \
-    | python3 -c 'import json,sys; s=json.load(sys.stdin)["shards"]; sys.exit(0 if s and all(x["leader"] for x in s) else 1)'; then break; fi
-  sleep 0.2
-done
+source benches/intake-cluster.sh
 last() { tail -n 1; }
 rate_of() { sed -n 's/.*throughput=\([0-9.]*\)\/s.*/\1/p'; }
 
