@@ -241,14 +241,15 @@ impl StateMachine {
             }
             let (age, key) = kv?;
             batch.remove(age.clone());
-            let Some(index) = keys::age_key_index(&age) else {
+            if keys::age_key_index(&age).is_none() {
                 continue;
-            };
+            }
             let idem = keys::idem_key(&String::from_utf8_lossy(&key));
-            // Remove the key only if it still names this ticket.
+            // Remove the key only if it still names this ticket: the age
+            // key ends with the ticket's position, as the ticket key does.
             if let Some(v) = self.tree.get(&idem)? {
                 let id: TicketId = keys::decode("ticket id", &v)?;
-                if id.log_index == index && keys::age_key(0, &id)[9..] == age[9..] {
+                if age[9..] == keys::ticket_key(&id)[1..] {
                     batch.remove(idem);
                     forgotten += 1;
                 }
