@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ClusterMap, Complaint, TicketId, UnixMillis};
+use crate::{
+    ClusterMap, Complaint, DispatchCursor, DispatchState, StatusError, StatusUpdate, TicketId, TicketStatus,
+    UnixMillis,
+};
 
 /// The application payload of one Raft entry. One entry may carry several
 /// complaints, so concurrent submissions share one replication round and one
@@ -22,6 +25,34 @@ pub enum Command {
     /// key index shrinks. Applied identically everywhere, so every replica
     /// forgets the same keys at the same log index.
     CompactKeys { before: UnixMillis },
+    /// Record status changes reported by the downstream. `recorded_at` is
+    /// the proposing leader's clock, stamped once for every replica. Each
+    /// update is checked against the ticket's committed status at apply
+    /// time, since only the log orders concurrent reports.
+    UpdateStatus {
+        recorded_at: UnixMillis,
+        updates: Vec<StatusUpdate>,
+    },
+    /// The downstream acknowledged `count` tickets between `from` and `to`.
+    /// Applied only while the cursor is still at `from`: a deposed leader's
+    /// late proposal is then a no-op, and the delivered count stays exact.
+    AdvanceDispatch {
+        from: DispatchCursor,
+        to: DispatchCursor,
+        count: u64,
+    },
+}
+
+/// The outcome of one update of an `UpdateStatus` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusOutcome {
+    /// Recorded; the ticket now has this status and this many events.
+    Recorded {
+        status: TicketStatus,
+        events: usize,
+    },
+    NotFound,
+    Refused(StatusError),
 }
 
 /// The outcome of one complaint of a `Submit` command.
@@ -48,6 +79,12 @@ pub enum CommandResponse {
         keys: u64,
         more: bool,
     },
+    StatusUpdated(Vec<StatusOutcome>),
+    /// Whether the cursor moved, and the state after the command.
+    DispatchAdvanced {
+        moved: bool,
+        state: DispatchState,
+    },
 }
 
 /// Openraft logs entries with `Display`; complaint text stays out of logs.
@@ -66,6 +103,10 @@ impl std::fmt::Display for Command {
             }
             Command::SetClusterMap(m) => write!(f, "SetClusterMap(version={})", m.version),
             Command::CompactKeys { before } => write!(f, "CompactKeys(before={before})"),
+            Command::UpdateStatus { updates, .. } => write!(f, "UpdateStatus({} updates)", updates.len()),
+            Command::AdvanceDispatch { from, to, count } => {
+                write!(f, "AdvanceDispatch({from} -> {to}, {count} tickets)")
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod category;
 pub mod cluster_map;
 pub mod command;
 pub mod complaint;
+pub mod dispatch;
 pub mod district;
 pub mod routing;
 pub mod status;
@@ -14,8 +15,9 @@ pub mod validate;
 
 pub use category::{CategoryError, CategoryTable, Priority};
 pub use cluster_map::{ClusterMap, META_GROUP, PlacementError, ShardPlacement};
-pub use command::{Command, CommandResponse, SubmitOutcome};
+pub use command::{Command, CommandResponse, StatusOutcome, SubmitOutcome};
 pub use complaint::{Complaint, Location, Ticket, TicketStatus};
+pub use dispatch::{DispatchCursor, DispatchState};
 pub use district::{District, DistrictError, DistrictTable};
 pub use routing::{SLOT_COUNT, slot_of};
 pub use status::{

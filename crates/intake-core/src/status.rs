@@ -40,7 +40,7 @@ pub struct StatusEvent {
 }
 
 /// Why a status update is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum StatusError {
     #[error("ticket is {from:?}, which is final; it cannot become {to:?}")]
     Final { from: TicketStatus, to: TicketStatus },
@@ -51,7 +51,7 @@ pub enum StatusError {
     #[error("only status Assigned takes a department")]
     UnexpectedDepartment,
     #[error("{field} is longer than {max} bytes")]
-    TooLong { field: &'static str, max: usize },
+    TooLong { field: String, max: usize },
     #[error("ticket already has {MAX_STATUS_HISTORY} status events; no more are accepted")]
     HistoryFull,
 }
@@ -82,13 +82,13 @@ pub fn validate_update(u: &StatusUpdate) -> Result<(), StatusError> {
         .is_some_and(|d| d.len() > MAX_DEPARTMENT_BYTES)
     {
         return Err(StatusError::TooLong {
-            field: "department",
+            field: "department".into(),
             max: MAX_DEPARTMENT_BYTES,
         });
     }
     if u.note.len() > MAX_NOTE_BYTES {
         return Err(StatusError::TooLong {
-            field: "note",
+            field: "note".into(),
             max: MAX_NOTE_BYTES,
         });
     }

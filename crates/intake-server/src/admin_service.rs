@@ -54,6 +54,17 @@ impl AdminServiceImpl {
                 term: m.current_term,
                 districts: map.districts_of(shard),
                 reported_by: self.node_id,
+                dispatch_lag: self.router.state_machine(shard).map(|sm| {
+                    let (state, seconds) = crate::dispatcher::lag(&sm);
+                    let report = self.router.dispatch_board().report(shard);
+                    pb::DispatchLag {
+                        tickets: state.lag(),
+                        seconds,
+                        delivered: state.delivered,
+                        failures: report.failures,
+                        state: report.state,
+                    }
+                }),
             });
         }
         out

@@ -118,6 +118,36 @@ pub struct NodeConfig {
     pub key_retention: Duration,
     /// How often each shard leader proposes compaction of expired keys.
     pub compaction_interval: Duration,
+    /// Delivery of committed tickets to the downstream.
+    pub dispatch: DispatchConfig,
+}
+
+/// Delivery to the downstream dispatch system.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// The downstream's `HOST:PORT`. `None`: tickets wait, durably, until
+    /// one is configured.
+    pub target: Option<String>,
+    /// Tickets per `Deliver` call at most (one call in flight per shard).
+    pub batch: usize,
+    /// Longest one `Deliver` call may take before it counts as failed.
+    pub timeout: Duration,
+    /// Backoff after a failure: starts here, doubles, with full jitter...
+    pub backoff_min: Duration,
+    /// ...up to this.
+    pub backoff_max: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            target: None,
+            batch: 256,
+            timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -146,6 +176,7 @@ impl NodeConfig {
             admission: AdmissionConfig::default(),
             key_retention: Duration::from_secs(7 * 24 * 3600),
             compaction_interval: Duration::from_secs(600),
+            dispatch: DispatchConfig::default(),
         }
     }
 }

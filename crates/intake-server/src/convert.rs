@@ -1,6 +1,6 @@
 //! Between the wire (`intake.v1`) and the domain (`intake-core`).
 
-use intake_core::{Complaint, Location, Ticket, TicketStatus, UnixMillis};
+use intake_core::{Complaint, Location, StatusEvent, Ticket, TicketStatus, UnixMillis};
 use intake_proto::Timestamp;
 use intake_proto::pb;
 
@@ -70,6 +70,55 @@ pub fn status_to_pb(s: TicketStatus) -> pb::TicketStatus {
     }
 }
 
+pub fn status_from_pb(v: i32) -> Option<TicketStatus> {
+    match pb::TicketStatus::try_from(v).ok()? {
+        pb::TicketStatus::Unspecified => None,
+        pb::TicketStatus::Received => Some(TicketStatus::Received),
+        pb::TicketStatus::Dispatched => Some(TicketStatus::Dispatched),
+        pb::TicketStatus::Assigned => Some(TicketStatus::Assigned),
+        pb::TicketStatus::Resolved => Some(TicketStatus::Resolved),
+        pb::TicketStatus::Rejected => Some(TicketStatus::Rejected),
+    }
+}
+
+pub fn event_to_pb(e: &StatusEvent) -> pb::StatusEvent {
+    pb::StatusEvent {
+        status: status_to_pb(e.status) as i32,
+        department: e.department.clone().unwrap_or_default(),
+        note: e.note.clone(),
+        reported_at: Some(millis_to_timestamp(e.reported_at)),
+        recorded_at: Some(millis_to_timestamp(e.recorded_at)),
+    }
+}
+
+/// A ticket with its status history.
+pub fn ticket_with_history_to_pb(t: &Ticket, history: &[StatusEvent]) -> pb::Ticket {
+    let mut p = ticket_to_pb(t);
+    p.history = history.iter().map(event_to_pb).collect();
+    p
+}
+
+/// The form the downstream receives.
+pub fn ticket_to_dispatch(t: &Ticket) -> intake_proto::dispatch::v1::DispatchedTicket {
+    let c = &t.complaint;
+    intake_proto::dispatch::v1::DispatchedTicket {
+        ticket_id: t.id.to_string(),
+        idempotency_key: c.idempotency_key.clone(),
+        district: c.district.clone(),
+        shard: t.id.shard,
+        accepted_at: Some(millis_to_timestamp(t.accepted_at)),
+        log_index: t.log_index,
+        item: u32::from(t.id.item),
+        channel: c.channel.clone(),
+        category: c.category.clone(),
+        text: c.text.clone(),
+        address: c.location.as_ref().map(|l| l.address.clone()).unwrap_or_default(),
+        lat: c.location.as_ref().map_or(0.0, |l| l.lat),
+        lon: c.location.as_ref().map_or(0.0, |l| l.lon),
+        has_location: c.location.is_some(),
+    }
+}
+
 pub fn ticket_to_pb(t: &Ticket) -> pb::Ticket {
     pb::Ticket {
         ticket_id: t.id.to_string(),
@@ -78,6 +127,7 @@ pub fn ticket_to_pb(t: &Ticket) -> pb::Ticket {
         accepted_at: Some(millis_to_timestamp(t.accepted_at)),
         status: status_to_pb(t.status) as i32,
         log_index: t.log_index,
+        history: Vec::new(),
     }
 }
 

@@ -8,8 +8,13 @@ use intake_proto::pb;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// INVALID_ARGUMENT listing every field violation.
+/// INVALID_ARGUMENT listing every field violation of a complaint.
 pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
+    invalid_fields("complaint", violations)
+}
+
+/// INVALID_ARGUMENT listing every field violation of `what`.
+pub fn invalid_fields(what: &str, violations: &[FieldViolation]) -> Status {
     let list: Vec<tonic_types::FieldViolation> = violations
         .iter()
         .map(|v| tonic_types::FieldViolation::new(v.field.clone(), v.description.clone()))
@@ -21,7 +26,7 @@ pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
         .join("; ");
     Status::with_error_details(
         Code::InvalidArgument,
-        format!("invalid complaint: {summary}"),
+        format!("invalid {what}: {summary}"),
         ErrorDetails::with_bad_request(list),
     )
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use intake_core::{
-    CategoryTable, Complaint, DistrictTable, FieldViolation, Limits, Priority, TicketId, validate_complaint,
+    CategoryTable, Complaint, DistrictTable, FieldViolation, Limits, Priority, StatusError, StatusUpdate,
+    TicketId, validate_complaint, validate_update,
 };
 use intake_proto::pb;
 use intake_proto::pb::intake_service_server::IntakeService;
@@ -15,8 +16,8 @@ use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
 use crate::config::AdmissionConfig;
-use crate::convert::complaint_from_pb;
-use crate::errors::{invalid_argument, item_error, with_retry};
+use crate::convert::{complaint_from_pb, now_millis, status_from_pb, timestamp_to_millis};
+use crate::errors::{invalid_argument, invalid_fields, item_error, with_retry};
 use crate::lag::RuntimeLag;
 use crate::observe::record_submit;
 use crate::router::{ItemResult, Router, hops_of};
@@ -308,6 +309,64 @@ impl IntakeService for IntakeServiceImpl {
             None => Err(Status::not_found(format!("no ticket {id}"))),
         }
     }
+
+    async fn update_status(
+        &self,
+        request: Request<pb::UpdateStatusRequest>,
+    ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
+        let fwd = hops_of(&request);
+        let deadline = self.deadline(&request);
+        let update = status_update_from_pb(request.into_inner())?;
+        let ticket = self.router.update_status(update, fwd, deadline).await?;
+        Ok(Response::new(pb::UpdateStatusResponse { ticket: Some(ticket) }))
+    }
+}
+
+/// Checks every field of a status report at the door, so a malformed one
+/// never reaches the log; the transition itself is judged at apply time.
+fn status_update_from_pb(req: pb::UpdateStatusRequest) -> Result<StatusUpdate, Status> {
+    let mut violations = Vec::new();
+    let ticket = req.ticket_id.parse::<TicketId>().map_err(|e| FieldViolation {
+        field: "ticket_id".into(),
+        description: e.to_string(),
+    });
+    let status = status_from_pb(req.status).ok_or_else(|| FieldViolation {
+        field: "status".into(),
+        description: "must be one of RECEIVED, DISPATCHED, ASSIGNED, RESOLVED, REJECTED".into(),
+    });
+    let (ticket, status) = match (ticket, status) {
+        (Ok(t), Ok(s)) => (t, s),
+        (t, s) => {
+            violations.extend(t.err());
+            violations.extend(s.err());
+            return Err(invalid_fields("status update", &violations));
+        }
+    };
+    let update = StatusUpdate {
+        ticket,
+        status,
+        department: Some(req.department).filter(|d| !d.is_empty()),
+        note: req.note,
+        reported_at: req
+            .reported_at
+            .as_ref()
+            .map_or_else(now_millis, timestamp_to_millis),
+    };
+    validate_update(&update).map_err(|e| {
+        let field = match &e {
+            StatusError::MissingDepartment | StatusError::UnexpectedDepartment => "department".to_string(),
+            StatusError::TooLong { field, .. } => field.clone(),
+            _ => "status".to_string(),
+        };
+        invalid_fields(
+            "status update",
+            &[FieldViolation {
+                field,
+                description: e.to_string(),
+            }],
+        )
+    })?;
+    Ok(update)
 }
 
 #[cfg(test)]

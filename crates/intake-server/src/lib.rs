@@ -9,6 +9,7 @@ pub mod batcher;
 pub mod compaction;
 pub mod config;
 pub mod convert;
+pub mod dispatcher;
 pub mod errors;
 pub mod intake_service;
 pub mod lag;

@@ -152,6 +152,13 @@ impl Node {
             }
         }
         tokio::spawn(meta::publish_and_follow(router.clone(), stop_tasks.clone()));
+        crate::dispatcher::spawn(
+            cfg.node_id,
+            router.clone(),
+            cfg.dispatch.clone(),
+            router.dispatch_board().clone(),
+            stop_tasks.clone(),
+        );
         tokio::spawn(crate::compaction::run(
             cfg.node_id,
             router.clone(),

@@ -16,12 +16,15 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use intake_cluster::{Groups, PeerPool};
-use intake_core::{ClusterMap, Complaint, Priority, SubmitOutcome, TicketId, slot_of};
+use intake_core::{
+    ClusterMap, Command, CommandResponse, Complaint, Priority, StatusError, StatusOutcome, StatusUpdate,
+    SubmitOutcome, TicketId, slot_of,
+};
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use intake_storage::{NodeId, Raft, ShardId, StateMachine, TypeConfig};
 use openraft::ReadPolicy;
-use openraft::error::{ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -29,7 +32,10 @@ use tonic_types::StatusExt;
 use crate::HOPS_HEADER;
 use crate::batcher::{Batcher, NodeBacklog, ProposeError};
 use crate::config::AdmissionConfig;
-use crate::convert::{complaint_to_pb, millis_to_timestamp, ticket_to_pb};
+use crate::convert::{
+    complaint_to_pb, millis_to_timestamp, now_millis, status_to_pb, ticket_with_history_to_pb,
+};
+use crate::dispatcher::DispatchBoard;
 use crate::errors::{key_conflict, with_retry};
 use crate::latency::FadingLatency;
 
@@ -59,6 +65,8 @@ pub struct Router {
     /// shard are refused at the door: whatever the bottleneck (the leader's
     /// queue, forwarding, or CPU), admitting more only makes all of them late.
     slowness: Arc<DashMap<ShardId, FadingLatency>>,
+    /// What this node's delivery tasks report, for `ClusterStatus`.
+    dispatch: DispatchBoard,
 }
 
 /// Where a request goes next.
@@ -86,7 +94,12 @@ impl Router {
             backlog: Default::default(),
             shedding: Default::default(),
             slowness: Default::default(),
+            dispatch: Default::default(),
         }
+    }
+
+    pub fn dispatch_board(&self) -> &DispatchBoard {
+        &self.dispatch
     }
 
     /// Complaints queued on this node's leaders, all shards.
@@ -297,25 +310,20 @@ impl Router {
                         Err(s) => return Err(s),
                     }
                 }
-                Next::Wait if hops > 0 => {
-                    return Err(with_retry(
-                        Code::Unavailable,
-                        format!("node {} does not lead shard {shard}", self.node_id),
-                        Duration::from_millis(50),
-                    ));
-                }
+                // A forwarded request gives up at once; its origin retries.
+                Next::Wait if hops > 0 => return Err(self.not_leader(shard)),
                 Next::Wait => {}
             }
-            if Instant::now() + backoff >= deadline {
-                return Err(with_retry(
-                    Code::Unavailable,
-                    format!("shard {shard} has no reachable leader right now"),
-                    Duration::from_millis(500),
-                ));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            pause_for_leader(shard, deadline, &mut backoff).await?;
         }
+    }
+
+    fn not_leader(&self, shard: ShardId) -> Status {
+        with_retry(
+            Code::Unavailable,
+            format!("node {} does not lead shard {shard}", self.node_id),
+            Duration::from_millis(50),
+        )
     }
 
     /// After a forward: if the leader shed ordinary complaints, shed them
@@ -416,13 +424,7 @@ impl Router {
             }
             return self.get_remote(id, hops).await;
         };
-        let read = |sm: &StateMachine| -> Result<Option<pb::Ticket>, Status> {
-            Ok(sm
-                .get_ticket(&id)
-                .map_err(|e| Status::internal(e.to_string()))?
-                .as_ref()
-                .map(ticket_to_pb))
-        };
+        let read = |sm: &StateMachine| read_ticket(sm, &id);
         if let Some(t) = read(&sm)? {
             return Ok(Some(t));
         }
@@ -492,6 +494,123 @@ impl Router {
         }
     }
 
+    /// Records a status change on the ticket's shard leader (here, or one
+    /// forward away) and returns the ticket as committed.
+    pub async fn update_status(
+        &self,
+        update: StatusUpdate,
+        hops: u32,
+        deadline: Instant,
+    ) -> Result<pb::Ticket, Status> {
+        let shard = update.ticket.shard;
+        let Some(raft) = self.groups.get(shard) else {
+            if hops >= MAX_HOPS {
+                return Err(Status::unavailable(format!(
+                    "node {} has no replica of shard {shard}",
+                    self.node_id
+                )));
+            }
+            let mut last = Status::unavailable(format!("shard {shard} has no reachable replica"));
+            for (node, addr) in self.remote_voters(shard)? {
+                match self.forward_status(node, &addr, &update, hops, deadline).await {
+                    Err(s) if s.code() == Code::Unavailable => last = s,
+                    other => return other,
+                }
+            }
+            return Err(last);
+        };
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let cmd = Command::UpdateStatus {
+                recorded_at: now_millis(),
+                updates: vec![update.clone()],
+            };
+            let written = tokio::time::timeout_at(deadline, raft.client_write(cmd))
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(
+                        "status update not committed before the deadline; it may still be: retry",
+                    )
+                })?;
+            let refusal = match written {
+                Ok(r) => return self.status_outcome(update.ticket, r.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                | Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => f,
+                Err(e) => {
+                    return Err(with_retry(
+                        Code::Unavailable,
+                        format!("shard {shard}: {e}"),
+                        Duration::from_millis(500),
+                    ));
+                }
+            };
+            match self.next_step(&refusal, hops) {
+                Next::Forward(node, addr) => {
+                    match self.forward_status(node, &addr, &update, hops, deadline).await {
+                        Err(s) if s.code() == Code::Unavailable => {}
+                        other => return other,
+                    }
+                }
+                // A forwarded request gives up at once; its origin retries.
+                Next::Wait if hops > 0 => return Err(self.not_leader(shard)),
+                Next::Wait => {}
+            }
+            pause_for_leader(shard, deadline, &mut backoff).await?;
+        }
+    }
+
+    fn status_outcome(&self, id: TicketId, response: CommandResponse) -> Result<pb::Ticket, Status> {
+        let outcome = match response {
+            CommandResponse::StatusUpdated(mut v) if v.len() == 1 => v.remove(0),
+            other => {
+                return Err(Status::internal(format!(
+                    "unexpected reply to a status update: {other:?}"
+                )));
+            }
+        };
+        match outcome {
+            StatusOutcome::Recorded { .. } => {
+                let sm = self
+                    .state_machine(id.shard)
+                    .ok_or_else(|| Status::unavailable(format!("shard {} is stopping here", id.shard)))?;
+                read_ticket(&sm, &id)?.ok_or_else(|| Status::internal(format!("ticket {id} vanished")))
+            }
+            StatusOutcome::NotFound => Err(Status::not_found(format!("no ticket {id}"))),
+            StatusOutcome::Refused(
+                e @ (StatusError::MissingDepartment
+                | StatusError::UnexpectedDepartment
+                | StatusError::TooLong { .. }),
+            ) => Err(Status::invalid_argument(e.to_string())),
+            StatusOutcome::Refused(e) => Err(Status::failed_precondition(format!("ticket {id}: {e}"))),
+        }
+    }
+
+    async fn forward_status(
+        &self,
+        node: NodeId,
+        addr: &str,
+        u: &StatusUpdate,
+        hops: u32,
+        deadline: Instant,
+    ) -> Result<pb::Ticket, Status> {
+        let mut client = self.client(node, addr)?;
+        let mut req = tonic::Request::new(pb::UpdateStatusRequest {
+            ticket_id: u.ticket.to_string(),
+            status: status_to_pb(u.status) as i32,
+            department: u.department.clone().unwrap_or_default(),
+            note: u.note.clone(),
+            reported_at: Some(millis_to_timestamp(u.reported_at)),
+        });
+        set_hops(&mut req, hops + 1);
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        client
+            .update_status(req)
+            .await?
+            .into_inner()
+            .ticket
+            .ok_or_else(|| Status::internal("leader answered without the ticket"))
+    }
+
     /// This node's Raft handle for `shard`, if it hosts one.
     pub fn groups(&self) -> &Groups {
         &self.groups
@@ -500,6 +619,31 @@ impl Router {
     pub fn raft(&self, shard: ShardId) -> Option<Raft> {
         self.groups.get(shard)
     }
+}
+
+/// A ticket and its status history from one replica.
+fn read_ticket(sm: &StateMachine, id: &TicketId) -> Result<Option<pb::Ticket>, Status> {
+    let internal = |e: intake_storage::StorageError| Status::internal(e.to_string());
+    let Some(t) = sm.get_ticket(id).map_err(internal)? else {
+        return Ok(None);
+    };
+    let history = sm.ticket_history(id).map_err(internal)?;
+    Ok(Some(ticket_with_history_to_pb(&t, &history)))
+}
+
+/// No usable leader for `shard` right now: wait with growing backoff, or
+/// give up if the next wait would pass the deadline.
+async fn pause_for_leader(shard: ShardId, deadline: Instant, backoff: &mut Duration) -> Result<(), Status> {
+    if Instant::now() + *backoff >= deadline {
+        return Err(with_retry(
+            Code::Unavailable,
+            format!("shard {shard} has no reachable leader right now"),
+            Duration::from_millis(500),
+        ));
+    }
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_millis(500));
+    Ok(())
 }
 
 fn set_hops<T>(req: &mut tonic::Request<T>, hops: u32) {

@@ -87,6 +87,34 @@ pub fn ticket_key_index(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b))
 }
 
+/// A ticket's status history: `h`, then the ticket key's position bytes.
+/// Kept apart from the ticket so the common record stays small.
+pub const HISTORY_PREFIX: u8 = b'h';
+
+pub fn history_key(id: &TicketId) -> [u8; 10] {
+    let mut k = ticket_key(id);
+    k[0] = HISTORY_PREFIX;
+    k
+}
+
+/// The shard's replicated delivery state (`DispatchState`).
+pub const DISPATCH_PREFIX: u8 = b'd';
+pub const DISPATCH_KEY: &[u8] = b"dstate";
+
+/// The first ticket key at or after `cursor` (item 256 is the next entry's
+/// first item).
+pub fn cursor_key(cursor: intake_core::DispatchCursor) -> [u8; 10] {
+    let (index, item) = match u8::try_from(cursor.item) {
+        Ok(item) => (cursor.log_index, item),
+        Err(_) => (cursor.log_index.saturating_add(1), 0),
+    };
+    let mut k = [0u8; 10];
+    k[0] = TICKET_PREFIX;
+    k[1..9].copy_from_slice(&index.to_be_bytes());
+    k[9] = item;
+    k
+}
+
 /// The age index: `a`, accepted_at (sign-flipped BE, so negative times sort
 /// first), the ticket's log index and item; the value is the idempotency
 /// key. Compaction walks it oldest first.

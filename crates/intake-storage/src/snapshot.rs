@@ -10,15 +10,16 @@
 //! ```
 //!
 //! The footer makes a truncated or corrupted transfer fail loudly instead of
-//! installing half a shard. Only ticket (`t`) and idempotency (`k`) records
-//! are allowed, so a snapshot can never overwrite the state machine's own
+//! installing half a shard. Only the state machine's data records (tickets,
+//! keys, ages, cluster map, status histories, dispatch state) are allowed,
+//! so a snapshot can never overwrite the state machine's own
 //! bookkeeping keys.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use intake_core::{Ticket, TicketId};
+use intake_core::{DispatchState, StatusEvent, Ticket, TicketId};
 use tokio::io::AsyncWriteExt;
 
 use crate::SnapshotData;
@@ -110,6 +111,8 @@ pub(crate) fn write_file(tree: &sled::Tree, has_state: bool, dir: &Path, id: &st
             keys::IDEM_PREFIX,
             keys::AGE_PREFIX,
             keys::CLUSTER_PREFIX,
+            keys::HISTORY_PREFIX,
+            keys::DISPATCH_PREFIX,
         ] {
             for kv in tree.scan_prefix([prefix]) {
                 let (k, v) = kv.map_err(io::Error::other)?;
@@ -217,7 +220,15 @@ fn check_record(key: &[u8], value: &[u8]) -> io::Result<()> {
         Some(&keys::CLUSTER_PREFIX) if key == keys::CLUSTER_KEY => {
             keys::decode_cluster(value).map_err(|e| invalid(format!("cluster map record: {e}")))?;
         }
-        _ => return Err(invalid("snapshot holds a record that is neither ticket nor key")),
+        Some(&keys::HISTORY_PREFIX) if key.len() == 10 => {
+            postcard::from_bytes::<Vec<StatusEvent>>(value)
+                .map_err(|e| invalid(format!("status history record: {e}")))?;
+        }
+        Some(&keys::DISPATCH_PREFIX) if key == keys::DISPATCH_KEY => {
+            postcard::from_bytes::<DispatchState>(value)
+                .map_err(|e| invalid(format!("dispatch state record: {e}")))?;
+        }
+        _ => return Err(invalid("snapshot holds a record of no known kind")),
     }
     Ok(())
 }

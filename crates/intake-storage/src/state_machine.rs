@@ -12,7 +12,10 @@ use std::io;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use intake_core::{Command, CommandResponse, Complaint, SubmitOutcome, Ticket, TicketId, TicketStatus};
+use intake_core::{
+    Command, CommandResponse, Complaint, DispatchCursor, DispatchState, StatusEvent, StatusOutcome,
+    StatusUpdate, SubmitOutcome, Ticket, TicketId, TicketStatus, UnixMillis, check_transition,
+};
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
@@ -120,6 +123,39 @@ impl StateMachine {
             out.push(keys::decode("ticket", &v)?);
         }
         Ok(out)
+    }
+
+    /// Up to `limit` tickets at or after `cursor`, in commit order: what the
+    /// dispatcher delivers next.
+    pub fn tickets_at(&self, cursor: DispatchCursor, limit: usize) -> Result<Vec<Ticket>, StorageError> {
+        let mut out = Vec::new();
+        for kv in self.tree.range(keys::cursor_key(cursor)..).take(limit) {
+            let (k, v) = kv?;
+            if keys::ticket_key_index(&k).is_none() {
+                break;
+            }
+            out.push(keys::decode("ticket", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Where delivery to the downstream stands (replicated; any replica).
+    pub fn dispatch_state(&self) -> Result<DispatchState, StorageError> {
+        match self.tree.get(keys::DISPATCH_KEY)? {
+            Some(v) => keys::decode("dispatch state", &v),
+            None => Ok(DispatchState::default()),
+        }
+    }
+
+    /// A ticket's status changes, oldest first.
+    pub fn ticket_history(&self, id: &TicketId) -> Result<Vec<StatusEvent>, StorageError> {
+        if id.shard != self.shard {
+            return Ok(Vec::new());
+        }
+        match self.tree.get(keys::history_key(id))? {
+            Some(v) => keys::decode("status history", &v),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The cluster map, in the meta group's state machine; `None` elsewhere
@@ -258,6 +294,54 @@ impl StateMachine {
         Ok((forgotten, false))
     }
 
+    /// Adds the effects of one `UpdateStatus` to `batch`. Each update is
+    /// judged against the status committed before it, including earlier
+    /// updates of the same command, so every replica reaches the same result.
+    fn apply_status(
+        &self,
+        recorded_at: UnixMillis,
+        updates: Vec<StatusUpdate>,
+        batch: &mut sled::Batch,
+    ) -> Result<Vec<StatusOutcome>, StorageError> {
+        let mut touched: HashMap<TicketId, (Ticket, Vec<StatusEvent>)> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(updates.len());
+        for u in updates {
+            let (ticket, history) = match touched.entry(u.ticket) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let Some(t) = self.get_ticket(&u.ticket)? else {
+                        outcomes.push(StatusOutcome::NotFound);
+                        continue;
+                    };
+                    let h = self.ticket_history(&u.ticket)?;
+                    e.insert((t, h))
+                }
+            };
+            match check_transition(ticket.status, history.len(), &u) {
+                Ok(()) => {
+                    ticket.status = u.status;
+                    history.push(StatusEvent {
+                        status: u.status,
+                        department: u.department,
+                        note: u.note,
+                        reported_at: u.reported_at,
+                        recorded_at,
+                    });
+                    outcomes.push(StatusOutcome::Recorded {
+                        status: u.status,
+                        events: history.len(),
+                    });
+                }
+                Err(e) => outcomes.push(StatusOutcome::Refused(e)),
+            }
+        }
+        for (id, (ticket, history)) in touched {
+            batch.insert(&keys::ticket_key(&id), keys::encode(&ticket)?);
+            batch.insert(&keys::history_key(&id), keys::encode(&history)?);
+        }
+        Ok(outcomes)
+    }
+
     /// Applies one entry atomically with the applied state; `membership` is
     /// the last applied membership, updated by membership entries.
     pub(crate) fn apply_entry(
@@ -275,12 +359,32 @@ impl StateMachine {
             EntryPayload::Normal(Command::Submit {
                 accepted_at,
                 complaints,
-            }) => CommandResponse::Submitted(self.apply_submit(
-                entry.log_id.index,
-                accepted_at,
-                complaints,
-                &mut batch,
-            )?),
+            }) => {
+                let outcomes = self.apply_submit(entry.log_id.index, accepted_at, complaints, &mut batch)?;
+                let created = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, SubmitOutcome::Created { .. }))
+                    .count() as u64;
+                if created > 0 {
+                    let mut state = self.dispatch_state()?;
+                    state.created += created;
+                    batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
+                }
+                CommandResponse::Submitted(outcomes)
+            }
+            EntryPayload::Normal(Command::UpdateStatus { recorded_at, updates }) => {
+                CommandResponse::StatusUpdated(self.apply_status(recorded_at, updates, &mut batch)?)
+            }
+            EntryPayload::Normal(Command::AdvanceDispatch { from, to, count }) => {
+                let mut state = self.dispatch_state()?;
+                let moved = state.next == from && to > from;
+                if moved {
+                    state.next = to;
+                    state.delivered = state.delivered.saturating_add(count).min(state.created);
+                    batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
+                }
+                CommandResponse::DispatchAdvanced { moved, state }
+            }
             EntryPayload::Normal(Command::SetClusterMap(map)) => {
                 // Only a newer map replaces the current one, so a stale
                 // proposal (e.g. a re-sent bootstrap) is harmless.
@@ -361,6 +465,8 @@ fn load_tree(tree: &sled::Tree, file: File, meta: &SnapshotMeta) -> Result<(), S
         keys::IDEM_PREFIX,
         keys::AGE_PREFIX,
         keys::CLUSTER_PREFIX,
+        keys::HISTORY_PREFIX,
+        keys::DISPATCH_PREFIX,
     ] {
         let mut batch = sled::Batch::default();
         let mut n = 0usize;

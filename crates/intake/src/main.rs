@@ -32,6 +32,8 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Drive load against a cluster and verify nothing was lost.
     Load(cmd::load::LoadArgs),
+    /// Run the reference downstream dispatch sink.
+    Sink(cmd::sink::SinkArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             Command::Get(a) => cmd::get::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Load(a) => cmd::load::run(a).await,
+            Command::Sink(a) => cmd::sink::run(a).await,
         }
     });
     match result {

@@ -65,6 +65,13 @@ impl IntakeService for AlwaysFull {
     ) -> Result<Response<pb::GetTicketResponse>, Status> {
         Err(Status::unimplemented("not in this stand-in"))
     }
+
+    async fn update_status(
+        &self,
+        _: Request<pb::UpdateStatusRequest>,
+    ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
+        Err(Status::unimplemented("not in this stand-in"))
+    }
 }
 
 /// Serves `service` on a fresh loopback port; returns the address.
@@ -132,6 +139,13 @@ impl IntakeService for BusyOnce {
         &self,
         _: Request<pb::GetTicketRequest>,
     ) -> Result<Response<pb::GetTicketResponse>, Status> {
+        Err(Status::unimplemented("not in this stand-in"))
+    }
+
+    async fn update_status(
+        &self,
+        _: Request<pb::UpdateStatusRequest>,
+    ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
         Err(Status::unimplemented("not in this stand-in"))
     }
 }

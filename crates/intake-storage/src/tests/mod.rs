@@ -1,6 +1,7 @@
 //! Tests on real sled databases in temp dirs; no mocks. They live inside the
 //! crate so they can stop an install halfway to simulate a crash.
 
+mod dispatch_state;
 mod durability;
 mod fixtures;
 mod idempotency;

@@ -96,8 +96,8 @@ async fn snapshot_build_waits_for_apply_and_holds_everything_applied() {
     .unwrap();
     assert_eq!(
         keys_seen.len(),
-        6 * 2 * 3,
-        "a ticket, a key and an age record per complaint"
+        6 * 2 * 3 + 1,
+        "a ticket, a key and an age record per complaint, and the dispatch state"
     );
     assert!(keys_seen.contains(&keys::idem_key("k6").to_vec()));
 }

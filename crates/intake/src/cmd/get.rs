@@ -30,15 +30,32 @@ fn rfc3339(ts: &Option<intake_proto::Timestamp>) -> serde_json::Value {
     }
 }
 
-pub fn ticket_json(t: &pb::Ticket) -> serde_json::Value {
-    let c = t.complaint.clone().unwrap_or_default();
-    let status = pb::TicketStatus::try_from(t.status)
+fn status_name(v: i32) -> String {
+    pb::TicketStatus::try_from(v)
         .map(|s| {
             s.as_str_name()
                 .trim_start_matches("TICKET_STATUS_")
                 .to_ascii_lowercase()
         })
-        .unwrap_or_else(|_| "unknown".into());
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn ticket_json(t: &pb::Ticket) -> serde_json::Value {
+    let c = t.complaint.clone().unwrap_or_default();
+    let status = status_name(t.status);
+    let history: Vec<serde_json::Value> = t
+        .history
+        .iter()
+        .map(|e| {
+            json!({
+                "status": status_name(e.status),
+                "department": e.department,
+                "note": e.note,
+                "reported_at": rfc3339(&e.reported_at),
+                "recorded_at": rfc3339(&e.recorded_at),
+            })
+        })
+        .collect();
     json!({
         "ticket_id": t.ticket_id,
         "shard": t.shard,
@@ -54,6 +71,7 @@ pub fn ticket_json(t: &pb::Ticket) -> serde_json::Value {
         "contact": c.contact,
         "reported_at": rfc3339(&c.reported_at),
         "attachment_urls": c.attachment_urls,
+        "history": history,
     })
 }
 
@@ -99,6 +117,27 @@ pub async fn run(a: GetArgs) -> anyhow::Result<ExitCode> {
                 l["lat"],
                 l["lon"],
                 l["address"].as_str().unwrap_or("")
+            );
+        }
+        for e in j["history"].as_array().into_iter().flatten() {
+            let text = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            let dept = text("department");
+            let note = text("note");
+            println!(
+                "{:<16} {} {}{}{}",
+                "history",
+                text("reported_at"),
+                text("status"),
+                if dept.is_empty() {
+                    String::new()
+                } else {
+                    format!(" to {dept}")
+                },
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {note}")
+                },
             );
         }
     }

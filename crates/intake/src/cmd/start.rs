@@ -64,6 +64,11 @@ pub struct StartArgs {
     #[arg(long, env = "INTAKE_BATCH_LINGER_US")]
     batch_linger_us: Option<u64>,
     /// sled cache size in MiB. Default 128.
+    /// The downstream dispatch system (a dispatch.v1.DispatchService),
+    /// HOST:PORT. Absent: committed tickets wait durably, and `intake status`
+    /// says so.
+    #[arg(long, env = "INTAKE_DISPATCH")]
+    dispatch: Option<String>,
     #[arg(long, env = "INTAKE_CACHE_MB")]
     cache_mb: Option<u64>,
     /// Log as JSON lines instead of text.
@@ -94,6 +99,7 @@ struct FileConfig {
     shard_queue: Option<usize>,
     node_queue: Option<usize>,
     batch_linger_us: Option<u64>,
+    dispatch: Option<String>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -208,26 +214,18 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         cfg.admission.linger = Duration::from_micros(us);
     }
 
+    if let Some(target) = args.dispatch.or(file.dispatch) {
+        if !target.contains(':') {
+            bail!("--dispatch {target:?} must be HOST:PORT");
+        }
+        cfg.dispatch.target = Some(target);
+    }
+
     let node = Node::start(cfg).await?;
-    wait_for_signal().await;
+    crate::cmd::signal::stop().await;
     tracing::info!("stopping");
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

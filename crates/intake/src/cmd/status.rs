@@ -1,7 +1,8 @@
 //! `intake status`: nodes and shards at a glance; `--json` for tools.
 //!
 //! JSON contract: `{"nodes": [{"id", "addr", "up"}], "shards": [{"id",
-//! "leader", "voters", "committed", ...}]}`; keys are only ever added.
+//! "leader", "voters", "committed", ..., "dispatch_lag": {"tickets",
+//! "seconds", "delivered", "failures", "state"}}]}`; keys are only ever added.
 
 use std::process::ExitCode;
 
@@ -33,6 +34,13 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> serde_json::Value {
             "applied": sh.applied,
             "term": sh.term,
             "districts": sh.districts,
+            "dispatch_lag": sh.dispatch_lag.as_ref().map(|d| json!({
+                "tickets": d.tickets,
+                "seconds": d.seconds,
+                "delivered": d.delivered,
+                "failures": d.failures,
+                "state": d.state,
+            })),
         })).collect::<Vec<_>>(),
     })
 }
@@ -55,20 +63,38 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{:<6} {:<24} {}", n.id, n.addr, if n.up { "yes" } else { "NO" });
     }
     println!();
-    println!("SHARD  LEADER   VOTERS       TERM   COMMITTED  APPLIED    DISTRICTS");
+    println!("SHARD  LEADER   VOTERS       TERM   COMMITTED  APPLIED    LAG      LAG_S    DISTRICTS");
     for sh in &s.shards {
         let voters = sh.voters.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let leader = sh.leader.map_or("none".to_string(), |l| l.to_string());
+        let lag = sh.dispatch_lag.clone().unwrap_or_default();
         println!(
-            "{:<6} {:<8} {:<12} {:<6} {:<10} {:<10} {}",
+            "{:<6} {:<8} {:<12} {:<6} {:<10} {:<10} {:<8} {:<8.1} {}",
             sh.id,
             leader,
             voters,
             sh.term,
             sh.committed,
             sh.applied,
+            lag.tickets,
+            lag.seconds,
             sh.districts.join(",")
         );
+    }
+    let waiting: Vec<String> = s
+        .shards
+        .iter()
+        .filter_map(|sh| {
+            let d = sh.dispatch_lag.as_ref()?;
+            (d.state.starts_with("no downstream") || d.state.starts_with("backing off"))
+                .then(|| format!("shard {}: {} ({} tickets waiting)", sh.id, d.state, d.tickets))
+        })
+        .collect();
+    if !waiting.is_empty() {
+        println!("\nDispatch:");
+        for w in waiting {
+            println!("  {w}");
+        }
     }
     println!("\n(as seen by node {})", s.node_id);
     Ok(ExitCode::SUCCESS)

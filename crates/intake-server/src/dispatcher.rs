@@ -1,0 +1,355 @@
+//! Delivery of committed tickets to the downstream dispatch system.
+//!
+//! One task per data shard hosted on this node. While this node leads the
+//! shard, the task reads committed tickets from the state machine, starting
+//! at the replicated cursor, and delivers them in commit order, in batches,
+//! one call in flight. For the prefix the downstream accepted it proposes
+//! `AdvanceDispatch` through Raft before delivering more, so a new leader
+//! reads the cursor the old one committed and resumes there. Tickets
+//! delivered but not yet recorded are delivered again: at least once, and
+//! the downstream deduplicates by ticket id. While the downstream is down
+//! the task backs off with full jitter; tickets wait in the state machine,
+//! so nothing is skipped and nothing is held in memory.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use intake_core::{Command, CommandResponse, DispatchCursor, DispatchState, META_GROUP, Ticket};
+use intake_proto::dispatch::v1 as dpb;
+use intake_proto::dispatch::v1::dispatch_service_client::DispatchServiceClient;
+use intake_storage::{NodeId, Raft, ShardId, StateMachine};
+use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
+use rand::Rng;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::DispatchConfig;
+use crate::convert::{now_millis, ticket_to_dispatch};
+use crate::router::Router;
+
+/// How often an idle or following task looks again. A caught-up leader also
+/// wakes on every applied entry.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// What this node's dispatch tasks report about the shards they lead, for
+/// `ClusterStatus`.
+#[derive(Clone, Default)]
+pub struct DispatchBoard {
+    shards: Arc<DashMap<ShardId, ShardReport>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ShardReport {
+    /// Failed `Deliver` calls while this node led the shard.
+    pub failures: u64,
+    /// "delivering", "caught up", "backing off: ...", "no downstream
+    /// configured", or "" when this node does not lead the shard.
+    pub state: String,
+}
+
+impl DispatchBoard {
+    pub fn report(&self, shard: ShardId) -> ShardReport {
+        self.shards
+            .get(&shard)
+            .map(|r| r.value().clone())
+            .unwrap_or_default()
+    }
+
+    fn set_state(&self, shard: ShardId, state: impl Into<String>) {
+        self.shards.entry(shard).or_default().state = state.into();
+    }
+
+    fn failed(&self, shard: ShardId, why: String) {
+        let mut r = self.shards.entry(shard).or_default();
+        r.failures += 1;
+        r.state = format!("backing off: {why}");
+    }
+}
+
+/// Lag of a shard as its replica here sees it: tickets not yet acknowledged
+/// downstream, and the age in seconds of the oldest of them.
+pub fn lag(sm: &StateMachine) -> (DispatchState, f64) {
+    let Ok(state) = sm.dispatch_state() else {
+        return (DispatchState::default(), 0.0);
+    };
+    if state.lag() == 0 {
+        return (state, 0.0);
+    }
+    let seconds = match sm.tickets_at(state.next, 1) {
+        Ok(t) => t
+            .first()
+            .map_or(0.0, |t| (now_millis() - t.accepted_at).max(0) as f64 / 1000.0),
+        Err(_) => 0.0,
+    };
+    (state, seconds)
+}
+
+/// Starts the supervisor: it gives every data shard hosted here a delivery
+/// task, including shards added later. Returns at once.
+pub fn spawn(
+    node: NodeId,
+    router: Router,
+    cfg: DispatchConfig,
+    board: DispatchBoard,
+    stop: watch::Receiver<bool>,
+) {
+    let client = match &cfg.target {
+        Some(target) => match Endpoint::from_shared(format!("http://{target}")) {
+            Ok(e) => Some(DispatchServiceClient::new(
+                e.connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .connect_lazy(),
+            )),
+            Err(e) => {
+                tracing::error!(target = %target, error = %e, "bad --dispatch address; tickets will wait");
+                None
+            }
+        },
+        None => None,
+    };
+    tokio::spawn(supervise(node, router, cfg, client, board, stop));
+}
+
+async fn supervise(
+    node: NodeId,
+    router: Router,
+    cfg: DispatchConfig,
+    client: Option<DispatchServiceClient<Channel>>,
+    board: DispatchBoard,
+    mut stop: watch::Receiver<bool>,
+) {
+    let running: Arc<Mutex<HashSet<ShardId>>> = Default::default();
+    loop {
+        for (shard, raft) in router.groups().all() {
+            if shard == META_GROUP {
+                continue;
+            }
+            let Some(sm) = router.state_machine(shard) else {
+                continue;
+            };
+            let fresh = match running.lock() {
+                Ok(mut r) => r.insert(shard),
+                Err(poisoned) => poisoned.into_inner().insert(shard),
+            };
+            if fresh {
+                let task = ShardTask {
+                    node,
+                    shard,
+                    raft,
+                    sm,
+                    client: client.clone(),
+                    cfg: cfg.clone(),
+                    board: board.clone(),
+                };
+                let (running, stop) = (running.clone(), stop.clone());
+                tokio::spawn(async move {
+                    task.run(stop).await;
+                    match running.lock() {
+                        Ok(mut r) => r.remove(&shard),
+                        Err(poisoned) => poisoned.into_inner().remove(&shard),
+                    };
+                });
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+struct ShardTask {
+    node: NodeId,
+    shard: ShardId,
+    raft: Raft,
+    sm: StateMachine,
+    client: Option<DispatchServiceClient<Channel>>,
+    cfg: DispatchConfig,
+    board: DispatchBoard,
+}
+
+/// Why a leader's delivery run ended.
+enum RunEnd {
+    /// Stop requested.
+    Stop,
+    /// Leadership lost, or the cursor moved under us: start over.
+    Again,
+}
+
+impl ShardTask {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let labels = [("shard", self.shard.to_string())];
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let (state, seconds) = lag(&self.sm);
+            metrics::gauge!("intake_dispatch_lag_tickets", &labels).set(state.lag() as f64);
+            metrics::gauge!("intake_dispatch_lag_seconds", &labels).set(seconds);
+            if self.leads() {
+                if let RunEnd::Stop = self.lead(&mut stop).await {
+                    return;
+                }
+            } else {
+                self.board.set_state(self.shard, "");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    fn leads(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.node)
+    }
+
+    /// Delivers while this node leads the shard.
+    async fn lead(&self, stop: &mut watch::Receiver<bool>) -> RunEnd {
+        let Some(client) = self.client.clone() else {
+            self.board
+                .set_state(self.shard, "no downstream configured (tickets wait)");
+            return RunEnd::Again;
+        };
+        // Everything committed before this term must be applied before the
+        // cursor is read, or we would resume from a stale one.
+        if let Err(e) = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            tracing::debug!(shard = self.shard, error = %e, "dispatch waits for a settled leader");
+            return RunEnd::Again;
+        }
+        let mut cursor = match self.sm.dispatch_state() {
+            Ok(s) => s.next,
+            Err(e) => {
+                self.board.failed(self.shard, format!("reading the cursor: {e}"));
+                return RunEnd::Again;
+            }
+        };
+        tracing::info!(shard = self.shard, %cursor, "delivering to the downstream from the replicated cursor");
+        let labels = [("shard", self.shard.to_string())];
+        let mut backoff = self.cfg.backoff_min;
+        let mut applied = self.raft.metrics();
+        loop {
+            if *stop.borrow() {
+                return RunEnd::Stop;
+            }
+            if !self.leads() {
+                return RunEnd::Again;
+            }
+            let tickets = match self.sm.tickets_at(cursor, self.cfg.batch.max(1)) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.board.failed(self.shard, format!("reading tickets: {e}"));
+                    return RunEnd::Again;
+                }
+            };
+            if tickets.is_empty() {
+                self.board.set_state(self.shard, "caught up");
+                metrics::gauge!("intake_dispatch_lag_tickets", &labels).set(0.0);
+                metrics::gauge!("intake_dispatch_lag_seconds", &labels).set(0.0);
+                tokio::select! {
+                    _ = applied.changed() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stop.wait_for(|s| *s) => return RunEnd::Stop,
+                }
+                continue;
+            }
+            self.board.set_state(self.shard, "delivering");
+            let accepted = match self.deliver(client.clone(), &tickets).await {
+                Ok(n) => n,
+                Err(why) => {
+                    tracing::warn!(shard = self.shard, error = %why, "delivery failed; backing off");
+                    metrics::counter!("intake_dispatch_failures_total", &labels).increment(1);
+                    self.board.failed(self.shard, why);
+                    0
+                }
+            };
+            if accepted > 0 {
+                let to = DispatchCursor::after(&tickets[accepted - 1].id);
+                match self.advance(cursor, to, accepted as u64).await {
+                    Some(state) => {
+                        metrics::counter!("intake_dispatch_delivered_total", &labels)
+                            .increment(accepted as u64);
+                        metrics::gauge!("intake_dispatch_lag_tickets", &labels).set(state.lag() as f64);
+                        if let Some(next) = tickets.get(accepted) {
+                            let secs = (now_millis() - next.accepted_at).max(0) as f64 / 1000.0;
+                            metrics::gauge!("intake_dispatch_lag_seconds", &labels).set(secs);
+                        }
+                        cursor = to;
+                    }
+                    None => return RunEnd::Again,
+                }
+            }
+            if accepted == tickets.len() {
+                backoff = self.cfg.backoff_min;
+                continue;
+            }
+            // Some or all were refused: wait, then offer the rest again.
+            let pause = rand::rng().random_range(Duration::ZERO..=backoff);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.wait_for(|s| *s) => return RunEnd::Stop,
+            }
+            backoff = (backoff * 2).min(self.cfg.backoff_max);
+        }
+    }
+
+    /// One `Deliver` call: how many tickets, from the first, the downstream
+    /// accepted. Acceptance counts only up to the first refusal, so order
+    /// holds even if the downstream accepted some later ones.
+    async fn deliver(
+        &self,
+        mut client: DispatchServiceClient<Channel>,
+        tickets: &[Ticket],
+    ) -> Result<usize, String> {
+        let mut req = tonic::Request::new(dpb::DeliverRequest {
+            shard: self.shard,
+            tickets: tickets.iter().map(ticket_to_dispatch).collect(),
+        });
+        req.set_timeout(self.cfg.timeout);
+        let resp = tokio::time::timeout(self.cfg.timeout, client.deliver(req))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.cfg.timeout))?
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        let mut n = 0;
+        for (t, r) in tickets.iter().zip(resp.results.iter()) {
+            if !r.accepted || r.ticket_id != t.id.to_string() {
+                if n == 0 {
+                    return Err(format!("downstream refused {}: {}", t.id, r.error));
+                }
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Records delivery through Raft; `None` if this node no longer leads
+    /// or the cursor is not where it thought.
+    async fn advance(&self, from: DispatchCursor, to: DispatchCursor, count: u64) -> Option<DispatchState> {
+        match self
+            .raft
+            .client_write(Command::AdvanceDispatch { from, to, count })
+            .await
+        {
+            Ok(r) => match r.data {
+                CommandResponse::DispatchAdvanced { moved: true, state } => Some(state),
+                other => {
+                    tracing::info!(
+                        shard = self.shard,
+                        ?other,
+                        "dispatch cursor moved elsewhere; re-reading it"
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::info!(shard = self.shard, error = %e, "could not record delivery; re-reading the cursor");
+                None
+            }
+        }
+    }
+}
