@@ -32,6 +32,8 @@ struct Cluster {
     addrs: BTreeMap<u64, String>,
     metrics: BTreeMap<u64, String>,
     procs: BTreeMap<u64, Proc>,
+    /// More `intake start` flags for every node.
+    extra: Vec<String>,
 }
 
 impl Cluster {
@@ -48,6 +50,7 @@ impl Cluster {
             addrs,
             metrics,
             procs: BTreeMap::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -77,6 +80,7 @@ impl Cluster {
             .arg(self.dir.path().join(format!("node-{id}")))
             .args(["--initial-cluster", &self.initial()])
             .args(["--http", &self.metrics[&id]])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -309,7 +313,21 @@ fn cli_reports_errors_plainly() {
 
     let out = intake(&["status", "--endpoint", &addr]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SHARD"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SHARD"));
+    // No --dispatch: tickets wait, and status says so.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = intake(&["status", "--endpoint", &addr]);
+        if String::from_utf8_lossy(&out.stdout).contains("no downstream configured") {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "status never said tickets wait for a downstream"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Prometheus metrics, once the reporter has run.
     std::thread::sleep(Duration::from_millis(1500));
@@ -322,6 +340,8 @@ fn cli_reports_errors_plainly() {
         "intake_raft_applied_index{",
         "intake_storage_flushes_total",
         "intake_storage_disk_bytes",
+        "intake_dispatch_lag_tickets{",
+        "intake_dispatch_lag_seconds{",
     ] {
         assert!(page.contains(name), "/metrics lacks {name}:\n{page}");
     }
@@ -417,4 +437,193 @@ fn five_nodes_eight_shards_survive_kill_nine_of_any_node() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// The reference sink as a process.
+fn start_sink(dir: &std::path::Path, addr: &str, file: &std::path::Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("sink.log"))
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(["sink", "--listen", addr, "--report-every", "1"])
+        .arg("--out")
+        .arg(file)
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc { child }
+}
+
+/// `(key, ticket)` pairs an `intake load --acked-out` file lists.
+fn read_acked(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, t)| (k.to_string(), t.to_string()))
+        .collect()
+}
+
+fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+}
+
+#[test]
+fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage() {
+    let mut c = Cluster::new(3);
+    let sink_addr = format!("127.0.0.1:{}", free_port());
+    let sink_file = c.dir.path().join("sink.jsonl");
+    c.extra = vec!["--dispatch".into(), sink_addr.clone()];
+    for id in 1..=3 {
+        c.start(id);
+    }
+    wait_all_leaders(&c, 1, Duration::from_secs(60));
+    let mut sink = Some(start_sink(c.dir.path(), &sink_addr, &sink_file));
+    let endpoints = c.addrs.values().cloned().collect::<Vec<_>>().join(",");
+
+    // Load in the background while a shard leader is killed with -9 and
+    // the sink is down for a while.
+    let acked_file = c.dir.path().join("acked-1.txt");
+    let load = Command::new(BIN)
+        .args([
+            "load",
+            "--endpoints",
+            &endpoints,
+            "--rate",
+            "600",
+            "--duration",
+            "12",
+        ])
+        .args([
+            "--deadline-ms",
+            "8000",
+            "--max-attempts",
+            "10",
+            "--concurrency",
+            "512",
+        ])
+        .arg("--acked-out")
+        .arg(&acked_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let s = wait_all_leaders(&c, 1, Duration::from_secs(30));
+    let victim = s["shards"][0]["leader"].as_u64().unwrap();
+    c.kill(victim);
+    std::thread::sleep(Duration::from_secs(1));
+    drop(sink.take()); // kill -9 of the sink too
+    std::thread::sleep(Duration::from_secs(4));
+    c.start(victim);
+    sink = Some(start_sink(c.dir.path(), &sink_addr, &sink_file));
+    let out = load.wait_with_output().unwrap();
+    let line = last_line(&out);
+    assert!(
+        out.status.success(),
+        "load failed: {line}; logs in {}",
+        c.dir.path().display()
+    );
+    assert_eq!(
+        (field(&line, "lost"), field(&line, "duplicates")),
+        (0, 0),
+        "{line}"
+    );
+    let mut acked = read_acked(&acked_file);
+
+    // Top up to at least 10,000 acknowledged tickets, faults over (a few
+    // rounds at most: a loaded machine may refuse some).
+    for round in 2..6 {
+        let missing = 10_000usize.saturating_sub(acked.len());
+        if missing == 0 {
+            break;
+        }
+        let more = c.dir.path().join(format!("acked-{round}.txt"));
+        let secs = (missing as f64 * 1.1 / 600.0).ceil().max(1.0);
+        let out = intake(&[
+            "load",
+            "--endpoints",
+            &endpoints,
+            "--rate",
+            "600",
+            "--duration",
+            &secs.to_string(),
+            "--deadline-ms",
+            "8000",
+            "--max-attempts",
+            "10",
+            "--acked-out",
+            more.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", last_line(&out));
+        acked.extend(read_acked(&more));
+    }
+    assert!(acked.len() >= 10_000, "only {} acknowledged", acked.len());
+
+    // Every shard's lag reaches zero.
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = wait_all_leaders(&c, 1, Duration::from_secs(30));
+        let lags: Vec<u64> = s["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|sh| sh["dispatch_lag"]["tickets"].as_u64().unwrap_or(u64::MAX))
+            .collect();
+        if lags.iter().all(|l| *l == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "dispatch lag stays {lags:?}; logs in {}",
+            c.dir.path().display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The sink's file: every acknowledged ticket exactly once, in commit
+    // order per shard.
+    let text = std::fs::read_to_string(&sink_file).unwrap();
+    let mut seen = std::collections::HashMap::new();
+    let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for l in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        let id = r["ticket_id"].as_str().unwrap().to_string();
+        assert!(
+            seen.insert(id.clone(), r["idempotency_key"].as_str().unwrap().to_string())
+                .is_none(),
+            "{id} twice"
+        );
+        for k in ["district", "accepted_at", "shard"] {
+            assert!(!r[k].is_null(), "{k} missing in {l}");
+        }
+        let shard = r["shard"].as_u64().unwrap();
+        let pos = (r["log_index"].as_u64().unwrap(), r["item"].as_u64().unwrap());
+        if let Some(prev) = last.insert(shard, pos) {
+            assert!(prev < pos, "shard {shard} out of order: {prev:?} then {pos:?}");
+        }
+    }
+    assert_eq!(last.len(), 8, "tickets of all 8 shards delivered");
+    for (key, ticket) in &acked {
+        assert_eq!(
+            seen.get(ticket),
+            Some(key),
+            "ticket {ticket} of {key} not delivered"
+        );
+    }
+    drop(sink);
 }
