@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local 3-node Intake cluster on 127.0.0.1:7001-7003 (data in
 # ./intake-data), prints its status, and stops it on Ctrl-C.
-# Until `intake demo` exists, this is README's first command.
+# `intake demo` runs the same cluster in one process; this script runs three
+# separate `intake start` processes, as a deployment would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin intake

@@ -10,8 +10,20 @@ use intake_storage::{NodeId, NodeStorage};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tonic::Status;
 
+/// Submissions refused with RESOURCE_EXHAUSTED by any node of this process
+/// (forwarded ones count on each node that answered them): for `intake
+/// demo`, which has no metrics scraper to ask.
+static SHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn shed_total() -> u64 {
+    SHED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Counts one submission by outcome and records its latency.
 pub fn record_submit<T>(result: &Result<T, Status>, started: std::time::Instant) {
+    if matches!(result, Err(s) if s.code() == tonic::Code::ResourceExhausted) {
+        SHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let outcome = match result {
         Ok(_) => "accepted",
         Err(s) => match s.code() {

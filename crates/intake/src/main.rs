@@ -22,6 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a local 3-node cluster, the reference sink and a live status, in
+    /// one process: the quickest first look.
+    Demo(cmd::demo::DemoArgs),
     /// Start a node.
     Start(cmd::start::StartArgs),
     /// Submit one complaint; prints the ticket id.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(a) => cmd::demo::run(a).await,
             Command::Start(a) => cmd::start::run(a).await,
             Command::Submit(a) => cmd::submit::run(a).await,
             Command::Get(a) => cmd::get::run(a).await,

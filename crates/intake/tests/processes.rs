@@ -627,3 +627,104 @@ fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage(
     }
     drop(sink);
 }
+
+/// A base port P with P, P+1, P+2 and P+99 free right now.
+fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        if p > 60_000 {
+            continue;
+        }
+        let ok = [0u16, 1, 2, 99]
+            .iter()
+            .all(|d| std::net::TcpListener::bind(("127.0.0.1", p + d)).is_ok());
+        if ok {
+            return p;
+        }
+    }
+    panic!("no free base port");
+}
+
+#[test]
+fn demo_runs_a_cluster_and_sink_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let http = format!("127.0.0.1:{}", free_port());
+    let out = std::fs::File::create(dir.path().join("demo.out")).unwrap();
+    let mut demo = Proc {
+        child: Command::new(BIN)
+            .args([
+                "demo",
+                "--base-port",
+                &base.to_string(),
+                "--http",
+                &http,
+                "--traffic",
+                "20",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let endpoint = format!("127.0.0.1:{}", base + 1);
+    // A complaint through the second node; it reaches the sink's file.
+    let end = Instant::now() + Duration::from_secs(60);
+    let ticket = loop {
+        let out = intake(&[
+            "submit",
+            "--endpoint",
+            &endpoint,
+            "--district",
+            "110105",
+            "--category",
+            "noise",
+            "--channel",
+            "app",
+            "--text",
+            "demo test",
+        ]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(Instant::now() < end, "demo never accepted a complaint");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let sink_file = dir.path().join("data").join("dispatched.jsonl");
+    loop {
+        let text = std::fs::read_to_string(&sink_file).unwrap_or_default();
+        if text.contains(&format!("\"ticket_id\":\"{ticket}\"")) {
+            break;
+        }
+        assert!(Instant::now() < end, "{ticket} never reached the demo's sink");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Ctrl-C: everything stops within seconds, exit 0.
+    let pid = demo.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stop_by = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = demo.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < stop_by,
+            "demo did not stop within 15 s of Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "demo exited with {status}");
+    let shown = std::fs::read_to_string(dir.path().join("demo.out")).unwrap();
+    for want in ["throughput", "SHARD", "caught up", "stopped;"] {
+        assert!(shown.contains(want), "demo output lacks {want:?}:\n{shown}");
+    }
+}
