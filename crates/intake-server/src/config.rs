@@ -145,7 +145,7 @@ impl Default for DispatchConfig {
             batch: 256,
             timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(2),
         }
     }
 }

@@ -29,8 +29,10 @@ enum Command {
     Start(cmd::start::StartArgs),
     /// Submit one complaint; prints the ticket id.
     Submit(cmd::submit::SubmitArgs),
-    /// Look a ticket up by id.
+    /// Look a ticket up by id, with its status history.
     Get(cmd::get::GetArgs),
+    /// Report a ticket's progress, as the downstream dispatch system does.
+    UpdateStatus(cmd::update_status::UpdateStatusArgs),
     /// Show the cluster at a glance.
     Status(cmd::status::StatusArgs),
     /// Drive load against a cluster and verify nothing was lost.
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
             Command::Start(a) => cmd::start::run(a).await,
             Command::Submit(a) => cmd::submit::run(a).await,
             Command::Get(a) => cmd::get::run(a).await,
+            Command::UpdateStatus(a) => cmd::update_status::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Load(a) => cmd::load::run(a).await,
             Command::Sink(a) => cmd::sink::run(a).await,

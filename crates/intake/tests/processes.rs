@@ -311,6 +311,36 @@ fn cli_reports_errors_plainly() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("noise at night"));
 
+    // Status reported back shows in `intake get`, with its history.
+    let out = intake(&[
+        "update-status",
+        "--endpoint",
+        &addr,
+        &ticket,
+        "--status",
+        "assigned",
+    ]);
+    assert!(!out.status.success(), "assigned without a department is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("department"));
+    for args in [
+        vec!["--status", "dispatched", "--note", "to the district office"],
+        vec!["--status", "assigned", "--department", "environment"],
+    ] {
+        let mut full = vec!["update-status", "--endpoint", addr.as_str(), ticket.as_str()];
+        full.extend(args);
+        let out = intake(&full);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = intake(&["get", "--endpoint", &addr, &ticket, "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["status"], "assigned");
+    let history = j["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{j}");
+    assert_eq!(history[0]["note"], "to the district office");
+    assert_eq!(history[1]["department"], "environment");
+    let out = intake(&["get", "--endpoint", &addr, &ticket]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("assigned to environment"));
+
     let out = intake(&["status", "--endpoint", &addr]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);

@@ -6,3 +6,4 @@ pub mod sink;
 pub mod start;
 pub mod status;
 pub mod submit;
+pub mod update_status;
