@@ -1,0 +1,334 @@
+//! The scheduler: phases of open-loop arrivals (a fixed clock, whatever the
+//! cluster does) or closed-loop workers, each request retried with the same
+//! idempotency keys within its deadline.
+//!
+//! Latency is measured from the scheduled arrival, so a stall shows in the
+//! numbers instead of hiding (no coordinated omission).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use intake_core::category::CategoryTable;
+use intake_core::district::DistrictTable;
+use intake_proto::pb;
+use intake_proto::pb::intake_service_client::IntakeServiceClient;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+
+use crate::error::LoadError;
+use crate::scenario::{Phase, Rate};
+use crate::tally::{Outcome, Tally, histogram};
+use crate::workload::{Request, Workload};
+
+/// Responses can be large (batches); the default 4 MiB is not enough.
+const MAX_DECODING_BYTES: usize = 16 * 1024 * 1024;
+
+/// A channel that connects on first use, so a node that is down when the run
+/// starts (or killed during it) costs errors on its requests, not the run.
+pub fn channel(endpoint: &str) -> Result<Channel, LoadError> {
+    let url = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let ep = Endpoint::from_shared(url).map_err(|e| LoadError::Endpoint {
+        endpoint: endpoint.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(ep
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+pub fn clients(endpoints: &[String]) -> Result<Vec<IntakeServiceClient<Channel>>, LoadError> {
+    if endpoints.is_empty() {
+        return Err(LoadError::Invalid("no endpoints to send load to".into()));
+    }
+    endpoints
+        .iter()
+        .map(|e| Ok(IntakeServiceClient::new(channel(e)?).max_decoding_message_size(MAX_DECODING_BYTES)))
+        .collect()
+}
+
+/// A mutex whose holder panicked still holds valid counts.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a run produced, before verification.
+pub struct Driven {
+    pub tally: Tally,
+    /// Latency of acknowledged requests, microseconds from scheduled arrival.
+    pub latency: Histogram<u64>,
+    /// From the start to the last answer.
+    pub elapsed: Duration,
+    /// Each phase's (start, end) in seconds from the start.
+    pub phase_spans: Vec<(f64, f64)>,
+}
+
+struct PhaseCtx {
+    index: usize,
+    workload: Workload,
+    deadline: Duration,
+    max_attempts: u32,
+}
+
+pub struct Engine {
+    clients: Vec<IntakeServiceClient<Channel>>,
+    tally: Mutex<Tally>,
+    latency: Mutex<Histogram<u64>>,
+    start: Instant,
+}
+
+impl Engine {
+    /// The clock of the run starts now: per-second series and fault times
+    /// count from here.
+    pub fn new(clients: Vec<IntakeServiceClient<Channel>>) -> Arc<Engine> {
+        Arc::new(Engine {
+            clients,
+            tally: Mutex::new(Tally::default()),
+            latency: Mutex::new(histogram()),
+            start: Instant::now(),
+        })
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    pub fn clients(&self) -> &[IntakeServiceClient<Channel>] {
+        &self.clients
+    }
+
+    fn second(&self) -> usize {
+        self.start.elapsed().as_secs() as usize
+    }
+
+    /// Runs the phases one after another, then waits for every request still
+    /// in flight (each ends by its own deadline).
+    pub async fn run(
+        self: &Arc<Self>,
+        phases: &[Phase],
+        districts: &DistrictTable,
+        categories: &CategoryTable,
+    ) -> Driven {
+        let mut tasks = JoinSet::new();
+        let mut spans = Vec::new();
+        for (index, phase) in phases.iter().enumerate() {
+            let ctx = Arc::new(PhaseCtx {
+                index,
+                workload: Workload::new(&phase.mix, districts, categories),
+                deadline: Duration::from_millis(phase.deadline_ms),
+                max_attempts: phase.max_attempts.max(1),
+            });
+            let from = self.start.elapsed().as_secs_f64();
+            match phase.rate {
+                Rate::PerSecond(rate) => self.open_loop(phase, rate, ctx, &mut tasks).await,
+                Rate::Max => self.closed_loop(phase, ctx, &mut tasks).await,
+            }
+            spans.push((from, self.start.elapsed().as_secs_f64()));
+        }
+        while tasks.join_next().await.is_some() {}
+        let elapsed = self.start.elapsed();
+        Driven {
+            tally: std::mem::take(&mut *lock(&self.tally)),
+            latency: lock(&self.latency).clone(),
+            elapsed,
+            phase_spans: spans,
+        }
+    }
+
+    /// Arrivals on a fixed clock; in-flight requests are bounded, and an
+    /// arrival that finds no room is counted as an error rather than queued
+    /// without bound.
+    async fn open_loop(
+        self: &Arc<Self>,
+        phase: &Phase,
+        rate: f64,
+        ctx: Arc<PhaseCtx>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let slots = Arc::new(Semaphore::new(phase.concurrency.max(1)));
+        let begin = Instant::now();
+        let end = begin + Duration::from_secs_f64(phase.duration_s);
+        let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+        let total = phase.total.unwrap_or(u64::MAX);
+        let mut offered: u64 = 0;
+        let mut n: u64 = 0;
+        // Bounded by `end` (the clock) and by `total`.
+        loop {
+            let scheduled = begin + interval.mul_f64(n as f64);
+            if scheduled >= end || offered >= total {
+                break;
+            }
+            tokio::time::sleep_until(scheduled.into()).await;
+            let req = ctx.workload.request(&mut rand::rng());
+            let size = req.items.len() as u64;
+            offered += size;
+            let second = self.second();
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    lock(&self.tally).offered(ctx.index, second, size);
+                    let (me, ctx) = (self.clone(), ctx.clone());
+                    let idx = n as usize;
+                    tasks.spawn(async move {
+                        me.one(&ctx, idx, scheduled, req).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => lock(&self.tally).dropped(ctx.index, second, size),
+            }
+            n += 1;
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+
+    /// `concurrency` workers back to back until the phase's end or `total`.
+    async fn closed_loop(self: &Arc<Self>, phase: &Phase, ctx: Arc<PhaseCtx>, tasks: &mut JoinSet<()>) {
+        let end = Instant::now() + Duration::from_secs_f64(phase.duration_s);
+        let total = phase.total.unwrap_or(u64::MAX);
+        let offered = Arc::new(AtomicU64::new(0));
+        let workers = phase.concurrency.max(1);
+        for w in 0..workers {
+            let (me, ctx, offered) = (self.clone(), ctx.clone(), offered.clone());
+            tasks.spawn(async move {
+                let mut i = w;
+                while Instant::now() < end {
+                    let req = ctx.workload.request(&mut rand::rng());
+                    let size = req.items.len() as u64;
+                    // Reserve before sending so `total` is never overshot
+                    // by more than one request.
+                    if offered.fetch_add(size, Ordering::Relaxed) >= total {
+                        break;
+                    }
+                    lock(&me.tally).offered(ctx.index, me.second(), size);
+                    me.one(&ctx, i, Instant::now(), req).await;
+                    i += workers;
+                }
+            });
+        }
+        // The phase lasts until its end or until `total` is reached; the
+        // workers finish their last request in the next phase's time.
+        while Instant::now() < end && offered.load(Ordering::Relaxed) < total {
+            tokio::time::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())))
+                .await;
+        }
+    }
+
+    fn sample_error(&self, code: Code, message: &str) {
+        lock(&self.tally).sample_error(&format!("{code:?}"), message);
+    }
+
+    /// One request (unary or batch), retried on UNAVAILABLE or overload with
+    /// the same keys until its deadline, honouring the server's RetryInfo.
+    async fn one(&self, ctx: &PhaseCtx, idx: usize, scheduled: Instant, req: Request) {
+        let items = req.items;
+        let deadline = scheduled + ctx.deadline;
+        let mut results: Vec<Option<Result<String, Code>>> = vec![None; items.len()];
+        let mut backoff = Duration::from_millis(20);
+        let mut attempts: u32 = 0;
+        // Bounded by max_attempts and the deadline.
+        loop {
+            let pending: Vec<usize> = (0..items.len()).filter(|i| needs_retry(&results[*i])).collect();
+            let now = Instant::now();
+            if pending.is_empty() || now >= deadline || attempts >= ctx.max_attempts {
+                break;
+            }
+            // Each attempt goes to the next endpoint, so the retries of a
+            // request sent to a killed node reach a live one.
+            let mut client = self.clients[(idx + attempts as usize) % self.clients.len()].clone();
+            attempts += 1;
+            let mut retry_after = backoff;
+            if !req.batch {
+                let mut r = tonic::Request::new(pb::SubmitRequest {
+                    complaint: Some(items[0].clone()),
+                });
+                r.set_timeout(deadline - now);
+                results[0] = Some(match client.submit(r).await {
+                    Ok(r) => Ok(r.into_inner().ticket_id),
+                    Err(s) => {
+                        if let Some(d) = s.get_error_details().retry_info().and_then(|r| r.retry_delay) {
+                            retry_after = d;
+                        }
+                        self.sample_error(s.code(), s.message());
+                        Err(s.code())
+                    }
+                });
+            } else {
+                let batch: Vec<pb::Complaint> = pending.iter().map(|i| items[*i].clone()).collect();
+                let mut r = tonic::Request::new(pb::SubmitBatchRequest { complaints: batch });
+                r.set_timeout(deadline - now);
+                match client.submit_batch(r).await {
+                    Ok(r) => {
+                        for (i, res) in pending.iter().zip(r.into_inner().results) {
+                            results[*i] = Some(match res.outcome {
+                                Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok.ticket_id),
+                                Some(pb::submit_result::Outcome::Error(e)) => {
+                                    if e.retry_after_ms > 0 {
+                                        retry_after = Duration::from_millis(e.retry_after_ms);
+                                    }
+                                    let code = Code::from_i32(e.code);
+                                    self.sample_error(code, &e.message);
+                                    Err(code)
+                                }
+                                None => Err(Code::Internal),
+                            });
+                        }
+                    }
+                    Err(s) => {
+                        for i in &pending {
+                            results[*i] = Some(Err(s.code()));
+                        }
+                        self.sample_error(s.code(), s.message());
+                    }
+                }
+            }
+            if !results.iter().any(needs_retry) || Instant::now() + retry_after >= deadline {
+                break;
+            }
+            tokio::time::sleep(retry_after).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+        // Latency is that of acknowledgements, from the scheduled arrival:
+        // fast refusals would otherwise flatter the percentiles.
+        let elapsed_us = scheduled.elapsed().as_micros() as u64;
+        let second = self.second();
+        let acked = results.iter().any(|r| matches!(r, Some(Ok(_))));
+        if acked {
+            let _ = lock(&self.latency).record(elapsed_us.max(1));
+        }
+        let mut t = lock(&self.tally);
+        if acked {
+            t.latency(second, elapsed_us);
+        }
+        for (item, r) in items.iter().zip(results) {
+            let outcome = match r {
+                Some(Ok(ticket)) => Outcome::Acked(ticket),
+                Some(Err(Code::ResourceExhausted)) => Outcome::Rejected,
+                Some(Err(c)) => Outcome::Error(format!("{c:?}")),
+                // This tool got to the request only after its deadline (it
+                // is starved of CPU itself).
+                None => Outcome::Error("NotSent".into()),
+            };
+            let emergency = ctx.workload.is_emergency(&item.category);
+            t.record(ctx.index, second, &item.idempotency_key, emergency, outcome);
+        }
+    }
+}
+
+fn needs_retry(r: &Option<Result<String, Code>>) -> bool {
+    match r {
+        None => true,
+        Some(Ok(_)) => false,
+        Some(Err(c)) => matches!(
+            c,
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded
+        ),
+    }
+}

@@ -1,0 +1,135 @@
+//! Synthetic complaints: districts weighted by population (times a
+//! scenario's multipliers), channels, categories and text lengths drawn from
+//! a phase's [`Mix`].
+
+use intake_core::category::CategoryTable;
+use intake_core::district::DistrictTable;
+use intake_proto::pb;
+use rand::Rng;
+
+use crate::scenario::Mix;
+
+/// One request's worth of complaints, and how to send it.
+pub struct Request {
+    pub items: Vec<pb::Complaint>,
+    /// SubmitBatch (even with one item) rather than unary Submit.
+    pub batch: bool,
+}
+
+pub struct Workload {
+    /// (district code, cumulative weight).
+    districts: Vec<(String, f64)>,
+    channels: Vec<(String, f64)>,
+    /// Named categories with their cumulative share of all complaints.
+    categories: Vec<(String, f64)>,
+    emergency_share: f64,
+    emergencies: Vec<String>,
+    ordinary: Vec<String>,
+    text_bytes: (usize, usize),
+    batch_share: f64,
+    batch_size: usize,
+    /// Random lowercase letters that texts are cut from: cheap enough that
+    /// the generator, which shares the machine, does not steal the cluster's CPU.
+    text_pool: String,
+}
+
+fn cumulative(items: impl Iterator<Item = (String, f64)>) -> Vec<(String, f64)> {
+    let mut sum = 0.0;
+    items
+        .map(|(k, w)| {
+            sum += w;
+            (k, sum)
+        })
+        .collect()
+}
+
+/// Picks from cumulative weights; the last item if rounding leaves a gap.
+fn draw<'a>(items: &'a [(String, f64)], rng: &mut impl Rng) -> Option<&'a str> {
+    let total = items.last()?.1;
+    if total <= 0.0 {
+        return items.first().map(|i| i.0.as_str());
+    }
+    let x = rng.random_range(0.0..total);
+    items
+        .iter()
+        .find(|(_, c)| x < *c)
+        .or(items.last())
+        .map(|i| i.0.as_str())
+}
+
+impl Workload {
+    pub fn new(mix: &Mix, districts: &DistrictTable, categories: &CategoryTable) -> Workload {
+        let weights = districts.iter().map(|d| {
+            let m = mix.district_weights.get(&d.code).copied().unwrap_or(1.0);
+            (d.code.clone(), d.population as f64 * m)
+        });
+        let pool_len = (2 * mix.text_bytes.1).max(4096);
+        let mut rng = rand::rng();
+        Workload {
+            districts: cumulative(weights),
+            channels: cumulative(mix.channel_mix.iter().cloned()),
+            categories: cumulative(mix.category_mix.iter().cloned()),
+            emergency_share: mix.emergency_share,
+            emergencies: categories.emergencies().map(String::from).collect(),
+            ordinary: categories.ordinary().map(String::from).collect(),
+            text_bytes: mix.text_bytes,
+            batch_share: mix.batch_share,
+            batch_size: mix.batch_size.max(1),
+            text_pool: (0..pool_len)
+                .map(|_| rng.random_range(b'a'..=b'z') as char)
+                .collect(),
+        }
+    }
+
+    pub fn complaint(&self, rng: &mut impl Rng) -> pb::Complaint {
+        let district = draw(&self.districts, rng).unwrap_or("110105").to_string();
+        let channel = draw(&self.channels, rng).unwrap_or("web").to_string();
+        let named = self.categories.last().map_or(0.0, |c| c.1);
+        let x: f64 = rng.random_range(0.0..1.0);
+        let category = if x < named {
+            draw(&self.categories, rng).unwrap_or("other").to_string()
+        } else {
+            let pool = if rng.random_bool(self.emergency_share.clamp(0.0, 1.0)) {
+                &self.emergencies
+            } else {
+                &self.ordinary
+            };
+            pool.get(rng.random_range(0..pool.len().max(1)))
+                .cloned()
+                .unwrap_or_else(|| "other".to_string())
+        };
+        let (lo, hi) = self.text_bytes;
+        let n = rng
+            .random_range(lo..=hi.max(lo))
+            .min(self.text_pool.len() / 2)
+            .max(1);
+        let start = rng.random_range(0..=self.text_pool.len() - n);
+        pb::Complaint {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            channel,
+            district_code: district,
+            category,
+            text: self.text_pool[start..start + n].to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// A unary request, or with `batch_share` a SubmitBatch of `batch_size`.
+    pub fn request(&self, rng: &mut impl Rng) -> Request {
+        let batch = rng.random_bool(self.batch_share.clamp(0.0, 1.0));
+        let n = if batch { self.batch_size } else { 1 };
+        Request {
+            items: (0..n).map(|_| self.complaint(rng)).collect(),
+            batch,
+        }
+    }
+
+    /// Complaints in a request of this workload, on average (for `total`).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    pub fn is_emergency(&self, category: &str) -> bool {
+        self.emergencies.iter().any(|e| e == category)
+    }
+}
