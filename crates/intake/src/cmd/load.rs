@@ -135,7 +135,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         },
         None => Target::Endpoints(args.endpoints.clone()),
     };
-    let summary = intake_loadtest::run(
+    let run = intake_loadtest::run(
         scenario,
         RunOptions {
             target,
@@ -143,8 +143,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
             keep_logs: args.report.clone(),
         },
-    )
-    .await?;
+    );
+    // On Ctrl-C the run is dropped, and with it the spawned processes
+    // (the cluster's Drop kills them), rather than leaving them orphaned.
+    let summary = tokio::select! {
+        r = run => r?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    };
     if let Some(path) = &args.acked_out {
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
