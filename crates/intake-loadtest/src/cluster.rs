@@ -330,6 +330,30 @@ impl LocalCluster {
         })
     }
 
+    /// Waits until node `id` answers a status request itself.
+    pub async fn wait_answering(&self, id: u64, timeout: Duration) -> Result<(), LoadError> {
+        let addr = self
+            .addrs
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| LoadError::Invalid(format!("no node {id} in this cluster")))?;
+        let end = Instant::now() + timeout;
+        // Bounded by `timeout`.
+        while Instant::now() < end {
+            if cluster_status(std::slice::from_ref(&addr)).await.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(LoadError::NotReady {
+            seconds: timeout.as_secs(),
+            detail: format!(
+                "node {id} does not answer (logs in {})",
+                self.dir.path().display()
+            ),
+        })
+    }
+
     /// Waits until every shard has a leader among the live nodes.
     pub async fn wait_leaders(&self, timeout: Duration) -> Result<(), LoadError> {
         let end = Instant::now() + timeout;

@@ -114,8 +114,12 @@ async fn apply(
                     let mut c = cluster.lock().await;
                     // A node a fault already killed is simply started.
                     let _ = c.kill(id);
-                    c.start(id)?;
+                    // Leaders among the others first: right after a kill,
+                    // views still name the dead node, and a restart at once
+                    // would make that stale view look healthy.
                     c.wait_leaders(LEADER_WAIT).await?;
+                    c.start(id)?;
+                    c.wait_answering(id, LEADER_WAIT).await?;
                 }
                 done.push(format!("{id}@{:.1}s", start.elapsed().as_secs_f64()));
                 tokio::time::sleep(Duration::from_secs_f64(*interval_s)).await;
