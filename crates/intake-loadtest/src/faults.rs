@@ -125,7 +125,7 @@ async fn apply(
                 tokio::time::sleep(Duration::from_secs_f64(*interval_s)).await;
             }
             Ok(format!(
-                "restarted nodes {} (kill -9, start, leaders back)",
+                "restarted nodes {} (kill -9, leaders elsewhere, start, answering)",
                 done.join(", ")
             ))
         }

@@ -17,6 +17,8 @@ use toml::Spanned;
 /// Largest complaint text a scenario may ask for; the server's own limit is
 /// higher, this only keeps a typo from generating megabytes per complaint.
 const MAX_TEXT_BYTES: usize = 8192;
+/// Longest phase; far beyond any test, and small enough for clock arithmetic.
+pub const MAX_DURATION_S: f64 = 7.0 * 86_400.0;
 /// SubmitBatch items per request at most (the server's batch limit).
 const MAX_BATCH_SIZE: usize = 256;
 
@@ -372,8 +374,11 @@ fn check(raw: RawScenario, cx: &Cx, districts: &DistrictTable) -> Result<Scenari
         let duration_s = match &inner.duration_s {
             Some(d) => {
                 let x = cx.positive(d, "duration_s")?;
-                if x == 0.0 {
-                    return Err(cx.err(d, "duration_s must be > 0"));
+                if x == 0.0 || x > MAX_DURATION_S {
+                    return Err(cx.err(
+                        d,
+                        format!("duration_s = {x} must be > 0 and at most {MAX_DURATION_S} (a week)"),
+                    ));
                 }
                 x
             }

@@ -33,6 +33,12 @@ pub struct Workload {
     text_pool: String,
 }
 
+/// A share as `random_bool` accepts it: NaN and out-of-range values would
+/// make it panic.
+fn share(x: f64) -> f64 {
+    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
+}
+
 fn cumulative(items: impl Iterator<Item = (String, f64)>) -> Vec<(String, f64)> {
     let mut sum = 0.0;
     items
@@ -46,7 +52,8 @@ fn cumulative(items: impl Iterator<Item = (String, f64)>) -> Vec<(String, f64)> 
 /// Picks from cumulative weights; the last item if rounding leaves a gap.
 fn draw<'a>(items: &'a [(String, f64)], rng: &mut impl Rng) -> Option<&'a str> {
     let total = items.last()?.1;
-    if total <= 0.0 {
+    // A sum that overflowed (absurd weights) cannot be sampled from.
+    if !total.is_finite() || total <= 0.0 {
         return items.first().map(|i| i.0.as_str());
     }
     let x = rng.random_range(0.0..total);
@@ -69,11 +76,11 @@ impl Workload {
             districts: cumulative(weights),
             channels: cumulative(mix.channel_mix.iter().cloned()),
             categories: cumulative(mix.category_mix.iter().cloned()),
-            emergency_share: mix.emergency_share,
+            emergency_share: share(mix.emergency_share),
             emergencies: categories.emergencies().map(String::from).collect(),
             ordinary: categories.ordinary().map(String::from).collect(),
             text_bytes: mix.text_bytes,
-            batch_share: mix.batch_share,
+            batch_share: share(mix.batch_share),
             batch_size: mix.batch_size.max(1),
             text_pool: (0..pool_len)
                 .map(|_| rng.random_range(b'a'..=b'z') as char)
@@ -89,7 +96,7 @@ impl Workload {
         let category = if x < named {
             draw(&self.categories, rng).unwrap_or("other").to_string()
         } else {
-            let pool = if rng.random_bool(self.emergency_share.clamp(0.0, 1.0)) {
+            let pool = if rng.random_bool(self.emergency_share) {
                 &self.emergencies
             } else {
                 &self.ordinary
@@ -116,7 +123,7 @@ impl Workload {
 
     /// A unary request, or with `batch_share` a SubmitBatch of `batch_size`.
     pub fn request(&self, rng: &mut impl Rng) -> Request {
-        let batch = rng.random_bool(self.batch_share.clamp(0.0, 1.0));
+        let batch = rng.random_bool(self.batch_share);
         let n = if batch { self.batch_size } else { 1 };
         Request {
             items: (0..n).map(|_| self.complaint(rng)).collect(),

@@ -98,7 +98,12 @@ fn flags_scenario(a: &LoadArgs) -> Scenario {
         scale: 1.0,
         phases: vec![Phase {
             name: "load".into(),
-            duration_s: a.duration.max(0.1),
+            // NaN (clap parses "nan") would make the clock arithmetic panic.
+            duration_s: if a.duration.is_nan() {
+                0.1
+            } else {
+                a.duration.clamp(0.1, intake_loadtest::scenario::MAX_DURATION_S)
+            },
             rate: a.rate.map_or(Rate::Max, Rate::PerSecond),
             total: None,
             concurrency: a.concurrency.max(1),
