@@ -108,7 +108,12 @@ impl LocalCluster {
         for id in 1..=n {
             c.start(id)?;
         }
-        c.wait_leaders(Duration::from_secs(60)).await?;
+        if let Err(e) = c.wait_leaders(Duration::from_secs(60)).await {
+            // The error names the directory: keep it (and the logs in it)
+            // for whoever reads the error; the processes still end.
+            c.dir.disable_cleanup(true);
+            return Err(e);
+        }
         Ok(c)
     }
 

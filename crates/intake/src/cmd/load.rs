@@ -52,8 +52,8 @@ pub struct LoadArgs {
     #[arg(long)]
     report: Option<PathBuf>,
     /// The JSON-lines file of an external sink: check that every
-    /// acknowledged ticket reached it exactly once.
-    #[arg(long)]
+    /// acknowledged ticket reached it exactly once. (--spawn checks its own sink.)
+    #[arg(long, conflicts_with = "spawn")]
     sink_file: Option<PathBuf>,
     /// Arrivals per second (open loop). Absent: closed loop at full speed.
     #[arg(long)]
