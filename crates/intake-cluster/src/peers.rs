@@ -1,4 +1,10 @@
-//! One channel per peer, reused by every group and every RPC.
+//! Two channels per peer: one for Raft, reused by every group, and one for
+//! everything else (forwarded client requests, status queries).
+//!
+//! Apart, because a surge of forwarded requests must not delay Raft: on a
+//! shared connection forwards fill the channel's buffer, the HTTP/2 flow
+//! control window and the peer's per-connection call limit, and heartbeats
+//! and appends wait behind them or are shed, which slows every commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Clone, Default)]
 pub struct PeerPool {
     channels: Arc<DashMap<NodeId, (String, Channel)>>,
+    forwards: Arc<DashMap<NodeId, (String, Channel)>>,
 }
 
 impl PeerPool {
@@ -30,11 +37,24 @@ impl PeerPool {
         Ok(Self::wrap(self.channel(target, addr)?))
     }
 
-    /// The shared channel to `target` at `addr`; the node's public services
-    /// use it too, to forward requests to a shard leader. A changed address
-    /// replaces the channel.
+    /// The Raft channel to `target` at `addr`. A changed address replaces
+    /// the channel.
     pub fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        if let Some(entry) = self.channels.get(&target)
+        Self::get_or_make(&self.channels, target, addr)
+    }
+
+    /// The channel for forwarded client requests and status queries to
+    /// `target` at `addr`, apart from Raft's.
+    pub fn forward_channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        Self::get_or_make(&self.forwards, target, addr)
+    }
+
+    fn get_or_make(
+        channels: &DashMap<NodeId, (String, Channel)>,
+        target: NodeId,
+        addr: &str,
+    ) -> Result<Channel, tonic::transport::Error> {
+        if let Some(entry) = channels.get(&target)
             && entry.0 == addr
         {
             return Ok(entry.1.clone());
@@ -47,7 +67,7 @@ impl PeerPool {
             .initial_connection_window_size(8 * 1024 * 1024)
             .initial_stream_window_size(4 * 1024 * 1024)
             .connect_lazy();
-        self.channels.insert(target, (addr.to_string(), channel.clone()));
+        channels.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)
     }
 

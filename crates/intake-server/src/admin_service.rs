@@ -71,7 +71,7 @@ impl AdminServiceImpl {
     }
 
     async fn peer_view(&self, id: NodeId, addr: &str) -> Option<Vec<pb::ShardStatus>> {
-        let channel = self.peers.channel(id, addr).ok()?;
+        let channel = self.peers.forward_channel(id, addr).ok()?;
         let mut client = AdminServiceClient::new(channel);
         let mut req = Request::new(pb::ClusterStatusRequest { local: true });
         req.set_timeout(Duration::from_millis(800));

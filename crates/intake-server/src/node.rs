@@ -360,6 +360,12 @@ async fn serve(
         .max_concurrent_streams(Some(
             u32::try_from(cfg.admission.per_connection.saturating_mul(2)).unwrap_or(u32::MAX),
         ))
+        // In a surge clients time out and reset streams before this server
+        // has accepted them. h2's default (20 such resets) then sends GOAWAY,
+        // failing every call on the connection, done or nearly done: a
+        // collapse. Bounded by the stream limit instead, which still caps the
+        // memory a rapid-reset flood can pin.
+        .http2_max_pending_accept_reset_streams(Some(cfg.admission.per_connection.saturating_mul(2)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))

@@ -195,7 +195,7 @@ impl Router {
     ) -> Result<IntakeServiceClient<tonic::transport::Channel>, Status> {
         let channel = self
             .peers
-            .channel(node, addr)
+            .forward_channel(node, addr)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(IntakeServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024))
     }
