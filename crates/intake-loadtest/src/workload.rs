@@ -140,3 +140,52 @@ impl Workload {
         self.emergencies.iter().any(|e| e == category)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn district_weights_multiply_population_shares() {
+        let table = DistrictTable::beijing();
+        let mut mix = Mix::default();
+        mix.district_weights.insert("110109".into(), 50.0);
+        mix.district_weights.insert("110111".into(), 50.0);
+        let w = Workload::new(&mix, &table, &CategoryTable::default());
+        let total: f64 = table.iter().map(|d| d.population as f64).sum();
+        let flood: f64 = ["110109", "110111"]
+            .iter()
+            .filter_map(|c| table.get(c))
+            .map(|d| d.population as f64)
+            .sum();
+        let expected = 50.0 * flood / (total - flood + 50.0 * flood);
+        let mut rng = rand::rng();
+        let n = 20_000;
+        let hits = (0..n)
+            .filter(|_| {
+                let c = w.complaint(&mut rng);
+                c.district_code == "110109" || c.district_code == "110111"
+            })
+            .count();
+        let got = hits as f64 / n as f64;
+        assert!(
+            (got - expected).abs() < 0.02,
+            "share {got:.3}, expected {expected:.3}"
+        );
+    }
+
+    #[test]
+    fn batch_share_and_text_bytes_are_honoured() {
+        let mix = Mix {
+            batch_share: 1.0,
+            batch_size: 7,
+            text_bytes: (10, 20),
+            ..Mix::default()
+        };
+        let w = Workload::new(&mix, &DistrictTable::beijing(), &CategoryTable::default());
+        let r = w.request(&mut rand::rng());
+        assert!(r.batch);
+        assert_eq!(r.items.len(), 7);
+        assert!(r.items.iter().all(|c| (10..=20).contains(&c.text.len())));
+    }
+}
