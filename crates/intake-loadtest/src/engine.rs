@@ -28,9 +28,8 @@ use crate::workload::{Request, Workload};
 /// Responses can be large (batches); the default 4 MiB is not enough.
 const MAX_DECODING_BYTES: usize = 16 * 1024 * 1024;
 
-/// A channel that connects on first use, so a node that is down when the run
-/// starts (or killed during it) costs errors on its requests, not the run.
-pub fn channel(endpoint: &str) -> Result<Channel, LoadError> {
+/// The endpoint with this tool's connection settings.
+fn endpoint(endpoint: &str) -> Result<Endpoint, LoadError> {
     let url = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         endpoint.to_string()
     } else {
@@ -40,10 +39,26 @@ pub fn channel(endpoint: &str) -> Result<Channel, LoadError> {
         endpoint: endpoint.to_string(),
         message: e.to_string(),
     })?;
-    Ok(ep
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect_lazy())
+    Ok(ep.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true))
+}
+
+/// A channel that connects on first use, so a node that is down when the run
+/// starts (or killed during it) costs errors on its requests, not the run.
+pub fn channel(endpoint_addr: &str) -> Result<Channel, LoadError> {
+    Ok(endpoint(endpoint_addr)?.connect_lazy())
+}
+
+/// Connects once to each endpoint, so a mistyped or stopped endpoint fails
+/// the run at once (as `intake load` always did) instead of turning every
+/// request into an error.
+pub async fn check_reachable(endpoints: &[String]) -> Result<(), LoadError> {
+    for e in endpoints {
+        endpoint(e)?.connect().await.map_err(|err| LoadError::Endpoint {
+            endpoint: e.clone(),
+            message: format!("cannot connect: {err}"),
+        })?;
+    }
+    Ok(())
 }
 
 pub fn clients(endpoints: &[String]) -> Result<Vec<IntakeServiceClient<Channel>>, LoadError> {

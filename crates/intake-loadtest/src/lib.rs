@@ -154,7 +154,10 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
                 scenario.name
             )));
         }
-        Target::Endpoints(_) => None,
+        Target::Endpoints(e) => {
+            engine::check_reachable(e).await?;
+            None
+        }
     };
     let endpoints = match (&opts.target, &cluster) {
         (Target::Endpoints(e), _) => e.clone(),
