@@ -26,6 +26,9 @@ pub struct FaultMark {
     pub at_s: f64,
     /// When it was done (a rolling restart takes a while).
     pub done_s: f64,
+    /// When its effect ended, for faults that last (a stalled sink, a
+    /// rolling restart); drawn as a second line on the chart.
+    pub until_s: Option<f64>,
     pub action: String,
     /// What was done, or why it could not be.
     pub detail: String,
@@ -43,10 +46,17 @@ pub async fn run(faults: Vec<Fault>, cluster: Arc<Mutex<LocalCluster>>, start: I
             Ok(d) => (true, d),
             Err(e) => (false, e.to_string()),
         };
+        let done_s = start.elapsed().as_secs_f64();
+        let until_s = match f.action {
+            FaultAction::StallSink { for_s } if ok => Some(at_s + for_s),
+            _ if ok && done_s - at_s > 1.0 => Some(done_s),
+            _ => None,
+        };
         marks.push(FaultMark {
             planned_s: f.at_s,
             at_s,
-            done_s: start.elapsed().as_secs_f64(),
+            done_s,
+            until_s,
             action: f.action.name().to_string(),
             detail,
             ok,

@@ -6,6 +6,7 @@
 //! written as SVG `<text>` and sized by plotters' built-in estimate, so no
 //! fontconfig or font files are needed.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -60,6 +61,10 @@ pub struct Report {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub sink: Option<SinkCheck>,
+    /// Errors other than the load tool's own drops, by gRPC code.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// The first message seen per code.
+    pub error_samples: BTreeMap<String, String>,
     pub phases: Vec<PhaseRow>,
     pub faults: Vec<FaultMark>,
     pub series: Vec<SecondRow>,
@@ -128,6 +133,8 @@ impl Report {
             p99_ms: s.ms(0.99),
             max_ms: s.latency.max() as f64 / 1000.0,
             sink: s.sink.clone(),
+            errors_by_code: s.tally.error_codes.clone(),
+            error_samples: s.tally.error_samples.clone(),
             phases,
             faults: s.faults.clone(),
             series,
@@ -179,6 +186,10 @@ impl Report {
             ),
         ] {
             let _ = writeln!(m, "| {k} | {v} |");
+        }
+        for (code, n) in &self.errors_by_code {
+            let sample = self.error_samples.get(code).map_or("", String::as_str);
+            let _ = writeln!(m, "| error {code} | {n} (e.g. {sample:?}) |");
         }
         let _ = writeln!(
             m,
@@ -293,7 +304,7 @@ impl Report {
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, ("sans-serif", 14))
                 .margin(8)
-                .x_label_area_size(22)
+                .x_label_area_size(34)
                 .y_label_area_size(55)
                 .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
             chart
@@ -308,13 +319,18 @@ impl Report {
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             }
             for f in &self.faults {
-                let x = f.at_s;
-                chart.draw_series(LineSeries::new(vec![(x, 0.0), (x, ymax)], RED.stroke_width(1)))?;
-                chart.draw_series(std::iter::once(Text::new(
-                    f.action.clone(),
-                    (x, ymax * 0.97),
-                    ("sans-serif", 11).into_font().color(&RED),
-                )))?;
+                let marks = std::iter::once((f.at_s, f.action.clone(), RED)).chain(
+                    f.until_s
+                        .map(|u| (u, format!("{} ends", f.action), RGBColor(240, 150, 150))),
+                );
+                for (x, label, color) in marks {
+                    chart.draw_series(LineSeries::new(vec![(x, 0.0), (x, ymax)], color.stroke_width(1)))?;
+                    chart.draw_series(std::iter::once(Text::new(
+                        label,
+                        (x, ymax * 0.97),
+                        ("sans-serif", 11).into_font().color(&color),
+                    )))?;
+                }
             }
             chart
                 .configure_series_labels()
@@ -356,11 +372,14 @@ mod tests {
             p99_ms: 9.0,
             max_ms: 9.5,
             sink: Some(SinkCheck::default()),
+            errors_by_code: BTreeMap::from([("Unavailable".to_string(), 1)]),
+            error_samples: BTreeMap::new(),
             phases: Vec::new(),
             faults: vec![FaultMark {
                 planned_s: 1.0,
                 at_s: 1.1,
                 done_s: 1.2,
+                until_s: Some(2.0),
                 action: "kill_leader".into(),
                 detail: "kill -9 node 2".into(),
                 ok: true,
@@ -393,8 +412,10 @@ mod tests {
             "no lines drawn"
         );
         assert!(svg.contains("kill_leader"), "fault mark label missing");
+        assert!(svg.contains("kill_leader ends"), "end-of-fault label missing");
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
         assert!(md.contains("| lost | 0 |"));
+        assert!(md.contains("| error Unavailable | 1"), "{md}");
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
         assert_eq!(json["series"].as_array().unwrap().len(), 3);
