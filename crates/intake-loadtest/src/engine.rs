@@ -337,13 +337,17 @@ impl Engine {
     }
 }
 
+/// Whether an outcome is worth another attempt. `Unknown` is what a broken
+/// connection (a killed node) looks like; the complaint may have committed,
+/// but a retry with the same idempotency key returns that ticket, so it is
+/// as safe as the others, and it is what an adapter does.
 fn needs_retry(r: &Option<Result<String, Code>>) -> bool {
     match r {
         None => true,
         Some(Ok(_)) => false,
         Some(Err(c)) => matches!(
             c,
-            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Unknown
         ),
     }
 }
