@@ -12,12 +12,25 @@ use crate::{NodeStorage, StorageConfig, TypeConfig};
 
 pub type Entry = EntryOf<TypeConfig>;
 
+/// Opens the store in `dir`. Right after a shutdown in the same process,
+/// sled's background thread may still hold the directory's file lock for a
+/// moment (a restarted process never sees this), so a lock error is retried
+/// for up to 5 s.
 pub fn open_at(dir: &Path) -> NodeStorage {
-    NodeStorage::open(StorageConfig {
+    let config = StorageConfig {
         dir: dir.to_path_buf(),
         cache_capacity_bytes: 16 << 20,
-    })
-    .unwrap()
+    };
+    for _ in 0..50 {
+        match NodeStorage::open(config.clone()) {
+            Ok(node) => return node,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("opening {}: {e}", dir.display()),
+        }
+    }
+    panic!("{} stayed locked for 5 s", dir.display())
 }
 
 pub fn new_node() -> (TempDir, NodeStorage) {
