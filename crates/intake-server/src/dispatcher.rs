@@ -70,21 +70,32 @@ impl DispatchBoard {
 }
 
 /// Lag of a shard as its replica here sees it: tickets not yet acknowledged
-/// downstream, and the age in seconds of the oldest of them.
+/// downstream, and the age in seconds of the oldest of them. A storage error
+/// is logged and reported as no lag, since this only feeds status and
+/// metrics; delivery itself reads the store again and stops on errors.
 pub fn lag(sm: &StateMachine) -> (DispatchState, f64) {
-    let Ok(state) = sm.dispatch_state() else {
-        return (DispatchState::default(), 0.0);
+    let state = match sm.dispatch_state() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(shard = sm.shard(), error = %e, "cannot read the dispatch state");
+            return (DispatchState::default(), 0.0);
+        }
     };
     if state.lag() == 0 {
         return (state, 0.0);
     }
-    let seconds = match sm.tickets_at(state.next, 1) {
-        Ok(t) => t
-            .first()
-            .map_or(0.0, |t| (now_millis() - t.accepted_at).max(0) as f64 / 1000.0),
-        Err(_) => 0.0,
-    };
-    (state, seconds)
+    match sm.tickets_at(state.next, 1) {
+        Ok(t) => (state, t.first().map_or(0.0, |t| age_seconds(t.accepted_at))),
+        Err(e) => {
+            tracing::warn!(shard = sm.shard(), error = %e, "cannot read the oldest waiting ticket");
+            (state, 0.0)
+        }
+    }
+}
+
+/// Seconds since `accepted_at` (the leader's clock), never negative.
+fn age_seconds(accepted_at: i64) -> f64 {
+    (now_millis() - accepted_at).max(0) as f64 / 1000.0
 }
 
 /// Starts the supervisor: it gives every data shard hosted here a delivery
@@ -274,8 +285,8 @@ impl ShardTask {
                             .increment(accepted as u64);
                         metrics::gauge!("intake_dispatch_lag_tickets", &labels).set(state.lag() as f64);
                         if let Some(next) = tickets.get(accepted) {
-                            let secs = (now_millis() - next.accepted_at).max(0) as f64 / 1000.0;
-                            metrics::gauge!("intake_dispatch_lag_seconds", &labels).set(secs);
+                            metrics::gauge!("intake_dispatch_lag_seconds", &labels)
+                                .set(age_seconds(next.accepted_at));
                         }
                         cursor = to;
                     }

@@ -167,6 +167,9 @@ async fn traffic(endpoints: Vec<String>, rate: f64, mut stop: watch::Receiver<bo
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.clamp(0.01, 1000.0)));
+    // In-flight submissions are bounded: a tick that finds none free is
+    // skipped, so a stalled cluster cannot pile up tasks here.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let mut n = 0usize;
     loop {
         tokio::select! {
@@ -201,9 +204,13 @@ async fn traffic(endpoints: Vec<String>, rate: f64, mut stop: watch::Receiver<bo
                 ..Default::default()
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         let mut client = clients[n % clients.len()].clone();
         n += 1;
         tokio::spawn(async move {
+            let _slot = slot;
             let mut req = tonic::Request::new(pb::SubmitRequest {
                 complaint: Some(complaint),
             });
