@@ -596,7 +596,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (_, mut membership) = self.read_state()?;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let response = self.apply_entry(entry, &mut membership)?;
+            let response = blocking(|| self.apply_entry(entry, &mut membership))?;
             if let Some(r) = responder {
                 r.send(response);
             }
@@ -626,5 +626,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Some(rec) => Ok(Some(self.open_snapshot(rec)?)),
             None => Ok(None),
         }
+    }
+}
+
+/// Runs sled work that can take milliseconds (an entry of a few hundred
+/// complaints) off the async scheduler's queue where the runtime allows it:
+/// otherwise the tasks queued behind it on that worker (Raft heartbeats,
+/// replication, request handlers) wait for the whole apply.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
