@@ -362,8 +362,13 @@ async fn run(shared: Arc<Shared>, raft: Raft) {
         metrics::histogram!("intake_batch_complaints", "shard" => shard.clone()).record(items as f64);
         let (raft, shared2) = (raft.clone(), shared.clone());
         let oldest = batch.iter().map(|p| p.enqueued).min();
+        if let Some(oldest) = oldest {
+            metrics::histogram!("intake_queue_wait_seconds").record(oldest.elapsed().as_secs_f64());
+        }
         tokio::spawn(async move {
+            let proposed = Instant::now();
             let committed = propose(raft, batch).await;
+            metrics::histogram!("intake_commit_seconds").record(proposed.elapsed().as_secs_f64());
             if let Some(oldest) = oldest {
                 shared2.sojourn.record(oldest.elapsed());
             }

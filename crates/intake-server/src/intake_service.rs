@@ -27,6 +27,8 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Bytes of complaints per Raft entry; with the entry's framing this stays
 /// below `intake_storage::MAX_ENTRY_BYTES`, itself far below sled's blob size.
 pub const MAX_ENTRY_COMPLAINT_BYTES: usize = 48 * 1024;
+/// Most time kept back from a caller's deadline for the answer's way back.
+const MAX_ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 pub struct IntakeServiceImpl {
     router: Router,
@@ -34,9 +36,14 @@ pub struct IntakeServiceImpl {
     categories: Arc<CategoryTable>,
     limits: Limits,
     submit_timeout: Duration,
-    /// Submit calls in progress here, forwarded ones included: the node-wide
-    /// bound on memory held by requests, whichever shard they are for.
+    /// Submit calls in progress here from clients, and forwarded from other
+    /// nodes: the node-wide bound on memory held by requests, whichever shard
+    /// they are for. Two pools, because a client's batch holds its slot
+    /// while its groups are forwarded: with one pool, the batches arriving
+    /// here could take every slot and starve the forwarded groups they (and
+    /// other nodes' batches) wait for.
     calls: Arc<Semaphore>,
+    forwarded: Arc<Semaphore>,
     max_calls: usize,
     ordinary_share: f64,
     lag: RuntimeLag,
@@ -61,6 +68,7 @@ impl IntakeServiceImpl {
             limits,
             submit_timeout,
             calls: Arc::new(Semaphore::new(max_calls)),
+            forwarded: Arc::new(Semaphore::new(max_calls)),
             max_calls,
             ordinary_share: admission.ordinary_share,
             lag,
@@ -71,22 +79,17 @@ impl IntakeServiceImpl {
     /// A slot for one submit call, or RESOURCE_EXHAUSTED at once. Ordinary
     /// calls may take only a share of the slots, so emergencies still find
     /// one when ordinary ones are being shed.
-    fn admit(&self, class: Priority) -> Result<OwnedSemaphorePermit, Status> {
-        if class == Priority::Ordinary
-            && let Some(lag) = self.lag.above(self.max_lag)
-        {
-            return Err(with_retry(
-                Code::ResourceExhausted,
-                "this node is out of CPU; retry with the same idempotency key",
-                (lag * 4).clamp(Duration::from_millis(100), Duration::from_secs(10)),
-            ));
+    fn admit(&self, class: Priority, hops: u32) -> Result<OwnedSemaphorePermit, Status> {
+        if class == Priority::Ordinary {
+            self.ordinary_cpu_check()?;
         }
         let reserved = match class {
             Priority::Emergency => 0,
             Priority::Ordinary => (self.max_calls as f64 * (1.0 - self.ordinary_share)) as usize,
         };
-        let permit = (self.calls.available_permits() > reserved)
-            .then(|| self.calls.clone().try_acquire_owned().ok())
+        let pool = if hops == 0 { &self.calls } else { &self.forwarded };
+        let permit = (pool.available_permits() > reserved)
+            .then(|| pool.clone().try_acquire_owned().ok())
             .flatten();
         permit.ok_or_else(|| {
             let backlog = self.router.backlog();
@@ -98,6 +101,19 @@ impl IntakeServiceImpl {
                     .min(Duration::from_secs(10)),
             )
         })
+    }
+
+    /// Ordinary complaints are refused while this node's runtime runs late:
+    /// it is out of CPU, and emergencies need what is left.
+    fn ordinary_cpu_check(&self) -> Result<(), Status> {
+        match self.lag.above(self.max_lag) {
+            Some(lag) => Err(with_retry(
+                Code::ResourceExhausted,
+                "this node is out of CPU; retry with the same idempotency key",
+                (lag * 4).clamp(Duration::from_millis(100), Duration::from_secs(10)),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn class(&self, c: &Complaint) -> Priority {
@@ -114,9 +130,13 @@ impl IntakeServiceImpl {
             .and_then(parse_grpc_timeout)
             .unwrap_or(ours);
         let timeout = theirs.min(ours);
-        // Answer a little before the caller's own timer fires, so a late
+        // Answer well before the caller's own timer fires, so a late
         // submission gets an explicit DEADLINE_EXCEEDED instead of silence.
-        let margin = (timeout / 10).min(Duration::from_millis(100));
+        // The margin covers what this clock does not see: the time the
+        // request spent before this handler ran and the answer's way back,
+        // both long on a node short of CPU. With 100 ms, batches answered
+        // "in time" here still timed out at the client in a surge.
+        let margin = (timeout / 4).min(MAX_ANSWER_MARGIN);
         Instant::now() + timeout - margin
     }
 
@@ -199,7 +219,7 @@ impl IntakeService for IntakeServiceImpl {
         let result = async {
             let (c, shard) = self.check(request.into_inner().complaint)?;
             let class = self.class(&c);
-            let _slot = self.admit(class)?;
+            let _slot = self.admit(class, fwd)?;
             let mut results = self.router.submit(shard, vec![c], class, fwd, deadline).await?;
             results
                 .pop()
@@ -226,7 +246,7 @@ impl IntakeService for IntakeServiceImpl {
         } else {
             Priority::Ordinary
         };
-        let _slot = match self.admit(class) {
+        let _slot = match self.admit(class, fwd) {
             Ok(slot) => slot,
             Err(s) => {
                 record_submit::<()>(&Err(s.clone()), started);
@@ -255,7 +275,25 @@ impl IntakeService for IntakeServiceImpl {
             }
         }
         let mut calls = Vec::new();
+        let now = Instant::now();
         for ((shard, class), items) in groups {
+            let mut deadline = deadline;
+            if class == Priority::Ordinary && any_emergency {
+                // The call was admitted for its emergencies; its ordinary
+                // complaints still pass the ordinary bound on CPU here.
+                if let Err(refused) = self.ordinary_cpu_check() {
+                    for (i, _) in items {
+                        results[i] = Some(Err(refused.clone()));
+                    }
+                    continue;
+                }
+                // The answer waits for every item, so ordinary ones that
+                // queue must not hold the batch's emergencies past the
+                // caller's deadline: they get half the time left.
+                if fwd == 0 {
+                    deadline = now + deadline.saturating_duration_since(now) / 2;
+                }
+            }
             for group in entry_groups(items) {
                 let (idx, cs): (Vec<usize>, Vec<Complaint>) = group.into_iter().unzip();
                 let router = self.router.clone();
@@ -276,6 +314,8 @@ impl IntakeService for IntakeServiceImpl {
                 }
             }
         }
+        metrics::histogram!("intake_submit_batch_seconds", "hops" => fwd.to_string())
+            .record(started.elapsed().as_secs_f64());
         let results: Vec<pb::SubmitResult> = results
             .into_iter()
             .map(|r| {

@@ -263,9 +263,9 @@ impl Router {
             }
         }
         let Some(batcher) = self.batchers.get(&shard).map(|b| b.value().clone()) else {
-            let results = self.submit_remote(shard, &complaints, hops, deadline).await?;
+            let results = self.submit_remote(shard, &complaints, hops, deadline).await;
             self.note_shedding(shard, class, &results);
-            return Ok(results);
+            return results;
         };
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -300,14 +300,14 @@ impl Router {
             };
             match self.next_step(&refusal, hops) {
                 Next::Forward(id, addr) => {
-                    match self.forward_submit(id, &addr, &complaints, hops, deadline).await {
-                        Ok(results) => {
-                            self.note_shedding(shard, class, &results);
-                            return Ok(results);
-                        }
+                    let results = self.forward_submit(id, &addr, &complaints, hops, deadline).await;
+                    match results {
                         // The leader moved or is unreachable: learn again and retry.
                         Err(s) if s.code() == Code::Unavailable => {}
-                        Err(s) => return Err(s),
+                        results => {
+                            self.note_shedding(shard, class, &results);
+                            return results;
+                        }
                     }
                 }
                 // A forwarded request gives up at once; its origin retries.
@@ -328,14 +328,18 @@ impl Router {
 
     /// After a forward: if the leader shed ordinary complaints, shed them
     /// here too for half its retry delay (at most 1 s), so the refusal costs
-    /// this node alone.
-    fn note_shedding(&self, shard: ShardId, class: Priority, results: &[ItemResult]) {
+    /// this node alone. The leader's node may have refused the whole call
+    /// (no call slot left) or single items.
+    fn note_shedding(&self, shard: ShardId, class: Priority, results: &Result<Vec<ItemResult>, Status>) {
         if class != Priority::Ordinary {
             return;
         }
-        let delay = results
-            .iter()
-            .filter_map(|r| r.as_ref().err())
+        let refusals: Vec<&Status> = match results {
+            Ok(items) => items.iter().filter_map(|r| r.as_ref().err()).collect(),
+            Err(s) => vec![s],
+        };
+        let delay = refusals
+            .into_iter()
             .filter(|s| s.code() == Code::ResourceExhausted)
             .filter_map(|s| s.get_details_retry_info().and_then(|r| r.retry_delay))
             .max();
@@ -392,17 +396,23 @@ impl Router {
         hops: u32,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
-        let mut client = self.client(node, addr)?;
-        let mut req = tonic::Request::new(pb::SubmitBatchRequest {
-            complaints: complaints.iter().map(complaint_to_pb).collect(),
-        });
-        set_hops(&mut req, hops + 1);
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let resp = client.submit_batch(req).await?.into_inner();
-        if resp.results.len() != complaints.len() {
-            return Err(Status::internal("leader answered a different number of items"));
+        let started = Instant::now();
+        let result = async {
+            let mut client = self.client(node, addr)?;
+            let mut req = tonic::Request::new(pb::SubmitBatchRequest {
+                complaints: complaints.iter().map(complaint_to_pb).collect(),
+            });
+            set_hops(&mut req, hops + 1);
+            req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            let resp = client.submit_batch(req).await?.into_inner();
+            if resp.results.len() != complaints.len() {
+                return Err(Status::internal("leader answered a different number of items"));
+            }
+            Ok(resp.results.into_iter().map(item_from_pb).collect())
         }
-        Ok(resp.results.into_iter().map(item_from_pb).collect())
+        .await;
+        metrics::histogram!("intake_forward_seconds").record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Finds a ticket. A replica that has applied it answers at once; one that
