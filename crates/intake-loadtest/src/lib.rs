@@ -118,6 +118,14 @@ impl Summary {
         if !t.error_codes.is_empty() {
             let codes: Vec<String> = t.error_codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
             out.push(format!("errors_by_code={}", codes.join(",")));
+            if !t.emergency_error_codes.is_empty() {
+                let codes: Vec<String> = t
+                    .emergency_error_codes
+                    .iter()
+                    .map(|(c, n)| format!("{c}:{n}"))
+                    .collect();
+                out.push(format!("emergency_errors_by_code={}", codes.join(",")));
+            }
             for (code, message) in &t.error_samples {
                 if t.error_codes.contains_key(code) {
                     out.push(format!("error_sample code={code} message={message:?}"));

@@ -41,6 +41,9 @@ pub struct Tally {
     pub dropped: u64,
     /// Errors other than drops, by gRPC code.
     pub error_codes: BTreeMap<String, u64>,
+    /// The part of `error_codes` that were emergencies: whether they timed
+    /// out at this tool or were answered late tells where they waited.
+    pub emergency_error_codes: BTreeMap<String, u64>,
     /// The first message seen per code (refusals included).
     pub error_samples: BTreeMap<String, String>,
     pub emergency: Counts,
@@ -126,6 +129,9 @@ impl Tally {
                 class.errors += 1;
                 self.errors += 1;
                 counts.errors = 1;
+                if emergency {
+                    *self.emergency_error_codes.entry(code.clone()).or_default() += 1;
+                }
                 *self.error_codes.entry(code).or_default() += 1;
             }
         }
@@ -138,4 +144,24 @@ fn add(to: &mut Counts, c: &Counts) {
     to.acked += c.acked;
     to.rejected += c.rejected;
     to.errors += c.errors;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emergency_errors_are_also_counted_apart_by_code() {
+        let mut t = Tally::default();
+        t.record(0, 0, "e1", true, Outcome::Error("Cancelled".into()));
+        t.record(0, 0, "o1", false, Outcome::Error("Cancelled".into()));
+        t.record(0, 0, "e2", true, Outcome::Error("DeadlineExceeded".into()));
+        t.record(0, 0, "e3", true, Outcome::Rejected);
+        assert_eq!(t.error_codes["Cancelled"], 2);
+        assert_eq!(
+            t.emergency_error_codes,
+            BTreeMap::from([("Cancelled".to_string(), 1), ("DeadlineExceeded".to_string(), 1)])
+        );
+        assert_eq!((t.emergency.errors, t.emergency.rejected), (2, 1));
+    }
 }
