@@ -334,12 +334,9 @@ impl Router {
         if class != Priority::Ordinary {
             return;
         }
-        let refusals: Vec<&Status> = match results {
-            Ok(items) => items.iter().filter_map(|r| r.as_ref().err()).collect(),
-            Err(s) => vec![s],
-        };
-        let delay = refusals
-            .into_iter()
+        let item_refusals = results.iter().flatten().filter_map(|r| r.as_ref().err());
+        let delay = item_refusals
+            .chain(results.as_ref().err())
             .filter(|s| s.code() == Code::ResourceExhausted)
             .filter_map(|s| s.get_details_retry_info().and_then(|r| r.retry_delay))
             .max();
