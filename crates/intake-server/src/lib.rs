@@ -5,6 +5,7 @@
 //! leader's node → the state machine applies it and answers with the ticket.
 
 pub mod admin_service;
+pub mod arrival;
 pub mod batcher;
 pub mod compaction;
 pub mod config;

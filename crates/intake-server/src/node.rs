@@ -367,6 +367,8 @@ async fn serve(
         // request until accepted, so this also caps what a rapid-reset flood
         // pins (at 4,096 a node peaked at 515 MiB in the 10x surge).
         .http2_max_pending_accept_reset_streams(Some((cfg.admission.per_connection / 2).max(20)))
+        // Deadlines count from here, not from when a handler got its body.
+        .layer(tonic::service::InterceptorLayer::new(crate::arrival::stamp))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))
