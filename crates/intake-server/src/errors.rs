@@ -36,6 +36,18 @@ pub fn with_retry(code: Code, message: impl Into<String>, after: Duration) -> St
     Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(after)))
 }
 
+/// `status` with its retry delay raised to at least `floor`.
+pub fn retry_no_sooner(status: Status, floor: Duration) -> Status {
+    let after = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay);
+    if after.is_some_and(|a| a >= floor) {
+        return status;
+    }
+    with_retry(status.code(), status.message(), floor)
+}
+
 /// The same key was already used for a different complaint.
 pub fn key_conflict(ticket: &str) -> Status {
     Status::already_exists(format!(

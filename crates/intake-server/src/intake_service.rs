@@ -17,10 +17,11 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::config::AdmissionConfig;
 use crate::convert::{complaint_from_pb, now_millis, status_from_pb, timestamp_to_millis};
-use crate::errors::{invalid_argument, invalid_fields, item_error, with_retry};
+use crate::errors::{invalid_argument, invalid_fields, item_error, retry_no_sooner, with_retry};
 use crate::lag::RuntimeLag;
 use crate::observe::record_submit;
 use crate::router::{ItemResult, Router, hops_of};
+use crate::streak::ShedStreak;
 
 /// Most complaints in one `SubmitBatch` call.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -48,6 +49,8 @@ pub struct IntakeServiceImpl {
     ordinary_share: f64,
     lag: RuntimeLag,
     max_lag: Duration,
+    /// Stretches ordinary refusals' retry delays while shedding lasts.
+    streak: ShedStreak,
 }
 
 impl IntakeServiceImpl {
@@ -73,6 +76,7 @@ impl IntakeServiceImpl {
             ordinary_share: admission.ordinary_share,
             lag,
             max_lag: admission.max_runtime_lag,
+            streak: ShedStreak::default(),
         }
     }
 
@@ -220,9 +224,11 @@ impl IntakeService for IntakeServiceImpl {
         let started = std::time::Instant::now();
         let deadline = self.deadline(&request);
         let fwd = hops_of(&request);
+        let mut ordinary = false;
         let result = async {
             let (c, shard) = self.check(request.into_inner().complaint)?;
             let class = self.class(&c);
+            ordinary = class == Priority::Ordinary;
             let _slot = self.admit(class, fwd)?;
             let mut results = self.router.submit(shard, vec![c], class, fwd, deadline).await?;
             results
@@ -230,6 +236,12 @@ impl IntakeService for IntakeServiceImpl {
                 .unwrap_or_else(|| Err(Status::internal("no result for the complaint")))
         }
         .await;
+        let result = match result {
+            Err(s) if ordinary && fwd == 0 && s.code() == Code::ResourceExhausted => {
+                Err(retry_no_sooner(s, self.streak.refused(Instant::now())))
+            }
+            r => r,
+        };
         record_submit(&result, started);
         result.map(Response::new)
     }
@@ -253,6 +265,11 @@ impl IntakeService for IntakeServiceImpl {
         let _slot = match self.admit(class, fwd) {
             Ok(slot) => slot,
             Err(s) => {
+                let s = if class == Priority::Ordinary && fwd == 0 {
+                    retry_no_sooner(s, self.streak.refused(Instant::now()))
+                } else {
+                    s
+                };
                 record_submit::<()>(&Err(s.clone()), started);
                 return Err(s);
             }
@@ -268,13 +285,18 @@ impl IntakeService for IntakeServiceImpl {
         }
         let n = complaints.len();
         let mut results: Vec<Option<ItemResult>> = (0..n).map(|_| None).collect();
+        let mut ordinary = vec![false; n];
         // Grouped by shard and class, so an ordinary complaint never rides
         // in on an emergency's priority.
         let mut groups: std::collections::BTreeMap<(ShardId, Priority), Vec<(usize, Complaint)>> =
             Default::default();
         for (i, c) in complaints.into_iter().enumerate() {
             match self.check(Some(c)) {
-                Ok((c, shard)) => groups.entry((shard, self.class(&c))).or_default().push((i, c)),
+                Ok((c, shard)) => {
+                    let class = self.class(&c);
+                    ordinary[i] = class == Priority::Ordinary;
+                    groups.entry((shard, class)).or_default().push((i, c));
+                }
                 Err(s) => results[i] = Some(Err(s)),
             }
         }
@@ -320,10 +342,26 @@ impl IntakeService for IntakeServiceImpl {
         }
         metrics::histogram!("intake_submit_batch_seconds", "hops" => fwd.to_string())
             .record(started.elapsed().as_secs_f64());
+        // Ordinary complaints refused at the door are told to wait at least
+        // as long as the shedding has lasted (see `streak`).
+        let shed = |i: usize, r: &Option<ItemResult>| {
+            ordinary[i] && matches!(r, Some(Err(s)) if s.code() == Code::ResourceExhausted)
+        };
+        let floor = (fwd == 0 && results.iter().enumerate().any(|(i, r)| shed(i, r)))
+            .then(|| self.streak.refused(Instant::now()));
         let results: Vec<pb::SubmitResult> = results
             .into_iter()
-            .map(|r| {
-                let r = r.unwrap_or_else(|| Err(Status::internal("item was not processed")));
+            .enumerate()
+            .map(|(i, r)| {
+                let r = match (
+                    r.unwrap_or_else(|| Err(Status::internal("item was not processed"))),
+                    floor,
+                ) {
+                    (Err(s), Some(floor)) if ordinary[i] && s.code() == Code::ResourceExhausted => {
+                        Err(retry_no_sooner(s, floor))
+                    }
+                    (r, _) => r,
+                };
                 record_submit(&r, started);
                 pb::SubmitResult {
                     outcome: Some(match r {

@@ -19,6 +19,7 @@ pub mod meta;
 pub mod node;
 pub mod observe;
 pub mod router;
+pub mod streak;
 
 pub use config::{AdmissionConfig, NodeConfig, RaftTuning};
 pub use node::{Node, NodeError};

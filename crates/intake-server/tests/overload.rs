@@ -194,3 +194,75 @@ async fn bad_items_in_a_batch_fail_alone_under_admission() {
     }
     cluster.shutdown().await;
 }
+
+/// Ordinary callers refused while the shedding goes on are told to stay away
+/// longer and longer, so clients that honour RetryInfo stop retrying within
+/// their deadlines instead of multiplying the surge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lasting_surge_sends_ordinary_callers_away_for_longer() {
+    let cluster = TestCluster::start_configured(1, 1, fast_tuning(), |cfg| {
+        cfg.admission.shard_queue = 16;
+        cfg.admission.node_queue = 32;
+        cfg.admission.max_in_flight = 1;
+        cfg.admission.max_batch_items = 4;
+    })
+    .await;
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    const FLOOD: Duration = Duration::from_millis(2500);
+    let began = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..40 {
+        let mut client = cluster.client(1).await;
+        set.spawn(async move {
+            // (when, asked delay) of each refusal; bounded by time and count.
+            let mut refusals = Vec::new();
+            for i in 0..5_000 {
+                if began.elapsed() >= FLOOD {
+                    break;
+                }
+                let mut req = tonic::Request::new(pb::SubmitRequest {
+                    complaint: Some(complaint(&format!("long-{w}-{i}"), "110105", "surge")),
+                });
+                req.set_timeout(DEADLINE);
+                if let Err(st) = client.submit(req).await
+                    && st.code() == Code::ResourceExhausted
+                {
+                    let after = st.get_details_retry_info().and_then(|r| r.retry_delay);
+                    refusals.push((began.elapsed(), after.unwrap_or_default()));
+                }
+            }
+            refusals
+        });
+    }
+    let mut refusals = Vec::new();
+    while let Some(r) = set.join_next().await {
+        refusals.extend(r.unwrap());
+    }
+    refusals.sort();
+    let early: Vec<Duration> = refusals
+        .iter()
+        .filter(|(t, _)| *t < Duration::from_millis(500))
+        .map(|r| r.1)
+        .collect();
+    let late: Vec<Duration> = refusals
+        .iter()
+        .filter(|(t, _)| *t >= Duration::from_secs(2))
+        .map(|r| r.1)
+        .collect();
+    assert!(
+        !early.is_empty() && !late.is_empty(),
+        "the flood must be refused throughout: {refusals:?}"
+    );
+    let longest_early = early.iter().max().copied().unwrap_or_default();
+    let longest_late = late.iter().max().copied().unwrap_or_default();
+    assert!(
+        longest_late >= Duration::from_secs(1) && longest_late > longest_early,
+        "late refusals asked for at most {longest_late:?}, early ones {longest_early:?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .all(|(_, d)| *d <= intake_server::streak::MAX_DELAY)
+    );
+    cluster.shutdown().await;
+}
