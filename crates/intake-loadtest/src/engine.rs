@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use intake_client::{RetryBudget, RetryBudgetConfig};
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
 use intake_proto::pb;
@@ -96,6 +97,9 @@ struct PhaseCtx {
 
 pub struct Engine {
     clients: Vec<IntakeServiceClient<Channel>>,
+    /// Shared by every request of the run, as one `intake-client` shares
+    /// one among its calls; `None` retries whenever the deadline allows.
+    budget: Option<RetryBudget>,
     tally: Mutex<Tally>,
     latency: Mutex<Histogram<u64>>,
     start: Instant,
@@ -104,9 +108,10 @@ pub struct Engine {
 impl Engine {
     /// The clock of the run starts now: per-second series and fault times
     /// count from here.
-    pub fn new(clients: Vec<IntakeServiceClient<Channel>>) -> Arc<Engine> {
+    pub fn new(clients: Vec<IntakeServiceClient<Channel>>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
         Arc::new(Engine {
             clients,
+            budget: budget.map(RetryBudget::new),
             tally: Mutex::new(Tally::default()),
             latency: Mutex::new(histogram()),
             start: Instant::now(),
@@ -255,6 +260,9 @@ impl Engine {
             if pending.is_empty() || now >= deadline || attempts >= ctx.max_attempts {
                 break;
             }
+            if attempts > 0 {
+                lock(&self.tally).retries += 1;
+            }
             // Each attempt goes to the next endpoint, so the retries of a
             // request sent to a killed node reach a live one.
             let mut client = self.clients[(idx + attempts as usize) % self.clients.len()].clone();
@@ -304,7 +312,23 @@ impl Engine {
                     }
                 }
             }
-            if !results.iter().any(needs_retry) || Instant::now() + retry_after >= deadline {
+            // As intake-client does (gRFC A6): a retryable failure costs a
+            // token, an attempt answered for good gives some back.
+            if let Some(b) = &self.budget {
+                if pending.iter().any(|i| needs_retry(&results[*i])) {
+                    b.on_failure();
+                } else if pending.iter().any(|i| matches!(results[*i], Some(Ok(_)))) {
+                    b.on_success();
+                }
+            }
+            if !results.iter().any(needs_retry)
+                || Instant::now() + retry_after >= deadline
+                || attempts >= ctx.max_attempts
+            {
+                break;
+            }
+            if self.budget.as_ref().is_some_and(|b| !b.allows_retry()) {
+                lock(&self.tally).retries_throttled += 1;
                 break;
             }
             tokio::time::sleep(retry_after).await;

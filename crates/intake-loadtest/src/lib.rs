@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+pub use intake_client::RetryBudgetConfig;
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
 use tokio::sync::Mutex;
@@ -50,6 +51,9 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Copy the spawned processes' logs here before they are removed.
     pub keep_logs: Option<PathBuf>,
+    /// The retry budget shared by the run's requests; `None` retries
+    /// whenever the deadline and the phase's attempts allow.
+    pub retry_budget: Option<RetryBudgetConfig>,
 }
 
 /// A finished run, verified.
@@ -138,6 +142,12 @@ impl Summary {
                 t.dropped
             ));
         }
+        if t.retries > 0 || t.retries_throttled > 0 {
+            out.push(format!(
+                "retries={} retries_throttled={} (requests the retry budget kept from another attempt)",
+                t.retries, t.retries_throttled
+            ));
+        }
         if let Some(s) = &self.sink {
             out.push(format!(
                 "sink_missing={} sink_duplicates={}",
@@ -172,7 +182,7 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         (_, Some(c)) => c.lock().await.endpoints(),
         (_, None) => Vec::new(),
     };
-    let engine = Engine::new(engine::clients(&endpoints)?);
+    let engine = Engine::new(engine::clients(&endpoints)?, opts.retry_budget);
     let fault_task = cluster
         .as_ref()
         .map(|c| tokio::spawn(faults::run(scenario.faults.clone(), c.clone(), engine.start())));

@@ -54,6 +54,10 @@ pub struct Report {
     pub rejected: u64,
     pub errors: u64,
     pub client_dropped: u64,
+    /// Attempts after a request's first, and requests the retry budget
+    /// kept from another attempt.
+    pub retries: u64,
+    pub retries_throttled: u64,
     pub lost: u64,
     pub duplicates: u64,
     pub throughput_per_s: f64,
@@ -126,6 +130,8 @@ impl Report {
             rejected: s.tally.rejected,
             errors: s.tally.errors,
             client_dropped: s.tally.dropped,
+            retries: s.tally.retries,
+            retries_throttled: s.tally.retries_throttled,
             lost: s.lost,
             duplicates: s.duplicates,
             throughput_per_s: s.throughput(),
@@ -173,6 +179,10 @@ impl Report {
             (
                 "of which dropped by the load tool",
                 self.client_dropped.to_string(),
+            ),
+            (
+                "retries sent / kept back by the retry budget",
+                format!("{} / {}", self.retries, self.retries_throttled),
             ),
             ("lost", self.lost.to_string()),
             ("duplicates", self.duplicates.to_string()),
@@ -365,6 +375,8 @@ mod tests {
             rejected: 1,
             errors: 1,
             client_dropped: 0,
+            retries: 0,
+            retries_throttled: 0,
             lost: 0,
             duplicates: 0,
             throughput_per_s: 1.7,

@@ -39,6 +39,10 @@ pub struct Tally {
     pub errors: u64,
     /// Arrivals dropped by this tool because every in-flight slot was busy.
     pub dropped: u64,
+    /// Attempts after a request's first.
+    pub retries: u64,
+    /// Requests that wanted another attempt but the retry budget said no.
+    pub retries_throttled: u64,
     /// Errors other than drops, by gRPC code.
     pub error_codes: BTreeMap<String, u64>,
     /// The part of `error_codes` that were emergencies: whether they timed

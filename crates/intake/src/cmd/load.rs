@@ -23,7 +23,7 @@ use anyhow::Context;
 use clap::Args;
 use intake_core::DistrictTable;
 use intake_loadtest::report::Report;
-use intake_loadtest::{Mix, Phase, Rate, RunOptions, Scenario, Target};
+use intake_loadtest::{Mix, Phase, Rate, RetryBudgetConfig, RunOptions, Scenario, Target};
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
@@ -84,6 +84,16 @@ pub struct LoadArgs {
     /// and reuse the idempotency keys), all within the deadline.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
+    /// The run's retry budget in tokens, as intake-client's (gRPC retry
+    /// throttling): a retryable failure takes a token, a request answered
+    /// for good gives back 0.1, and retries go out only while more than
+    /// half the tokens are left. 0 sends no retries.
+    #[arg(long, default_value_t = 10.0)]
+    retry_budget: f64,
+    /// Retry whenever the deadline and --max-attempts allow, as clients
+    /// without a budget do: the retry storm a surge brings.
+    #[arg(long, conflicts_with = "retry_budget")]
+    no_retry_budget: bool,
     /// Seconds to wait for the sink to have every ticket before checking it.
     #[arg(long, default_value_t = 120)]
     drain_timeout_s: u64,
@@ -122,6 +132,11 @@ fn flags_scenario(a: &LoadArgs) -> Scenario {
 }
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.retry_budget.is_finite() && args.retry_budget >= 0.0,
+        "--retry-budget {} must be a number of tokens, 0 or more",
+        args.retry_budget
+    );
     let mut scenario = match &args.scenario {
         Some(path) => intake_loadtest::scenario::load(path, &DistrictTable::beijing())?,
         None => flags_scenario(&args),
@@ -147,6 +162,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             sink_file: args.sink_file.clone(),
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
             keep_logs: args.report.clone(),
+            retry_budget: (!args.no_retry_budget).then(|| RetryBudgetConfig {
+                max_tokens: args.retry_budget,
+                ..RetryBudgetConfig::default()
+            }),
         },
     );
     // On Ctrl-C the run is dropped, and with it the spawned processes
