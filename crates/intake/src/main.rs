@@ -2,6 +2,7 @@
 //! in the manner of `cockroach` and `etcdctl`. Each subcommand lives in
 //! `cmd/`; the logic lives in the library crates.
 
+mod alloc;
 mod client;
 mod cmd;
 
@@ -42,6 +43,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alloc::limit_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
