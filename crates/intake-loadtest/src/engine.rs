@@ -277,7 +277,7 @@ impl Engine {
                     Ok(r) => Ok(r.into_inner().ticket_id),
                     Err(s) => {
                         if let Some(d) = s.get_error_details().retry_info().and_then(|r| r.retry_delay) {
-                            retry_after = d;
+                            retry_after = retry_after.max(d);
                         }
                         self.sample_error(s.code(), s.message());
                         Err(s.code())
@@ -293,9 +293,9 @@ impl Engine {
                             results[*i] = Some(match res.outcome {
                                 Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok.ticket_id),
                                 Some(pb::submit_result::Outcome::Error(e)) => {
-                                    if e.retry_after_ms > 0 {
-                                        retry_after = Duration::from_millis(e.retry_after_ms);
-                                    }
+                                    // The retry resends every item still open, so
+                                    // it waits for the longest delay any asked for.
+                                    retry_after = retry_after.max(Duration::from_millis(e.retry_after_ms));
                                     let code = Code::from_i32(e.code);
                                     self.sample_error(code, &e.message);
                                     Err(code)

@@ -71,7 +71,9 @@ async fn offer(budget: Option<RetryBudgetConfig>) -> (u64, u64, u64) {
     let phase = Phase {
         name: "refused".into(),
         duration_s: 10.0,
-        rate: Rate::PerSecond(200.0),
+        // Slow enough that the retries (20 ms, then 40 ms of backoff) of one
+        // request end before IN_FLIGHT more arrive.
+        rate: Rate::PerSecond(20.0),
         total: Some(REQUESTS),
         concurrency: IN_FLIGHT,
         deadline_ms: 5_000,
