@@ -24,14 +24,20 @@ BASE=${BASE_PORT:-17201}
 source benches/intake-cluster.sh
 last() { tail -n 1; }
 rate_of() { sed -n 's/.*throughput=\([0-9.]*\)\/s.*/\1/p'; }
+# Closed loop, unary then batched; prints both contract lines and sets CAP
+# and CAPB (complaints/s).
+measure_capacity() {
+  local line
+  line=$("$BIN" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" | last)
+  echo "unary:   $line"
+  CAP=$(echo "$line" | rate_of)
+  line=$("$BIN" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" --batch "$BATCH" | last)
+  echo "batch$BATCH: $line"
+  CAPB=$(echo "$line" | rate_of)
+}
 
 echo "== capacity (closed loop, $CONCURRENCY clients, ${DURATION}s)"
-CAP_LINE=$("$BIN" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" | last)
-echo "unary:   $CAP_LINE"
-CAP=$(echo "$CAP_LINE" | rate_of)
-CAPB_LINE=$("$BIN" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" --batch "$BATCH" | last)
-echo "batch$BATCH: $CAPB_LINE"
-CAPB=$(echo "$CAPB_LINE" | rate_of)
+measure_capacity
 
 for pct in 50 100 200 1000; do
   R=$(python3 -c "print(max(1, round($CAP * $pct / 100)))")
@@ -46,14 +52,11 @@ done
 
 # The cluster is slower now than when empty (it holds every complaint taken
 # so far: about a quarter less capacity in one run), so 5x is 5x of what it
-# can take now, measured the same way as at the start.
+# can take now, measured the same way as at the start, once the shedding
+# that the 1000 % runs set off has died down (it fades within seconds).
+sleep 5
 echo "== capacity before the priority runs (closed loop, $CONCURRENCY clients, ${DURATION}s)"
-CAP_LINE=$("$BIN" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" | last)
-echo "unary:   $CAP_LINE"
-CAP=$(echo "$CAP_LINE" | rate_of)
-CAPB_LINE=$("$BIN" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" --batch "$BATCH" | last)
-echo "batch$BATCH: $CAPB_LINE"
-CAPB=$(echo "$CAPB_LINE" | rate_of)
+measure_capacity
 
 R=$(python3 -c "print(max(1, round($CAP * 5)))")
 echo "== priority: 5x unary capacity, emergency share $EMERGENCY_SHARE: --rate $R"
