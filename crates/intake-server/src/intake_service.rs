@@ -148,6 +148,17 @@ impl IntakeServiceImpl {
         arrived + timeout - margin
     }
 
+    /// An ordinary complaint refused at the door is told to wait at least
+    /// as long as this node's shedding has lasted (see `streak`); anything
+    /// else passes unchanged.
+    fn sent_away(&self, s: Status, ordinary: bool, hops: u32) -> Status {
+        if ordinary && hops == 0 && s.code() == Code::ResourceExhausted {
+            retry_no_sooner(s, self.streak.refused(Instant::now()))
+        } else {
+            s
+        }
+    }
+
     /// Validates a complaint and finds its shard.
     fn check(&self, c: Option<pb::Complaint>) -> Result<(Complaint, ShardId), Status> {
         let c = c.ok_or_else(|| {
@@ -236,12 +247,7 @@ impl IntakeService for IntakeServiceImpl {
                 .unwrap_or_else(|| Err(Status::internal("no result for the complaint")))
         }
         .await;
-        let result = match result {
-            Err(s) if ordinary && fwd == 0 && s.code() == Code::ResourceExhausted => {
-                Err(retry_no_sooner(s, self.streak.refused(Instant::now())))
-            }
-            r => r,
-        };
+        let result = result.map_err(|s| self.sent_away(s, ordinary, fwd));
         record_submit(&result, started);
         result.map(Response::new)
     }
@@ -265,11 +271,7 @@ impl IntakeService for IntakeServiceImpl {
         let _slot = match self.admit(class, fwd) {
             Ok(slot) => slot,
             Err(s) => {
-                let s = if class == Priority::Ordinary && fwd == 0 {
-                    retry_no_sooner(s, self.streak.refused(Instant::now()))
-                } else {
-                    s
-                };
+                let s = self.sent_away(s, class == Priority::Ordinary, fwd);
                 record_submit::<()>(&Err(s.clone()), started);
                 return Err(s);
             }
@@ -342,26 +344,13 @@ impl IntakeService for IntakeServiceImpl {
         }
         metrics::histogram!("intake_submit_batch_seconds", "hops" => fwd.to_string())
             .record(started.elapsed().as_secs_f64());
-        // Ordinary complaints refused at the door are told to wait at least
-        // as long as the shedding has lasted (see `streak`).
-        let shed = |i: usize, r: &Option<ItemResult>| {
-            ordinary[i] && matches!(r, Some(Err(s)) if s.code() == Code::ResourceExhausted)
-        };
-        let floor = (fwd == 0 && results.iter().enumerate().any(|(i, r)| shed(i, r)))
-            .then(|| self.streak.refused(Instant::now()));
         let results: Vec<pb::SubmitResult> = results
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                let r = match (
-                    r.unwrap_or_else(|| Err(Status::internal("item was not processed"))),
-                    floor,
-                ) {
-                    (Err(s), Some(floor)) if ordinary[i] && s.code() == Code::ResourceExhausted => {
-                        Err(retry_no_sooner(s, floor))
-                    }
-                    (r, _) => r,
-                };
+                let r = r
+                    .unwrap_or_else(|| Err(Status::internal("item was not processed")))
+                    .map_err(|s| self.sent_away(s, ordinary[i], fwd));
                 record_submit(&r, started);
                 pb::SubmitResult {
                     outcome: Some(match r {
