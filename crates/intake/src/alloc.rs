@@ -1,22 +1,13 @@
-//! The C allocator's settings, made before any thread starts.
+//! The process's allocator.
 //!
-//! glibc gives threads that contend for the heap arenas of their own, up to
-//! eight per core. Tokio's workers, its blocking threads and sled's threads
-//! then leave freed memory spread over many arenas, where it is neither
-//! reused by the others nor returned to the system: in the surge benchmark
-//! (`benches/overload.sh`, 10x capacity offered), peak RSS per node was
-//! 498-548 MiB with glibc's default and 389-416 MiB with two arenas, in
-//! consecutive runs of the same script, with throughput within the noise.
-//! The bound is 512 MiB, so two it is. `MALLOC_ARENA_MAX`, if set, wins.
+//! sled copies a leaf node on every write to it, and a node under a surge
+//! refuses tens of thousands of requests a second, each a handful of short
+//! allocations. Under glibc's malloc, `perf` on a node in the 5x surge
+//! (benches/overload.sh) put about 29 % of its samples in the allocator
+//! (`_int_malloc`, `unlink_chunk`, `malloc_consolidate`, `free`), and its
+//! arenas kept freed memory that RSS never gave back. jemalloc's size-class
+//! slabs and per-thread caches make both cheap.
 
-/// Caps glibc's malloc arenas at two, unless `MALLOC_ARENA_MAX` is set.
-pub fn limit_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes allocator parameters; it is called
-        // first thing in main, before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

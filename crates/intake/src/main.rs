@@ -43,7 +43,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    alloc::limit_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
