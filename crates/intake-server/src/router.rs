@@ -24,6 +24,7 @@ use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use intake_storage::{NodeId, Raft, ShardId, StateMachine, TypeConfig};
 use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use tokio::time::Instant;
 use tonic::{Code, Status};
@@ -175,6 +176,22 @@ impl Router {
         }
     }
 
+    /// The shard's leader, when this node's replica knows it is another node
+    /// and a hop is left. Asking the replica instead would cost a trip
+    /// through its batcher and Raft core only to learn the same, and would
+    /// fill a follower's queue and proposal slots with doomed proposals.
+    fn leader_elsewhere(&self, shard: ShardId, hops: u32) -> Option<(NodeId, String)> {
+        if hops >= MAX_HOPS {
+            return None;
+        }
+        let raft = self.raft(shard)?;
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        let id = m.current_leader.filter(|id| *id != self.node_id)?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    }
+
     /// Voters of a shard hosted elsewhere, preferred leader first.
     fn remote_voters(&self, shard: ShardId) -> Result<Vec<(NodeId, String)>, Status> {
         let map = self.map();
@@ -269,6 +286,16 @@ impl Router {
         };
         let mut backoff = Duration::from_millis(20);
         loop {
+            if let Some((id, addr)) = self.leader_elsewhere(shard, hops) {
+                match self.forward_submit(id, &addr, &complaints, hops, deadline).await {
+                    // The leader moved or is unreachable: ask the replica.
+                    Err(s) if s.code() == Code::Unavailable => {}
+                    results => {
+                        self.note_shedding(shard, class, &results);
+                        return results;
+                    }
+                }
+            }
             let proposed = tokio::time::timeout_at(deadline, batcher.propose(complaints.clone(), class, deadline)).await.map_err(|_| {
                 Status::deadline_exceeded(
                     "not acknowledged before the deadline; it may still commit: retry with the same idempotency key",
