@@ -285,11 +285,14 @@ impl Router {
             return results;
         };
         let mut backoff = Duration::from_millis(20);
+        // A node that just answered UNAVAILABLE is not asked again in the
+        // same round, when the replica names the same stale leader.
+        let mut unreachable = None;
         loop {
             if let Some((id, addr)) = self.leader_elsewhere(shard, hops) {
                 match self.forward_submit(id, &addr, &complaints, hops, deadline).await {
                     // The leader moved or is unreachable: ask the replica.
-                    Err(s) if s.code() == Code::Unavailable => {}
+                    Err(s) if s.code() == Code::Unavailable => unreachable = Some(id),
                     results => {
                         self.note_shedding(shard, class, &results);
                         return results;
@@ -326,7 +329,7 @@ impl Router {
                 Err(ProposeError::Other(e)) => return Err(Status::internal(e)),
             };
             match self.next_step(&refusal, hops) {
-                Next::Forward(id, addr) => {
+                Next::Forward(id, addr) if unreachable != Some(id) => {
                     let results = self.forward_submit(id, &addr, &complaints, hops, deadline).await;
                     match results {
                         // The leader moved or is unreachable: learn again and retry.
@@ -338,9 +341,10 @@ impl Router {
                     }
                 }
                 // A forwarded request gives up at once; its origin retries.
-                Next::Wait if hops > 0 => return Err(self.not_leader(shard)),
-                Next::Wait => {}
+                Next::Forward(..) | Next::Wait if hops > 0 => return Err(self.not_leader(shard)),
+                Next::Forward(..) | Next::Wait => {}
             }
+            unreachable = None;
             pause_for_leader(shard, deadline, &mut backoff).await?;
         }
     }
