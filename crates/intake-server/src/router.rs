@@ -220,8 +220,58 @@ impl Router {
     /// Proposes `complaints` (all of `shard`) and waits until they are
     /// committed on a quorum and applied. The outer error fails the whole
     /// group; inner results are per complaint. `hops` is how many nodes the
-    /// request has already passed through.
+    /// request has already passed through. Complaints whose keys a local
+    /// replica has already applied are answered from its state instead.
     pub async fn submit(
+        &self,
+        shard: ShardId,
+        complaints: Vec<Complaint>,
+        class: Priority,
+        hops: u32,
+        deadline: Instant,
+    ) -> Result<Vec<ItemResult>, Status> {
+        let (known, complaints) = self.already_submitted(shard, complaints);
+        if complaints.is_empty() {
+            return Ok(known.into_iter().flatten().collect());
+        }
+        let n = complaints.len();
+        match self.submit_new(shard, complaints, class, hops, deadline).await {
+            Ok(results) => Ok(merge(known, results)),
+            // The answers already known stand; the failure is the others'.
+            Err(s) if known.iter().any(Option::is_some) => Ok(merge(known, vec![Err(s); n])),
+            Err(s) => Err(s),
+        }
+    }
+
+    /// Splits off the complaints whose keys a local replica of `shard` has
+    /// already applied, answered from its state: `(answers by position,
+    /// the rest)`. A retry after "it may still commit" is the usual case.
+    fn already_submitted(
+        &self,
+        shard: ShardId,
+        complaints: Vec<Complaint>,
+    ) -> (Vec<Option<ItemResult>>, Vec<Complaint>) {
+        let Some(sm) = self.state_machine(shard) else {
+            return (Vec::new(), complaints);
+        };
+        let mut known = Vec::with_capacity(complaints.len());
+        let mut rest = Vec::with_capacity(complaints.len());
+        for c in complaints {
+            // A failed read only means the complaint is proposed, where the
+            // state machine decides for good.
+            match sm.already_submitted(&c) {
+                Ok(Some(outcome)) => known.push(Some(item_result(shard, outcome))),
+                Ok(None) | Err(_) => {
+                    known.push(None);
+                    rest.push(c);
+                }
+            }
+        }
+        (known, rest)
+    }
+
+    /// `submit` for complaints this node has not seen committed.
+    async fn submit_new(
         &self,
         shard: ShardId,
         complaints: Vec<Complaint>,
@@ -697,6 +747,23 @@ pub fn hops_of<T>(req: &tonic::Request<T>) -> u32 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Fills the gaps of `known` (complaints answered from local state, by
+/// position) with `fresh` (the others' answers, in order). With no local
+/// answers, `known` is empty and `fresh` is the whole answer.
+fn merge(known: Vec<Option<ItemResult>>, fresh: Vec<ItemResult>) -> Vec<ItemResult> {
+    if known.is_empty() {
+        return fresh;
+    }
+    let mut fresh = fresh.into_iter();
+    known
+        .into_iter()
+        .map(|k| {
+            k.or_else(|| fresh.next())
+                .unwrap_or_else(|| Err(Status::internal("no result for the complaint")))
+        })
+        .collect()
 }
 
 fn item_result(shard: ShardId, o: SubmitOutcome) -> ItemResult {

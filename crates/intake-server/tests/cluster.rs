@@ -169,6 +169,82 @@ async fn lagging_follower_catches_up_by_snapshot() {
     c.shutdown().await;
 }
 
+/// A retry of a complaint that is already committed is answered from the
+/// state of any replica that has applied it, without a new proposal: even
+/// with its shard's quorum gone, a node returns those tickets, while new
+/// complaints in the same batch fail on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_of_applied_complaints_need_no_quorum() {
+    let mut c = TestCluster::start(3, fast_tuning()).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let mut first = Vec::new();
+    for i in 0..5u64 {
+        let body = common_complaint::make(&format!("once-{i}"), i);
+        let r = submit(&mut c.client(leader).await, body.clone()).await.unwrap();
+        first.push((r.ticket_id, body));
+    }
+    let last = c.nodes[&leader]
+        .raft(0)
+        .unwrap()
+        .metrics()
+        .borrow_watched()
+        .last_log_index
+        .unwrap();
+    c.wait_applied(last, Duration::from_secs(30)).await;
+
+    // Only one replica is left: nothing new can commit.
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    for id in (1..=3).filter(|id| *id != survivor) {
+        c.stop_node(id).await;
+    }
+    let mut client = c.client(survivor).await;
+    for (ticket, body) in &first {
+        let mut req = tonic::Request::new(intake_proto::pb::SubmitRequest {
+            complaint: Some(body.clone()),
+        });
+        req.set_timeout(Duration::from_secs(5));
+        let r = client
+            .submit(req)
+            .await
+            .expect("a retry of an applied complaint")
+            .into_inner();
+        assert_eq!(&r.ticket_id, ticket);
+        assert!(r.duplicate);
+    }
+    let mut edited = first[0].1.clone();
+    edited.text.push_str(" (edited)");
+    let fresh = common_complaint::make("never-before", 7);
+    let mut req = tonic::Request::new(intake_proto::pb::SubmitBatchRequest {
+        complaints: vec![first[1].1.clone(), fresh, edited, first[2].1.clone()],
+    });
+    req.set_timeout(Duration::from_secs(2));
+    let results = client
+        .submit_batch(req)
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    use intake_proto::pb::submit_result::Outcome;
+    let ticket_of = |i: usize| match &results[i].outcome {
+        Some(Outcome::Accepted(ok)) => Some(ok.ticket_id.clone()),
+        _ => None,
+    };
+    assert_eq!(ticket_of(0).as_ref(), Some(&first[1].0));
+    assert_eq!(ticket_of(3).as_ref(), Some(&first[2].0));
+    assert!(
+        ticket_of(1).is_none(),
+        "a new complaint cannot commit without a quorum"
+    );
+    match &results[2].outcome {
+        Some(Outcome::Error(e)) => {
+            assert_eq!(Code::from_i32(e.code), Code::AlreadyExists);
+            assert!(e.message.contains(&first[0].0), "{}", e.message);
+        }
+        other => panic!("same key, other content: {other:?}"),
+    }
+    c.shutdown().await;
+}
+
 mod common_complaint {
     pub type Stored = intake_proto::pb::Complaint;
 

@@ -207,6 +207,36 @@ impl StateMachine {
         }
     }
 
+    /// What a complaint whose key this replica has applied gets: its ticket,
+    /// or a conflict if the key came with other content. A replica applies
+    /// only what is committed, so any replica may answer this without a
+    /// Raft round; a retry of a complaint that committed after its first
+    /// attempt gave up then costs a read, not another proposal.
+    pub fn already_submitted(&self, complaint: &Complaint) -> Result<Option<SubmitOutcome>, StorageError> {
+        match self.existing(&complaint.idempotency_key, &HashMap::new())? {
+            Some(t) => Ok(Some(self.repeat_outcome(&t, complaint))),
+            None => Ok(None),
+        }
+    }
+
+    fn repeat_outcome(&self, t: &Ticket, complaint: &Complaint) -> SubmitOutcome {
+        if t.complaint.same_content(complaint) {
+            SubmitOutcome::Existing {
+                id: t.id,
+                accepted_at: t.accepted_at,
+            }
+        } else {
+            tracing::warn!(
+                shard = self.shard,
+                ticket = %t.id,
+                stored = ?t.complaint,
+                offered = ?complaint,
+                "idempotency key reused with different content"
+            );
+            SubmitOutcome::Conflict { id: t.id }
+        }
+    }
+
     /// Adds the effects of one `Submit` to `batch` and returns the outcomes.
     /// Deterministic: every replica computes the same result.
     fn apply_submit(
@@ -229,21 +259,7 @@ impl StateMachine {
                 break;
             };
             if let Some(t) = self.existing(&complaint.idempotency_key, &created)? {
-                outcomes.push(if t.complaint.same_content(&complaint) {
-                    SubmitOutcome::Existing {
-                        id: t.id,
-                        accepted_at: t.accepted_at,
-                    }
-                } else {
-                    tracing::warn!(
-                        shard = self.shard,
-                        ticket = %t.id,
-                        stored = ?t.complaint,
-                        offered = ?complaint,
-                        "idempotency key reused with different content"
-                    );
-                    SubmitOutcome::Conflict { id: t.id }
-                });
+                outcomes.push(self.repeat_outcome(&t, &complaint));
                 continue;
             }
             let id = TicketId::new(self.shard, log_index, item);
