@@ -71,6 +71,13 @@ pub struct AdmissionConfig {
     /// While this node's runtime runs timers later than this (smoothed), it
     /// is out of CPU and refuses new ordinary complaints at the door.
     pub max_runtime_lag: Duration,
+    /// The same limit while emergencies are arriving at this node (one came
+    /// in the last few seconds): ordinary complaints then leave the CPU
+    /// headroom that keeps the emergencies fast. A commit waits on about ten
+    /// wake-ups in turn over three nodes, so a lag of 20 ms already makes it
+    /// some 200 ms slower; with 100 ms, emergencies in a 5x surge were late
+    /// often enough to miss 99 % (benches/overload.sh, README).
+    pub emergency_runtime_lag: Duration,
 }
 
 impl Default for AdmissionConfig {
@@ -87,6 +94,7 @@ impl Default for AdmissionConfig {
             linger: Duration::from_micros(2000),
             target_latency: Duration::from_millis(200),
             max_runtime_lag: Duration::from_millis(100),
+            emergency_runtime_lag: Duration::from_millis(20),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `intake.v1.IntakeService`: the door adapters push complaints through.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -30,6 +31,9 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 pub const MAX_ENTRY_COMPLAINT_BYTES: usize = 48 * 1024;
 /// Most time kept back from a caller's deadline for the answer's way back.
 const MAX_ANSWER_MARGIN: Duration = Duration::from_millis(500);
+/// How long after the last emergency the stricter CPU limit for ordinary
+/// complaints holds.
+const EMERGENCY_MEMORY: Duration = Duration::from_secs(5);
 
 pub struct IntakeServiceImpl {
     router: Router,
@@ -49,6 +53,10 @@ pub struct IntakeServiceImpl {
     ordinary_share: f64,
     lag: RuntimeLag,
     max_lag: Duration,
+    emergency_lag: Duration,
+    /// When this node last saw an emergency, in milliseconds since `born`.
+    last_emergency: AtomicU64,
+    born: Instant,
     /// Stretches ordinary refusals' retry delays while shedding lasts.
     streak: ShedStreak,
 }
@@ -76,6 +84,9 @@ impl IntakeServiceImpl {
             ordinary_share: admission.ordinary_share,
             lag,
             max_lag: admission.max_runtime_lag,
+            emergency_lag: admission.emergency_runtime_lag,
+            last_emergency: AtomicU64::new(u64::MAX),
+            born: Instant::now(),
             streak: ShedStreak::default(),
         }
     }
@@ -109,8 +120,26 @@ impl IntakeServiceImpl {
 
     /// Ordinary complaints are refused while this node's runtime runs late:
     /// it is out of CPU, and emergencies need what is left.
+    /// Notes that an emergency arrived, for `ordinary_cpu_check`.
+    fn saw_emergency(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        self.last_emergency.store(now, Ordering::Relaxed);
+    }
+
+    /// The runtime lag above which ordinary complaints are refused: lower
+    /// while emergencies are arriving, which need the headroom.
+    fn lag_limit(&self) -> Duration {
+        let last = self.last_emergency.load(Ordering::Relaxed);
+        let now = self.born.elapsed().as_millis() as u64;
+        if last != u64::MAX && now.saturating_sub(last) < EMERGENCY_MEMORY.as_millis() as u64 {
+            self.emergency_lag.min(self.max_lag)
+        } else {
+            self.max_lag
+        }
+    }
+
     fn ordinary_cpu_check(&self) -> Result<(), Status> {
-        match self.lag.above(self.max_lag) {
+        match self.lag.above(self.lag_limit()) {
             Some(lag) => Err(with_retry(
                 Code::ResourceExhausted,
                 "this node is out of CPU; retry with the same idempotency key",
@@ -240,6 +269,9 @@ impl IntakeService for IntakeServiceImpl {
             let (c, shard) = self.check(request.into_inner().complaint)?;
             let class = self.class(&c);
             ordinary = class == Priority::Ordinary;
+            if !ordinary {
+                self.saw_emergency();
+            }
             let _slot = self.admit(class, fwd)?;
             let mut results = self.router.submit(shard, vec![c], class, fwd, deadline).await?;
             results
@@ -264,6 +296,7 @@ impl IntakeService for IntakeServiceImpl {
             .iter()
             .any(|c| self.categories.priority(&c.category) == Priority::Emergency);
         let class = if any_emergency {
+            self.saw_emergency();
             Priority::Emergency
         } else {
             Priority::Ordinary

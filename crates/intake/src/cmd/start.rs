@@ -63,6 +63,19 @@ pub struct StartArgs {
     /// Microseconds a batch waits for more complaints once it has one. Default 2000.
     #[arg(long, env = "INTAKE_BATCH_LINGER_US")]
     batch_linger_us: Option<u64>,
+    /// Raft proposals of one shard in flight at once. Default 8.
+    #[arg(long, env = "INTAKE_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// While this node's runtime runs timers later than this many
+    /// milliseconds (smoothed), it is out of CPU and refuses new ordinary
+    /// complaints at the door. Default 100.
+    #[arg(long, env = "INTAKE_MAX_RUNTIME_LAG_MS")]
+    max_runtime_lag_ms: Option<u64>,
+    /// The same limit while emergencies are arriving at this node (one came
+    /// in the last few seconds), so ordinary complaints leave them CPU
+    /// headroom. Default 20.
+    #[arg(long, env = "INTAKE_EMERGENCY_RUNTIME_LAG_MS")]
+    emergency_runtime_lag_ms: Option<u64>,
     /// sled cache size in MiB. Default 128.
     /// The downstream dispatch system (a dispatch.v1.DispatchService),
     /// HOST:PORT. Absent: committed tickets wait durably, and `intake status`
@@ -99,6 +112,9 @@ struct FileConfig {
     shard_queue: Option<usize>,
     node_queue: Option<usize>,
     batch_linger_us: Option<u64>,
+    max_in_flight: Option<usize>,
+    max_runtime_lag_ms: Option<u64>,
+    emergency_runtime_lag_ms: Option<u64>,
     dispatch: Option<String>,
 }
 
@@ -212,6 +228,15 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(us) = args.batch_linger_us.or(file.batch_linger_us) {
         cfg.admission.linger = Duration::from_micros(us);
+    }
+    if let Some(n) = args.max_in_flight.or(file.max_in_flight) {
+        cfg.admission.max_in_flight = n.max(1);
+    }
+    if let Some(ms) = args.max_runtime_lag_ms.or(file.max_runtime_lag_ms) {
+        cfg.admission.max_runtime_lag = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = args.emergency_runtime_lag_ms.or(file.emergency_runtime_lag_ms) {
+        cfg.admission.emergency_runtime_lag = Duration::from_millis(ms.max(1));
     }
 
     if let Some(target) = args.dispatch.or(file.dispatch) {
