@@ -150,28 +150,45 @@ impl Client {
             complaints.iter().map(|_| None).collect();
         let mut trails: Vec<Trail> = complaints.iter().map(|_| Trail::default()).collect();
         let mut open: Vec<usize> = (0..complaints.len()).collect();
+        // When each open complaint may go again: a server's RetryInfo binds
+        // only the complaint it was given for, so in a mixed batch an
+        // emergency that timed out is not held back by the ordinary
+        // complaints beside it that were told to stay away longer.
+        let mut due: Vec<Instant> = vec![Instant::now(); complaints.len()];
         // After a failure, avoid the node that failed and the leader guess.
         let mut failed: Option<String> = None;
         let mut round = 0;
-        while let Some(&first) = open.first() {
+        while let Some(wake) = open.iter().map(|i| due[*i]).min() {
+            if wake >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(wake).await;
+            let now = Instant::now();
+            let (sending_idx, waiting): (Vec<usize>, Vec<usize>) = open.iter().partition(|i| due[**i] <= now);
+            let Some(&first) = sending_idx.first() else {
+                continue;
+            };
             let district = complaints[first].district_code.clone();
             let target = match (&failed, routing.leader_of(&district)) {
                 (None, Some(leader)) => leader,
                 (Some(bad), Some(leader)) if *bad != leader => leader,
                 _ => routing.next_endpoint(failed.as_deref()),
             };
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = deadline.saturating_duration_since(now);
             if remaining.is_zero() {
                 break;
             }
-            let sending: Vec<pb::Complaint> = open.iter().map(|i| complaints[*i].clone()).collect();
+            let sending: Vec<pb::Complaint> = sending_idx.iter().map(|i| complaints[*i].clone()).collect();
             let answers = self
                 .attempt(rpc, &target, sending, cfg.attempt_timeout.min(remaining))
                 .await;
             let (mut retryable, mut accepted) = (false, false);
-            let mut floor: Option<Duration> = None;
-            let mut still_open = Vec::new();
-            for (i, answer) in open.iter().copied().zip(answers) {
+            // One jittered pause for the round, so the complaints retried
+            // together stay together; a server's floor stretches it per item.
+            let pause = backoff(cfg.backoff_base, cfg.backoff_max, round, None);
+            let answered = Instant::now();
+            let mut still_open = waiting;
+            for (i, answer) in sending_idx.iter().copied().zip(answers) {
                 let trail = &mut trails[i];
                 trail.attempts += 1;
                 let status = match answer {
@@ -190,7 +207,7 @@ impl Client {
                 tracing::debug!(key = %complaints[i].idempotency_key, %target, %status, "attempt failed");
                 retryable = true;
                 let server_floor = retry_after(&status);
-                floor = floor.max(server_floor);
+                due[i] = answered + pause.max(server_floor.unwrap_or_default());
                 if failure != Failure::Overloaded {
                     // A node that answered with RetryInfo is up but found no
                     // leader: look again, but do not shun it.
@@ -211,15 +228,11 @@ impl Client {
                     routing.refresh_soon();
                 }
             }
+            still_open.sort_unstable();
             open = still_open;
             if open.is_empty() || !self.inner.budget.allows_retry() {
                 break;
             }
-            let sleep = backoff(cfg.backoff_base, cfg.backoff_max, round, floor);
-            if Instant::now() + sleep >= deadline {
-                break;
-            }
-            tokio::time::sleep(sleep).await;
             round += 1;
         }
         results

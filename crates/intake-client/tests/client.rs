@@ -289,6 +289,39 @@ async fn a_batch_resends_only_what_failed_retryably_with_the_same_keys() {
     assert_eq!(attempts, [1, 2, 1, 2]);
 }
 
+/// Each complaint of a batch honours its own RetryInfo: one told to come
+/// back in a minute does not hold back one told 50 ms (in a mixed batch, an
+/// emergency beside ordinary complaints being shed).
+#[tokio::test]
+async fn each_complaint_of_a_batch_waits_only_its_own_retry_delay() {
+    let (server, addr) = stand_in::serve_busy_once().await;
+    let mut config = ClientConfig::new([addr]);
+    config.backoff_base = Duration::from_millis(1);
+    config.call_timeout = Duration::from_secs(5);
+    let client = Client::connect(config).await.unwrap();
+    let started = std::time::Instant::now();
+    let results = client
+        .submit_batch(vec![
+            complaint("", DISTRICT, "busy 0"),
+            complaint("", DISTRICT, "away 1"),
+        ])
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let busy = results[0].as_ref().expect("resent after its own 50 ms");
+    assert_eq!(busy.attempts, 2);
+    match &results[1] {
+        Err(ClientError::Overloaded { retry_after }) => assert_eq!(*retry_after, Duration::from_secs(60)),
+        other => panic!("the complaint told to wait a minute: {other:?}"),
+    }
+    let requests = server.requests.lock().unwrap();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[1], vec![busy.idempotency_key.clone()]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_across_shards_gets_one_ticket_each_and_the_same_on_resend() {
     let cluster = TestCluster::start_with(3, 4, fast_tuning()).await;

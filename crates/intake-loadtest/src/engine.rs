@@ -251,66 +251,93 @@ impl Engine {
         let items = req.items;
         let deadline = scheduled + ctx.deadline;
         let mut results: Vec<Option<Result<String, Code>>> = vec![None; items.len()];
+        // Each complaint honours its own RetryInfo: in a mixed batch, an
+        // emergency that timed out is resent soon even when the ordinary
+        // complaints beside it were told to stay away for longer.
+        let mut not_before: Vec<Instant> = vec![scheduled; items.len()];
         let mut backoff = Duration::from_millis(20);
         let mut attempts: u32 = 0;
         // Bounded by max_attempts and the deadline.
         loop {
-            let pending: Vec<usize> = (0..items.len()).filter(|i| needs_retry(&results[*i])).collect();
-            let now = Instant::now();
-            if pending.is_empty() || now >= deadline || attempts >= ctx.max_attempts {
+            let open: Vec<usize> = (0..items.len()).filter(|i| needs_retry(&results[*i])).collect();
+            let Some(wake) = open.iter().map(|i| not_before[*i]).min() else {
+                break;
+            };
+            if wake >= deadline || Instant::now() >= deadline || attempts >= ctx.max_attempts {
                 break;
             }
             if attempts > 0 {
+                if self.budget.as_ref().is_some_and(|b| !b.allows_retry()) {
+                    lock(&self.tally).retries_throttled += 1;
+                    break;
+                }
                 lock(&self.tally).retries += 1;
             }
+            tokio::time::sleep_until(wake.into()).await;
+            let now = Instant::now();
+            let pending: Vec<usize> = open.into_iter().filter(|i| not_before[*i] <= now).collect();
             // Each attempt goes to the next endpoint, so the retries of a
             // request sent to a killed node reach a live one.
             let mut client = self.clients[(idx + attempts as usize) % self.clients.len()].clone();
             attempts += 1;
-            let mut retry_after = backoff;
-            if !req.batch {
+            // What each pending complaint was told: its code and how long to
+            // stay away, if the server said.
+            let answers: Vec<Result<String, (Code, Option<Duration>)>> = if !req.batch {
                 let mut r = tonic::Request::new(pb::SubmitRequest {
-                    complaint: Some(items[0].clone()),
+                    complaint: Some(items[pending[0]].clone()),
                 });
                 r.set_timeout(deadline - now);
-                results[0] = Some(match client.submit(r).await {
+                vec![match client.submit(r).await {
                     Ok(r) => Ok(r.into_inner().ticket_id),
                     Err(s) => {
-                        if let Some(d) = s.get_error_details().retry_info().and_then(|r| r.retry_delay) {
-                            retry_after = retry_after.max(d);
-                        }
                         self.sample_error(s.code(), s.message());
-                        Err(s.code())
+                        Err((
+                            s.code(),
+                            s.get_error_details().retry_info().and_then(|r| r.retry_delay),
+                        ))
                     }
-                });
+                }]
             } else {
                 let batch: Vec<pb::Complaint> = pending.iter().map(|i| items[*i].clone()).collect();
                 let mut r = tonic::Request::new(pb::SubmitBatchRequest { complaints: batch });
                 r.set_timeout(deadline - now);
                 match client.submit_batch(r).await {
                     Ok(r) => {
-                        for (i, res) in pending.iter().zip(r.into_inner().results) {
-                            results[*i] = Some(match res.outcome {
+                        let mut answers: Vec<_> = r
+                            .into_inner()
+                            .results
+                            .into_iter()
+                            .map(|res| match res.outcome {
                                 Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok.ticket_id),
                                 Some(pb::submit_result::Outcome::Error(e)) => {
-                                    // The retry resends every item still open, so
-                                    // it waits for the longest delay any asked for.
-                                    retry_after = retry_after.max(Duration::from_millis(e.retry_after_ms));
                                     let code = Code::from_i32(e.code);
                                     self.sample_error(code, &e.message);
-                                    Err(code)
+                                    let after = (e.retry_after_ms > 0)
+                                        .then(|| Duration::from_millis(e.retry_after_ms));
+                                    Err((code, after))
                                 }
-                                None => Err(Code::Internal),
-                            });
-                        }
+                                None => Err((Code::Internal, None)),
+                            })
+                            .collect();
+                        answers.resize(pending.len(), Err((Code::Internal, None)));
+                        answers
                     }
                     Err(s) => {
-                        for i in &pending {
-                            results[*i] = Some(Err(s.code()));
-                        }
                         self.sample_error(s.code(), s.message());
+                        let after = s.get_error_details().retry_info().and_then(|r| r.retry_delay);
+                        vec![Err((s.code(), after)); pending.len()]
                     }
                 }
+            };
+            let answered = Instant::now();
+            for (i, answer) in pending.iter().zip(answers) {
+                results[*i] = Some(match answer {
+                    Ok(ticket) => Ok(ticket),
+                    Err((code, after)) => {
+                        not_before[*i] = answered + after.unwrap_or_default().max(backoff);
+                        Err(code)
+                    }
+                });
             }
             // As intake-client does (gRFC A6): a retryable failure costs a
             // token, an attempt answered for good gives some back.
@@ -321,17 +348,6 @@ impl Engine {
                     b.on_success();
                 }
             }
-            if !results.iter().any(needs_retry)
-                || Instant::now() + retry_after >= deadline
-                || attempts >= ctx.max_attempts
-            {
-                break;
-            }
-            if self.budget.as_ref().is_some_and(|b| !b.allows_retry()) {
-                lock(&self.tally).retries_throttled += 1;
-                break;
-            }
-            tokio::time::sleep(retry_after).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
         // Latency is that of acknowledgements, from the scheduled arrival:

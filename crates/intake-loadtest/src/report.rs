@@ -31,6 +31,10 @@ pub struct SecondRow {
     /// Of the acknowledgements that came in this second; 0 when none did.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Emergencies answered in this second (part of the counts above): a
+    /// surge's first seconds are where admission has least to go on.
+    pub emergency_acked: u64,
+    pub emergency_errors: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +102,8 @@ impl Report {
                     errors: sec.counts.errors,
                     p50_ms: q(0.5),
                     p99_ms: q(0.99),
+                    emergency_acked: sec.emergency.acked,
+                    emergency_errors: sec.emergency.errors,
                 }
             })
             .collect();
@@ -405,6 +411,8 @@ mod tests {
                     errors: 0,
                     p50_ms: 2.0,
                     p99_ms: 5.0 + t as f64,
+                    emergency_acked: 1,
+                    emergency_errors: 0,
                 })
                 .collect(),
             notes: vec!["a note".into()],

@@ -28,6 +28,8 @@ pub struct Counts {
 #[derive(Default)]
 pub struct Second {
     pub counts: Counts,
+    /// The emergencies among `counts` (offered stays 0: it is not split).
+    pub emergency: Counts,
     /// Latencies of the acknowledgements that came in this second.
     pub latency: Option<Histogram<u64>>,
 }
@@ -139,7 +141,11 @@ impl Tally {
                 *self.error_codes.entry(code).or_default() += 1;
             }
         }
-        add(&mut self.second(second).counts, &counts);
+        let sec = self.second(second);
+        add(&mut sec.counts, &counts);
+        if emergency {
+            add(&mut sec.emergency, &counts);
+        }
         add(self.phase(phase), &counts);
     }
 }

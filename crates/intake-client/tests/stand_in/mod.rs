@@ -89,7 +89,9 @@ pub async fn serve_always_full() -> (AlwaysFull, String) {
 }
 
 /// A peer whose `SubmitBatch` turns away, once, each complaint whose text
-/// says "busy", and accepts everything else; it records every request's keys.
+/// says "busy" (come back in 50 ms), every time each whose text says "away"
+/// (come back in a minute), and accepts everything else; it records every
+/// request's keys.
 #[derive(Clone, Default)]
 pub struct BusyOnce {
     pub requests: Arc<Mutex<Vec<Vec<String>>>>,
@@ -111,12 +113,14 @@ impl IntakeService for BusyOnce {
         let results = complaints
             .iter()
             .map(|c| {
-                let outcome = if c.text.contains("busy") && !seen(&c.idempotency_key) {
+                let busy = c.text.contains("busy") && !seen(&c.idempotency_key);
+                let away = c.text.contains("away");
+                let outcome = if busy || away {
                     pb::submit_result::Outcome::Error(pb::ItemError {
                         code: Code::ResourceExhausted as i32,
                         message: "at capacity".into(),
                         field_violations: vec![],
-                        retry_after_ms: 50,
+                        retry_after_ms: if away { 60_000 } else { 50 },
                     })
                 } else {
                     pb::submit_result::Outcome::Accepted(pb::SubmitResponse {
