@@ -180,7 +180,7 @@ impl Client {
             }
             let sending: Vec<pb::Complaint> = sending_idx.iter().map(|i| complaints[*i].clone()).collect();
             let answers = self
-                .attempt(rpc, &target, sending, cfg.attempt_timeout.min(remaining))
+                .attempt(rpc, &target, sending, cfg.attempt_timeout.min(remaining), round)
                 .await;
             let (mut retryable, mut accepted) = (false, false);
             // One jittered pause for the round, so the complaints retried
@@ -251,6 +251,7 @@ impl Client {
         target: &str,
         complaints: Vec<pb::Complaint>,
         timeout: Duration,
+        previous_attempts: u32,
     ) -> Vec<Result<pb::SubmitResponse, Status>> {
         let n = complaints.len();
         let all = |s: Status| vec![Err(s); n];
@@ -269,6 +270,7 @@ impl Client {
                     complaint: complaints.into_iter().next(),
                 });
                 req.set_timeout(timeout);
+                mark_retry(req.metadata_mut(), previous_attempts);
                 match tokio::time::timeout(local, client.submit(req)).await {
                     Ok(r) => vec![r.map(tonic::Response::into_inner)],
                     Err(_) => all(hung()),
@@ -277,6 +279,7 @@ impl Client {
             Rpc::Batch => {
                 let mut req = tonic::Request::new(pb::SubmitBatchRequest { complaints });
                 req.set_timeout(timeout);
+                mark_retry(req.metadata_mut(), previous_attempts);
                 match tokio::time::timeout(local, client.submit_batch(req)).await {
                     Ok(Ok(resp)) => {
                         let results = resp.into_inner().results;
@@ -290,6 +293,18 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// Tells the server, with gRPC's own header for retried calls (gRFC A6),
+/// that complaints may have committed on an earlier attempt: a node that
+/// has applied one answers it at once instead of proposing it again.
+fn mark_retry(metadata: &mut tonic::metadata::MetadataMap, previous_attempts: u32) {
+    if previous_attempts > 0 {
+        metadata.insert(
+            "grpc-previous-rpc-attempts",
+            tonic::metadata::MetadataValue::from(previous_attempts),
+        );
     }
 }
 

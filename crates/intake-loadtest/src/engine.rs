@@ -287,6 +287,7 @@ impl Engine {
                     complaint: Some(items[pending[0]].clone()),
                 });
                 r.set_timeout(deadline - now);
+                mark_retry(r.metadata_mut(), attempts - 1);
                 vec![match client.submit(r).await {
                     Ok(r) => Ok(r.into_inner().ticket_id),
                     Err(s) => {
@@ -301,6 +302,7 @@ impl Engine {
                 let batch: Vec<pb::Complaint> = pending.iter().map(|i| items[*i].clone()).collect();
                 let mut r = tonic::Request::new(pb::SubmitBatchRequest { complaints: batch });
                 r.set_timeout(deadline - now);
+                mark_retry(r.metadata_mut(), attempts - 1);
                 match client.submit_batch(r).await {
                     Ok(r) => {
                         let mut answers: Vec<_> = r
@@ -374,6 +376,18 @@ impl Engine {
             let emergency = ctx.workload.is_emergency(&item.category);
             t.record(ctx.index, second, &item.idempotency_key, emergency, outcome);
         }
+    }
+}
+
+/// Marks a retried call with gRPC's header for it (gRFC A6), as
+/// `intake-client` does, so a node may answer complaints that already
+/// committed from its state.
+fn mark_retry(metadata: &mut tonic::metadata::MetadataMap, previous_attempts: u32) {
+    if previous_attempts > 0 {
+        metadata.insert(
+            "grpc-previous-rpc-attempts",
+            tonic::metadata::MetadataValue::from(previous_attempts),
+        );
     }
 }
 

@@ -21,7 +21,7 @@ use crate::convert::{complaint_from_pb, now_millis, status_from_pb, timestamp_to
 use crate::errors::{invalid_argument, invalid_fields, item_error, retry_no_sooner, with_retry};
 use crate::lag::RuntimeLag;
 use crate::observe::record_submit;
-use crate::router::{ItemResult, Router, hops_of};
+use crate::router::{ItemResult, Router, hops_of, is_retry};
 use crate::streak::ShedStreak;
 
 /// Most complaints in one `SubmitBatch` call.
@@ -264,6 +264,7 @@ impl IntakeService for IntakeServiceImpl {
         let started = std::time::Instant::now();
         let deadline = self.deadline(&request);
         let fwd = hops_of(&request);
+        let retry = is_retry(&request);
         let mut ordinary = false;
         let result = async {
             let (c, shard) = self.check(request.into_inner().complaint)?;
@@ -273,7 +274,10 @@ impl IntakeService for IntakeServiceImpl {
                 self.saw_emergency();
             }
             let _slot = self.admit(class, fwd)?;
-            let mut results = self.router.submit(shard, vec![c], class, fwd, deadline).await?;
+            let mut results = self
+                .router
+                .submit(shard, vec![c], class, fwd, retry, deadline)
+                .await?;
             results
                 .pop()
                 .unwrap_or_else(|| Err(Status::internal("no result for the complaint")))
@@ -291,6 +295,7 @@ impl IntakeService for IntakeServiceImpl {
         let started = std::time::Instant::now();
         let deadline = self.deadline(&request);
         let fwd = hops_of(&request);
+        let retry = is_retry(&request);
         let complaints = request.into_inner().complaints;
         let any_emergency = complaints
             .iter()
@@ -358,7 +363,7 @@ impl IntakeService for IntakeServiceImpl {
             for group in entry_groups(items) {
                 let (idx, cs): (Vec<usize>, Vec<Complaint>) = group.into_iter().unzip();
                 let router = self.router.clone();
-                calls.push(async move { (idx, router.submit(shard, cs, class, fwd, deadline).await) });
+                calls.push(async move { (idx, router.submit(shard, cs, class, fwd, retry, deadline).await) });
             }
         }
         for (idx, outcome) in join_all(calls).await {

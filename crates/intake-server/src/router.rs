@@ -220,27 +220,75 @@ impl Router {
     /// Proposes `complaints` (all of `shard`) and waits until they are
     /// committed on a quorum and applied. The outer error fails the whole
     /// group; inner results are per complaint. `hops` is how many nodes the
-    /// request has already passed through. Complaints whose keys a local
-    /// replica has already applied are answered from its state instead.
+    /// request has already passed through. On a `retry`, complaints whose
+    /// keys a local replica has already applied are answered from its state
+    /// instead.
     pub async fn submit(
         &self,
         shard: ShardId,
         complaints: Vec<Complaint>,
         class: Priority,
         hops: u32,
+        retry: bool,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
-        let (known, complaints) = self.already_submitted(shard, complaints);
+        // Refusing is the common case in a surge and must stay the cheapest
+        // path, so it comes before looking up any key.
+        if class == Priority::Ordinary
+            && let Some(refused) = self.shed_ordinary(shard, hops)
+        {
+            return Err(refused);
+        }
+        // Only a retry can find its key applied; a first attempt would pay
+        // the look-up for nothing.
+        let (known, complaints) = if retry {
+            self.already_submitted(shard, complaints)
+        } else {
+            (Vec::new(), complaints)
+        };
         if complaints.is_empty() {
             return Ok(known.into_iter().flatten().collect());
         }
         let n = complaints.len();
-        match self.submit_new(shard, complaints, class, hops, deadline).await {
+        match self
+            .submit_new(shard, complaints, class, hops, retry, deadline)
+            .await
+        {
             Ok(results) => Ok(merge(known, results)),
             // The answers already known stand; the failure is the others'.
             Err(s) if known.iter().any(Option::is_some) => Ok(merge(known, vec![Err(s); n])),
             Err(s) => Err(s),
         }
+    }
+
+    /// Why ordinary complaints for `shard` are refused here right now, if
+    /// they are: the shard answers too slowly from this door, or its leader
+    /// recently shed the ordinary complaints this node forwarded.
+    fn shed_ordinary(&self, shard: ShardId, hops: u32) -> Option<Status> {
+        // Only at the door (hops == 0): a forwarded call was admitted there.
+        if hops == 0
+            && let Some(slow) = self
+                .slowness
+                .get(&shard)
+                .and_then(|l| l.above(self.admission.target_latency * 2))
+        {
+            return Some(with_retry(
+                Code::ResourceExhausted,
+                format!(
+                    "shard {shard} answers too slowly to take ordinary complaints now; retry with the same idempotency key"
+                ),
+                slow.min(Duration::from_secs(10)),
+            ));
+        }
+        let until = self.shedding.get(&shard).map(|u| *u.value())?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then(|| {
+            with_retry(
+                Code::ResourceExhausted,
+                format!("shard {shard} is at capacity; retry with the same idempotency key"),
+                left.max(Duration::from_millis(25)),
+            )
+        })
     }
 
     /// Splits off the complaints whose keys a local replica of `shard` has
@@ -277,26 +325,13 @@ impl Router {
         complaints: Vec<Complaint>,
         class: Priority,
         hops: u32,
+        retry: bool,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
-        // Only at the door (hops == 0): a forwarded call was admitted there.
-        if class == Priority::Ordinary
-            && hops == 0
-            && let Some(slow) = self
-                .slowness
-                .get(&shard)
-                .and_then(|l| l.above(self.admission.target_latency * 2))
-        {
-            return Err(with_retry(
-                Code::ResourceExhausted,
-                format!(
-                    "shard {shard} answers too slowly to take ordinary complaints now; retry with the same idempotency key"
-                ),
-                slow.min(Duration::from_secs(10)),
-            ));
-        }
         let started = Instant::now();
-        let result = self.submit_inner(shard, complaints, class, hops, deadline).await;
+        let result = self
+            .submit_inner(shard, complaints, class, hops, retry, deadline)
+            .await;
         // Acknowledgements and deadline misses measure how long this shard
         // takes from here; refusals are fast by design and would hide that.
         let measured = match &result {
@@ -315,22 +350,13 @@ impl Router {
         complaints: Vec<Complaint>,
         class: Priority,
         hops: u32,
+        retry: bool,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
-        if class == Priority::Ordinary
-            && let Some(until) = self.shedding.get(&shard).map(|u| *u.value())
-        {
-            let left = until.saturating_duration_since(Instant::now());
-            if !left.is_zero() {
-                return Err(with_retry(
-                    Code::ResourceExhausted,
-                    format!("shard {shard} is at capacity; retry with the same idempotency key"),
-                    left.max(Duration::from_millis(25)),
-                ));
-            }
-        }
         let Some(batcher) = self.batchers.get(&shard).map(|b| b.value().clone()) else {
-            let results = self.submit_remote(shard, &complaints, hops, deadline).await;
+            let results = self
+                .submit_remote(shard, &complaints, hops, retry, deadline)
+                .await;
             self.note_shedding(shard, class, &results);
             return results;
         };
@@ -340,7 +366,10 @@ impl Router {
         let mut unreachable = None;
         loop {
             if let Some((id, addr)) = self.leader_elsewhere(shard, hops) {
-                match self.forward_submit(id, &addr, &complaints, hops, deadline).await {
+                match self
+                    .forward_submit(id, &addr, &complaints, hops, retry, deadline)
+                    .await
+                {
                     // The leader moved or is unreachable: ask the replica.
                     Err(s) if s.code() == Code::Unavailable => unreachable = Some(id),
                     results => {
@@ -380,7 +409,9 @@ impl Router {
             };
             match self.next_step(&refusal, hops) {
                 Next::Forward(id, addr) if unreachable != Some(id) => {
-                    let results = self.forward_submit(id, &addr, &complaints, hops, deadline).await;
+                    let results = self
+                        .forward_submit(id, &addr, &complaints, hops, retry, deadline)
+                        .await;
                     match results {
                         // The leader moved or is unreachable: learn again and retry.
                         Err(s) if s.code() == Code::Unavailable => {}
@@ -434,6 +465,7 @@ impl Router {
         shard: ShardId,
         complaints: &[Complaint],
         hops: u32,
+        retry: bool,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
         if hops >= MAX_HOPS {
@@ -448,7 +480,10 @@ impl Router {
         let mut last = Status::unavailable(format!("shard {shard} has no reachable replica"));
         loop {
             for (id, addr) in &voters {
-                match self.forward_submit(*id, addr, complaints, hops, deadline).await {
+                match self
+                    .forward_submit(*id, addr, complaints, hops, retry, deadline)
+                    .await
+                {
                     Ok(r) => return Ok(r),
                     Err(s) if s.code() == Code::Unavailable => last = s,
                     Err(s) => return Err(s),
@@ -472,6 +507,7 @@ impl Router {
         addr: &str,
         complaints: &[Complaint],
         hops: u32,
+        retry: bool,
         deadline: Instant,
     ) -> Result<Vec<ItemResult>, Status> {
         let started = Instant::now();
@@ -481,6 +517,12 @@ impl Router {
                 complaints: complaints.iter().map(complaint_to_pb).collect(),
             });
             set_hops(&mut req, hops + 1);
+            if retry {
+                req.metadata_mut().insert(
+                    PREVIOUS_ATTEMPTS_HEADER,
+                    tonic::metadata::MetadataValue::from(1u32),
+                );
+            }
             req.set_timeout(deadline.saturating_duration_since(Instant::now()));
             let resp = client.submit_batch(req).await?.into_inner();
             if resp.results.len() != complaints.len() {
@@ -738,6 +780,20 @@ fn set_hops<T>(req: &mut tonic::Request<T>, hops: u32) {
     if let Ok(v) = tonic::metadata::MetadataValue::try_from(hops.to_string()) {
         req.metadata_mut().insert(HOPS_HEADER, v);
     }
+}
+
+/// gRPC's header for a retried call (gRFC A6): how many attempts came
+/// before this one. Clients that send it let a node answer complaints that
+/// already committed without another proposal.
+pub const PREVIOUS_ATTEMPTS_HEADER: &str = "grpc-previous-rpc-attempts";
+
+/// Whether the caller says this call retries an earlier attempt.
+pub fn is_retry<T>(req: &tonic::Request<T>) -> bool {
+    req.metadata()
+        .get(PREVIOUS_ATTEMPTS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|n| n > 0)
 }
 
 /// How many nodes a request has passed through before this one.

@@ -169,8 +169,9 @@ async fn lagging_follower_catches_up_by_snapshot() {
     c.shutdown().await;
 }
 
-/// A retry of a complaint that is already committed is answered from the
-/// state of any replica that has applied it, without a new proposal: even
+/// A retry (marked with gRPC's `grpc-previous-rpc-attempts`) of a complaint
+/// that is already committed is answered from the state of any replica that
+/// has applied it, without a new proposal: even
 /// with its shard's quorum gone, a node returns those tickets, while new
 /// complaints in the same batch fail on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -203,6 +204,8 @@ async fn retries_of_applied_complaints_need_no_quorum() {
             complaint: Some(body.clone()),
         });
         req.set_timeout(Duration::from_secs(5));
+        req.metadata_mut()
+            .insert("grpc-previous-rpc-attempts", 1u32.into());
         let r = client
             .submit(req)
             .await
@@ -218,6 +221,8 @@ async fn retries_of_applied_complaints_need_no_quorum() {
         complaints: vec![first[1].1.clone(), fresh, edited, first[2].1.clone()],
     });
     req.set_timeout(Duration::from_secs(2));
+    req.metadata_mut()
+        .insert("grpc-previous-rpc-attempts", 1u32.into());
     let results = client
         .submit_batch(req)
         .await
