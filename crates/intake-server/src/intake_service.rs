@@ -118,8 +118,6 @@ impl IntakeServiceImpl {
         })
     }
 
-    /// Ordinary complaints are refused while this node's runtime runs late:
-    /// it is out of CPU, and emergencies need what is left.
     /// Notes that an emergency arrived, for `ordinary_cpu_check`.
     fn saw_emergency(&self) {
         let now = self.born.elapsed().as_millis() as u64;
@@ -138,6 +136,8 @@ impl IntakeServiceImpl {
         }
     }
 
+    /// Ordinary complaints are refused while this node's runtime runs late:
+    /// it is out of CPU, and emergencies need what is left.
     fn ordinary_cpu_check(&self) -> Result<(), Status> {
         match self.lag.above(self.lag_limit()) {
             Some(lag) => Err(with_retry(
