@@ -54,9 +54,7 @@ pub struct IntakeServiceImpl {
     lag: RuntimeLag,
     max_lag: Duration,
     emergency_lag: Duration,
-    /// When this node last saw an emergency, in milliseconds since `born`.
-    last_emergency: AtomicU64,
-    born: Instant,
+    emergencies: RecentEmergency,
     /// Stretches ordinary refusals' retry delays while shedding lasts.
     streak: ShedStreak,
 }
@@ -85,8 +83,7 @@ impl IntakeServiceImpl {
             lag,
             max_lag: admission.max_runtime_lag,
             emergency_lag: admission.emergency_runtime_lag,
-            last_emergency: AtomicU64::new(u64::MAX),
-            born: Instant::now(),
+            emergencies: RecentEmergency::new(Instant::now()),
             streak: ShedStreak::default(),
         }
     }
@@ -120,16 +117,13 @@ impl IntakeServiceImpl {
 
     /// Notes that an emergency arrived, for `ordinary_cpu_check`.
     fn saw_emergency(&self) {
-        let now = self.born.elapsed().as_millis() as u64;
-        self.last_emergency.store(now, Ordering::Relaxed);
+        self.emergencies.note(Instant::now());
     }
 
     /// The runtime lag above which ordinary complaints are refused: lower
     /// while emergencies are arriving, which need the headroom.
     fn lag_limit(&self) -> Duration {
-        let last = self.last_emergency.load(Ordering::Relaxed);
-        let now = self.born.elapsed().as_millis() as u64;
-        if last != u64::MAX && now.saturating_sub(last) < EMERGENCY_MEMORY.as_millis() as u64 {
+        if self.emergencies.within(EMERGENCY_MEMORY, Instant::now()) {
             self.emergency_lag.min(self.max_lag)
         } else {
             self.max_lag
@@ -214,6 +208,34 @@ impl IntakeServiceImpl {
 }
 
 /// `grpc-timeout` is an integer of at most 8 digits and a unit letter.
+/// When an emergency last arrived, lock-free: every submission asks.
+struct RecentEmergency {
+    /// Milliseconds since `born`; `u64::MAX` while none has come.
+    last: AtomicU64,
+    born: Instant,
+}
+
+impl RecentEmergency {
+    fn new(born: Instant) -> Self {
+        Self {
+            last: AtomicU64::new(u64::MAX),
+            born,
+        }
+    }
+
+    fn note(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.born).as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether one came within `window` before `now`.
+    fn within(&self, window: Duration, now: Instant) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        let ms = now.saturating_duration_since(self.born).as_millis() as u64;
+        last != u64::MAX && ms.saturating_sub(last) < window.as_millis() as u64
+    }
+}
+
 fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     if v.len() < 2 || v.len() > 9 {
         return None;
@@ -481,6 +503,23 @@ fn status_update_from_pb(req: pb::UpdateStatusRequest) -> Result<StatusUpdate, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stricter_cpu_limit_holds_only_for_a_while_after_an_emergency() {
+        let born = Instant::now();
+        let seen = RecentEmergency::new(born);
+        let window = Duration::from_secs(5);
+        assert!(
+            !seen.within(window, born + Duration::from_secs(1)),
+            "none has come yet"
+        );
+        seen.note(born + Duration::from_secs(10));
+        assert!(seen.within(window, born + Duration::from_secs(10)));
+        assert!(seen.within(window, born + Duration::from_millis(14_900)));
+        assert!(!seen.within(window, born + Duration::from_secs(15)));
+        seen.note(born + Duration::from_secs(20));
+        assert!(seen.within(window, born + Duration::from_secs(21)));
+    }
 
     #[test]
     fn grpc_timeouts_parse() {
