@@ -250,10 +250,12 @@ impl Router {
             return Ok(known.into_iter().flatten().collect());
         }
         let n = complaints.len();
-        match self
-            .submit_new(shard, complaints, class, hops, retry, deadline)
-            .await
-        {
+        let started = Instant::now();
+        let result = self
+            .submit_inner(shard, complaints, class, hops, retry, deadline)
+            .await;
+        self.note_slowness(shard, &result, started);
+        match result {
             Ok(results) => Ok(merge(known, results)),
             // The answers already known stand; the failure is the others'.
             Err(s) if known.iter().any(Option::is_some) => Ok(merge(known, vec![Err(s); n])),
@@ -318,30 +320,17 @@ impl Router {
         (known, rest)
     }
 
-    /// `submit` for complaints this node has not seen committed.
-    async fn submit_new(
-        &self,
-        shard: ShardId,
-        complaints: Vec<Complaint>,
-        class: Priority,
-        hops: u32,
-        retry: bool,
-        deadline: Instant,
-    ) -> Result<Vec<ItemResult>, Status> {
-        let started = Instant::now();
-        let result = self
-            .submit_inner(shard, complaints, class, hops, retry, deadline)
-            .await;
-        // Acknowledgements and deadline misses measure how long this shard
-        // takes from here; refusals are fast by design and would hide that.
-        let measured = match &result {
+    /// Acknowledgements and deadline misses measure how long `shard` takes
+    /// from here; refusals are fast by design and would hide that, and so
+    /// would answers found in local state.
+    fn note_slowness(&self, shard: ShardId, result: &Result<Vec<ItemResult>, Status>, started: Instant) {
+        let measured = match result {
             Ok(items) => items.iter().any(|r| r.is_ok()),
             Err(s) => s.code() == Code::DeadlineExceeded,
         };
         if measured {
             self.slowness.entry(shard).or_default().record(started.elapsed());
         }
-        result
     }
 
     async fn submit_inner(
