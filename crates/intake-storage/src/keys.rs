@@ -14,26 +14,14 @@ use crate::node_storage::StorageError;
 /// Node-wide metadata (node id, cluster config) that outlives any shard.
 pub const NODE_TREE: &str = "node";
 
-pub fn log_tree(shard: ShardId) -> String {
-    format!("log.{shard}")
-}
-
-pub fn raft_tree(shard: ShardId) -> String {
-    format!("raft.{shard}")
-}
-
 pub fn sm_tree(shard: ShardId) -> String {
     format!("sm.{shard}")
 }
 
-/// Keys of the `raft.{shard}` tree.
+/// Keys of the `raft.{shard}` tree of earlier versions (see `migrate.rs`).
 pub const VOTE: &[u8] = b"vote";
 pub const COMMITTED: &[u8] = b"committed";
 pub const PURGED: &[u8] = b"purged";
-
-pub fn log_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
 
 /// Prefixes and keys of the `sm.{shard}` tree.
 pub const TICKET_PREFIX: u8 = b't';

@@ -12,6 +12,7 @@
 mod flusher;
 mod keys;
 mod log_store;
+mod migrate;
 mod node_storage;
 pub mod raftlog;
 mod snapshot;

@@ -1,8 +1,8 @@
 //! openraft's log storage for one shard: entries, vote, committed and purged
-//! log ids, in two sled trees of the node's shared database.
+//! log ids, in the node's [`LogEngine`] (shared by every shard).
 //!
 //! Every write that Raft relies on for safety (append, vote, truncate, purge)
-//! returns only after a group-commit flush that includes it. `append` reports
+//! returns only after the engine's round that includes it is fsync'd. `append` reports
 //! completion to openraft *before* it returns (openraft issue #2118: a store
 //! that completes after returning can have unflushed entries counted as
 //! flushed when the node becomes leader).
@@ -16,27 +16,26 @@ use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
-use crate::flusher::Flusher;
 use crate::keys;
 use crate::node_storage::StorageError;
+use crate::raftlog::{LogEngine, MetaKind, Op};
 use crate::{ShardId, TypeConfig};
 
 type Entry = EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
 
-/// Largest encoded Raft entry `append` accepts. It keeps a full sled leaf of
-/// entries below the blob threshold (see `SEGMENT_SIZE_BYTES`): larger pages
+/// Largest encoded Raft entry `append` accepts. Entries live in the log
+/// engine, but applying one writes its complaints to sled, whose pages must
+/// stay below the blob threshold (see `SEGMENT_SIZE_BYTES`): larger pages
 /// would go to `blobs/` files that sled never fsyncs.
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
 
-/// The Raft log of one shard. Cheap to clone; clones share the trees.
+/// The Raft log of one shard, in the node's [`LogEngine`]. Cheap to clone.
 #[derive(Clone)]
 pub struct LogStore {
     shard: ShardId,
-    log: sled::Tree,
-    raft: sled::Tree,
-    flusher: Flusher,
+    engine: LogEngine,
 }
 
 impl Debug for LogStore {
@@ -46,25 +45,20 @@ impl Debug for LogStore {
 }
 
 impl LogStore {
-    pub(crate) fn new(shard: ShardId, log: sled::Tree, raft: sled::Tree, flusher: Flusher) -> Self {
-        Self {
-            shard,
-            log,
-            raft,
-            flusher,
-        }
+    pub(crate) fn new(shard: ShardId, engine: LogEngine) -> Self {
+        Self { shard, engine }
     }
 
     pub fn shard(&self) -> ShardId {
         self.shard
     }
 
-    fn get_raft<T: serde::de::DeserializeOwned>(
+    fn get_meta<T: serde::de::DeserializeOwned>(
         &self,
-        key: &[u8],
+        kind: MetaKind,
         what: &'static str,
     ) -> Result<Option<T>, StorageError> {
-        match self.raft.get(key)? {
+        match self.engine.meta(self.shard, kind)? {
             Some(bytes) => Ok(Some(keys::decode(what, &bytes)?)),
             None => Ok(None),
         }
@@ -72,9 +66,8 @@ impl LogStore {
 
     /// Encodes every entry first so an oversize one rejects the whole append
     /// before anything is written.
-    fn encode_batch(entries: impl IntoIterator<Item = Entry>) -> io::Result<(sled::Batch, usize)> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
+    fn encode_entries(entries: impl IntoIterator<Item = Entry>) -> io::Result<Vec<Op>> {
+        let mut ops = Vec::new();
         for entry in entries {
             let bytes = keys::encode(&entry)?;
             if bytes.len() > MAX_ENTRY_BYTES {
@@ -87,16 +80,17 @@ impl LogStore {
                     ),
                 ));
             }
-            batch.insert(&keys::log_key(entry.index()), bytes);
-            n += 1;
+            ops.push(Op::Entry {
+                index: entry.index(),
+                bytes,
+            });
         }
-        Ok((batch, n))
+        Ok(ops)
     }
 
-    async fn append_durably(&self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
-        let (batch, n) = Self::encode_batch(entries)?;
-        self.log.apply_batch(batch).map_err(io::Error::other)?;
-        self.flusher.flush(n).await
+    /// Writes `ops` and waits until they are durable.
+    async fn write(&self, ops: Vec<Op>) -> io::Result<()> {
+        self.engine.write(self.shard, ops).await
     }
 }
 
@@ -127,20 +121,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
         }
-        let iter = match end {
-            Some(end) => self.log.range(keys::log_key(start)..keys::log_key(end)),
-            None => self.log.range(keys::log_key(start)..),
-        };
         let mut out = Vec::new();
-        for kv in iter {
-            let (_, v) = kv.map_err(io::Error::other)?;
-            out.push(keys::decode::<Entry>("log entry", &v)?);
+        for (_, bytes) in self.engine.entries(self.shard, start, end)? {
+            out.push(keys::decode::<Entry>("log entry", &bytes)?);
         }
         Ok(out)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.get_raft(keys::VOTE, "vote")?)
+        Ok(self.get_meta(MetaKind::Vote, "vote")?)
     }
 }
 
@@ -148,9 +137,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let purged: Option<LogId> = self.get_raft(keys::PURGED, "purged log id")?;
-        let last = match self.log.last().map_err(io::Error::other)? {
-            Some((_, v)) => Some(keys::decode::<Entry>("log entry", &v)?.log_id()),
+        let purged: Option<LogId> = self.get_meta(MetaKind::Purged, "purged log id")?;
+        let last_stored = match self.engine.bounds(self.shard)?.1 {
+            Some(i) => self.engine.entries(self.shard, i, i.checked_add(1))?.pop(),
+            None => None,
+        };
+        let last = match last_stored {
+            Some((_, bytes)) => Some(keys::decode::<Entry>("log entry", &bytes)?.log_id()),
             None => purged,
         };
         Ok(LogState {
@@ -164,24 +157,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.raft
-            .insert(keys::VOTE, keys::encode(vote)?)
-            .map_err(io::Error::other)?;
-        self.flusher.flush(0).await
+        let value = Some(keys::encode(vote)?);
+        self.write(vec![Op::Meta {
+            kind: MetaKind::Vote,
+            value,
+        }])
+        .await
     }
 
-    /// Not flushed: the committed id is a hint that lets a restart re-apply
-    /// sooner; losing the latest one only costs waiting for the leader.
+    /// Not written at once: the committed id is a hint that lets a restart
+    /// re-apply sooner, so it rides along with the next round; losing the
+    /// latest one only costs waiting for the leader.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        match committed {
-            Some(c) => self.raft.insert(keys::COMMITTED, keys::encode(&c)?).map(|_| ()),
-            None => self.raft.remove(keys::COMMITTED).map(|_| ()),
-        }
-        .map_err(io::Error::other)
+        let value = committed.map(|c| keys::encode(&c)).transpose()?;
+        self.engine
+            .set_meta_lazily(self.shard, MetaKind::Committed, value)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.get_raft(keys::COMMITTED, "committed log id")?)
+        Ok(self.get_meta(MetaKind::Committed, "committed log id")?)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -189,7 +183,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        match self.append_durably(entries).await {
+        let written = match Self::encode_entries(entries) {
+            Ok(ops) => self.write(ops).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => {
                 callback.io_completed(Ok(()));
                 Ok(())
@@ -202,27 +200,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let start = last_log_id.map_or(0, |l| l.index() + 1);
-        let mut batch = sled::Batch::default();
-        for k in self.log.range(keys::log_key(start)..).keys() {
-            batch.remove(k.map_err(io::Error::other)?);
-        }
-        self.log.apply_batch(batch).map_err(io::Error::other)?;
-        self.flusher.flush(0).await
+        let index = last_log_id.map_or(0, |l| l.index() + 1);
+        self.write(vec![Op::TruncateFrom { index }]).await
     }
 
-    /// Records the purged id before deleting, and flushes both, so a restart
-    /// never sees a gap without knowing where the log now begins.
+    /// Records the purged id before the deletion, in the same round, so a
+    /// restart never sees a gap without knowing where the log now begins.
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.raft
-            .insert(keys::PURGED, keys::encode(&log_id)?)
-            .map_err(io::Error::other)?;
-        self.flusher.flush(0).await?;
-        let mut batch = sled::Batch::default();
-        for k in self.log.range(..=keys::log_key(log_id.index())).keys() {
-            batch.remove(k.map_err(io::Error::other)?);
-        }
-        self.log.apply_batch(batch).map_err(io::Error::other)?;
-        self.flusher.flush(0).await
+        let value = Some(keys::encode(&log_id)?);
+        self.write(vec![
+            Op::Meta {
+                kind: MetaKind::Purged,
+                value,
+            },
+            Op::PurgeTo {
+                index: log_id.index(),
+            },
+        ])
+        .await
     }
 }

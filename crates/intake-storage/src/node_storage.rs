@@ -13,6 +13,7 @@ use crate::ShardId;
 use crate::flusher::Flusher;
 use crate::keys;
 use crate::log_store::LogStore;
+use crate::raftlog::LogEngine;
 use crate::snapshot::{self, SnapshotWriter};
 use crate::state_machine::StateMachine;
 
@@ -24,6 +25,9 @@ use crate::state_machine::StateMachine;
 /// [`crate::MAX_ENTRY_BYTES`] entries. sled refuses to reopen a database with
 /// a different segment size, so this is part of the on-disk format.
 pub const SEGMENT_SIZE_BYTES: usize = 8 << 20;
+
+/// The Raft log engine's directory inside the data directory.
+pub const LOG_DIR: &str = "raftlog";
 
 /// Where and how the node's database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,8 @@ pub enum StorageError {
     Encode { source: postcard::Error },
     #[error("NodeStorage::open must be called inside a tokio runtime")]
     NoRuntime,
+    #[error(transparent)]
+    Log(#[from] crate::raftlog::LogEngineError),
 }
 
 /// openraft's storage traits speak `io::Error`.
@@ -74,6 +80,7 @@ impl From<StorageError> for io::Error {
 
 struct Inner {
     db: sled::Db,
+    log: LogEngine,
     dir: PathBuf,
     flusher: Flusher,
     node_tree: sled::Tree,
@@ -117,6 +124,7 @@ impl NodeStorage {
         // sled keeps its log in `<dir>/db` (sled 0.34.7 config.rs `db_path`).
         let data_file = File::open(cfg.dir.join("db"))?;
         let node_tree = db.open_tree(keys::NODE_TREE)?;
+        let log = crate::migrate::open_engine(&db, &cfg.dir.join(LOG_DIR))?;
         let flusher = Flusher::start(db.clone(), data_file);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -125,6 +133,7 @@ impl NodeStorage {
         Ok(NodeStorage {
             inner: Arc::new(Inner {
                 db,
+                log,
                 dir: cfg.dir,
                 flusher,
                 node_tree,
@@ -139,9 +148,7 @@ impl NodeStorage {
 
     /// The Raft log of one shard.
     pub fn log_store(&self, shard: ShardId) -> Result<LogStore, StorageError> {
-        let log = self.inner.db.open_tree(keys::log_tree(shard))?;
-        let raft = self.inner.db.open_tree(keys::raft_tree(shard))?;
-        Ok(LogStore::new(shard, log, raft, self.inner.flusher.clone()))
+        Ok(LogStore::new(shard, self.inner.log.clone()))
     }
 
     /// The state machine of one shard. If a crash interrupted a snapshot
@@ -212,6 +219,12 @@ impl NodeStorage {
             tracing::error!(error = %e, "final storage flush failed");
         }
         self.inner.flusher.shutdown().await;
+        self.inner.log.shutdown().await;
+    }
+
+    /// The node's Raft log engine (every shard's log).
+    pub fn log_engine(&self) -> &LogEngine {
+        &self.inner.log
     }
 
     pub(crate) fn snapshot_dir(&self, shard: ShardId) -> PathBuf {

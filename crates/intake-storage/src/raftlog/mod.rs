@@ -54,9 +54,15 @@ pub enum LogEngineError {
     },
 }
 
+/// Metadata values waiting for the next round, by shard and kind.
+type LazyMeta = BTreeMap<(ShardId, MetaKind), Option<Vec<u8>>>;
+
 /// State shared by the engine handles and the writer thread.
 pub(crate) struct Shared {
     index: RwLock<IndexState>,
+    /// Metadata set with [`LogEngine::set_meta_lazily`], written at the start
+    /// of the next round (or at shutdown).
+    lazy: Mutex<LazyMeta>,
     files: RwLock<BTreeMap<u64, Arc<File>>>,
     rounds: AtomicU64,
 }
@@ -113,6 +119,7 @@ impl LogEngine {
         files.insert(id, Arc::clone(&file));
         let shared = Arc::new(Shared {
             index: RwLock::new(recovered.index),
+            lazy: Mutex::new(BTreeMap::new()),
             files: RwLock::new(files),
             rounds: AtomicU64::new(0),
         });
@@ -186,7 +193,30 @@ impl LogEngine {
         Ok(out)
     }
 
+    /// Sets a metadata value without waiting: it is written with the next
+    /// round (anyone's) or at shutdown. For hints whose loss in a crash is
+    /// harmless, such as openraft's committed id.
+    pub fn set_meta_lazily(&self, shard: ShardId, kind: MetaKind, value: Option<Vec<u8>>) -> io::Result<()> {
+        self.inner
+            .shared
+            .lazy
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert((shard, kind), value);
+        Ok(())
+    }
+
     pub fn meta(&self, shard: ShardId, kind: MetaKind) -> io::Result<Option<Vec<u8>>> {
+        if let Some(v) = self
+            .inner
+            .shared
+            .lazy
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(&(shard, kind))
+        {
+            return Ok(v.clone());
+        }
         let index = self.inner.shared.index.read().map_err(|_| poisoned())?;
         Ok(index.shards.get(&shard).and_then(|l| l.meta.get(&kind).cloned()))
     }
@@ -233,6 +263,23 @@ impl LogEngine {
             tracing::error!("raft log writer thread ended abnormally");
         }
     }
+}
+
+/// Writes a new log directory holding `records`, synced, without starting a
+/// writer (for migrating logs of an earlier format). `dir` must not exist.
+pub fn write_new(dir: &Path, records: &[(ShardId, Op)]) -> io::Result<()> {
+    std::fs::create_dir(dir)?;
+    let file = segment::create(dir, 1)?;
+    let mut buf = Vec::new();
+    for (shard, op) in records {
+        record::encode(*shard, op, &mut buf);
+    }
+    file.write_all_at(&buf, 0)?;
+    file.sync_data()?;
+    if let Some(parent) = dir.parent() {
+        segment::sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 fn stopped() -> io::Error {

@@ -57,13 +57,16 @@ impl Writer {
         let mut buf = Vec::with_capacity(1 << 20);
         let mut stopping = false;
         while !stopping {
-            let first = match rx.blocking_recv() {
-                Some(Msg::Write(job)) => job,
-                Some(Msg::Stop) | None => break,
+            let mut jobs = match rx.blocking_recv() {
+                Some(Msg::Write(job)) => vec![job],
+                // A last round for what was set lazily, then stop.
+                Some(Msg::Stop) | None => {
+                    stopping = true;
+                    Vec::new()
+                }
             };
-            let mut jobs = vec![first];
-            let mut approx: usize = job_bytes(&jobs[0]);
-            while approx < ROUND_BYTES {
+            let mut approx: usize = jobs.iter().map(job_bytes).sum();
+            while !stopping && approx < ROUND_BYTES {
                 match rx.try_recv() {
                     Ok(Msg::Write(job)) => {
                         approx += job_bytes(&job);
@@ -75,6 +78,10 @@ impl Writer {
                     }
                     Err(_) => break,
                 }
+            }
+            self.take_lazy(&mut jobs);
+            if jobs.is_empty() {
+                continue;
             }
             let result = self.round(&mut jobs, &mut buf);
             buf.clear();
@@ -88,6 +95,26 @@ impl Writer {
                 };
                 let _ = job.done.send(reply);
             }
+        }
+    }
+
+    /// Puts pending lazily-set metadata in front of this round, as a job with
+    /// no one waiting on it.
+    fn take_lazy(&self, jobs: &mut Vec<Job>) {
+        let pending = match self.shared.lazy.lock() {
+            Ok(mut lazy) => std::mem::take(&mut *lazy),
+            Err(_) => return,
+        };
+        for ((shard, kind), value) in pending {
+            let (done, _) = oneshot::channel();
+            jobs.insert(
+                0,
+                Job {
+                    shard,
+                    ops: vec![Op::Meta { kind, value }],
+                    done,
+                },
+            );
         }
     }
 

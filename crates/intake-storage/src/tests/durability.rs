@@ -74,18 +74,26 @@ fn entry_of_size(index: u64, bytes: usize) -> Entry {
 async fn largest_entries_never_reach_unsynced_blob_files() {
     let (dir, node) = new_node();
     let mut log = node.log_store(0).unwrap();
+    let sm = node.state_machine(0).unwrap();
+    let mut membership = StoredMembershipOf::<TypeConfig>::default();
     // Batch sizes as the leader produces them, including one large batch.
+    // The log lives in the log engine; applying writes the complaints to
+    // sled, which is where a page could grow past the blob threshold.
     let mut next = 1;
     for size in [1, 16, 1, 64, 8, 8, 8, 8, 16, 1, 1, 32] {
         let entries: Vec<Entry> = (next..next + size)
             .map(|i| entry_of_size(i, MAX_ENTRY_BYTES))
             .collect();
-        log.append(entries, IOFlushed::noop()).await.unwrap();
+        log.append(entries.clone(), IOFlushed::noop()).await.unwrap();
+        for e in entries {
+            sm.apply_entry(e, &mut membership).unwrap();
+        }
         next += size;
     }
     // Re-read everything so sled consolidates leaves, which is when a leaf
     // page is written whole.
     assert_eq!(log.try_get_log_entries(..).await.unwrap().len() as u64, next - 1);
+    assert_eq!(sm.ticket_count().unwrap(), next - 1);
     node.flusher().flush(0).await.unwrap();
     let blobs = dir.path().join("blobs");
     let count = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);

@@ -6,5 +6,6 @@ mod durability;
 mod fixtures;
 mod idempotency;
 mod key_window;
+mod migration;
 mod openraft_suite;
 mod snapshots;

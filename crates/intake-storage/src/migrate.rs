@@ -1,0 +1,93 @@
+//! Moves Raft logs written by earlier versions (sled trees `log.{shard}` and
+//! `raft.{shard}`) into the log engine, once, so an upgraded node keeps its
+//! log and its vote.
+//!
+//! Crash-safe by construction: the engine is built in a side directory and
+//! renamed into place only when complete and synced; the old trees are
+//! dropped after that, and dropped again on a later start if a crash came
+//! between the two.
+
+use std::path::Path;
+
+use crate::ShardId;
+use crate::keys;
+use crate::node_storage::StorageError;
+use crate::raftlog::{LogEngine, MetaKind, Op};
+
+const LOG_TREE_PREFIX: &str = "log.";
+const RAFT_TREE_PREFIX: &str = "raft.";
+
+/// Shards with an old-format log in `db`.
+fn old_trees(db: &sled::Db) -> Vec<(ShardId, String)> {
+    let mut out = Vec::new();
+    for name in db.tree_names() {
+        let Ok(name) = std::str::from_utf8(&name) else {
+            continue;
+        };
+        for prefix in [LOG_TREE_PREFIX, RAFT_TREE_PREFIX] {
+            if let Some(shard) = name.strip_prefix(prefix).and_then(|s| s.parse::<ShardId>().ok()) {
+                out.push((shard, name.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Opens the engine at `dir`, first migrating old-format logs from `db`.
+pub fn open_engine(db: &sled::Db, dir: &Path) -> Result<LogEngine, StorageError> {
+    let old = old_trees(db);
+    if !dir.exists() && !old.is_empty() {
+        let side = dir.with_extension("migrating");
+        if side.exists() {
+            std::fs::remove_dir_all(&side)?;
+        }
+        let mut shards: Vec<ShardId> = old.iter().map(|(s, _)| *s).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut records = Vec::new();
+        for shard in shards {
+            records.extend(old_ops(db, shard)?.into_iter().map(|op| (shard, op)));
+        }
+        crate::raftlog::write_new(&side, &records)?;
+        std::fs::rename(&side, dir)?;
+        if let Some(parent) = dir.parent() {
+            crate::snapshot::sync_dir(parent)?;
+        }
+        tracing::info!("moved the Raft logs of an earlier version out of sled into the log engine");
+    }
+    let engine = LogEngine::open(dir)?;
+    for (_, name) in old {
+        db.drop_tree(name.as_bytes())?;
+    }
+    Ok(engine)
+}
+
+fn old_ops(db: &sled::Db, shard: ShardId) -> Result<Vec<Op>, StorageError> {
+    let raft = db.open_tree(format!("{RAFT_TREE_PREFIX}{shard}"))?;
+    let log = db.open_tree(format!("{LOG_TREE_PREFIX}{shard}"))?;
+    let mut ops = Vec::new();
+    for (key, kind) in [
+        (keys::VOTE, MetaKind::Vote),
+        (keys::COMMITTED, MetaKind::Committed),
+        (keys::PURGED, MetaKind::Purged),
+    ] {
+        if let Some(v) = raft.get(key)? {
+            ops.push(Op::Meta {
+                kind,
+                value: Some(v.to_vec()),
+            });
+        }
+    }
+    for kv in log.iter() {
+        let (k, v) = kv?;
+        let mut b = [0u8; 8];
+        if k.len() == 8 {
+            b.copy_from_slice(&k);
+            ops.push(Op::Entry {
+                index: u64::from_be_bytes(b),
+                bytes: v.to_vec(),
+            });
+        }
+    }
+    Ok(ops)
+}
