@@ -1,13 +1,19 @@
-//! `grpc-load`: one closed-loop gRPC driver for `compare-etcd.sh`, so Intake,
-//! etcd and a no-op server are measured by the same client code, with the
-//! same concurrency and payload bytes.
+//! `grpc-load`: one closed-loop driver for `compare-etcd.sh` and
+//! `compare-peers.sh`, so Intake, etcd, NATS JetStream and a no-op server are
+//! measured by the same client code, with the same concurrency and payload
+//! bytes.
 //!
-//! `grpc-load drive --target intake|etcd|noop --endpoints A,B,C` runs
+//! `grpc-load drive --target intake|etcd|nats|noop --endpoints A,B,C` runs
 //! `--concurrency` workers back to back for `--duration` seconds, worker `i`
 //! on endpoint `i % n`, and prints
-//! `<target>_per_s=X p50_ms=X p99_ms=X ok=N errors=N` (successful calls only
-//! count and are timed). `grpc-load serve-noop --listen ADDR` serves the
-//! no-op service for at most `--max-seconds`.
+//! `<target>_per_s=X p50_ms=X p99_ms=X ok=N errors=N` (successful operations
+//! only count and are timed; with `--batch N` an operation is one complaint
+//! of an N-item `SubmitBatch`, and the latency is the call's).
+//! `--spread` sends Intake complaints to the default districts weighted by
+//! population instead of one district. For NATS, an operation is one
+//! JetStream publish to an R3 file stream with a `Nats-Msg-Id` (dedup id),
+//! acknowledged by the stream. `grpc-load serve-noop --listen ADDR` serves
+//! the no-op service for at most `--max-seconds`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -50,6 +56,7 @@ enum Cmd {
 enum Target {
     Intake,
     Etcd,
+    Nats,
     Noop,
 }
 
@@ -58,6 +65,7 @@ impl Target {
         match self {
             Target::Intake => "intake",
             Target::Etcd => "etcd",
+            Target::Nats => "nats",
             Target::Noop => "noop",
         }
     }
@@ -84,6 +92,35 @@ struct DriveArgs {
     /// District code of Intake complaints (must be in the cluster's table).
     #[arg(long, default_value = "110105")]
     district: String,
+    /// Intake: spread complaints over the default district table, weighted
+    /// by population (`--district` is then ignored).
+    #[arg(long)]
+    spread: bool,
+    /// Intake: send `SubmitBatch` calls of this many complaints (1: `Submit`).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+}
+
+/// District codes repeated in proportion to population (one slot per
+/// 100,000 people), so a uniform pick is a population-weighted pick.
+fn weighted_districts() -> Vec<String> {
+    let mut out = Vec::new();
+    for d in intake_core::DistrictTable::beijing().iter() {
+        let slots = (d.population / 100_000).max(1);
+        for _ in 0..slots {
+            out.push(d.code.clone());
+        }
+    }
+    out
+}
+
+/// A cheap per-worker pseudo-random sequence (xorshift), so district picks
+/// differ between workers without a shared generator.
+fn next_rand(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
 
 /// One connected client of whichever target is driven.
@@ -91,8 +128,13 @@ struct DriveArgs {
 enum Client {
     Intake(IntakeServiceClient<Channel>),
     Etcd(KvClient<Channel>),
+    Nats(async_nats::jetstream::Context),
     Noop(NoopClient<Channel>),
 }
+
+/// The stream the NATS row publishes to: R3, file storage, dedup by id.
+const NATS_STREAM: &str = "INTAKE_BENCH";
+const NATS_SUBJECT: &str = "bench.complaints";
 
 struct NoopService;
 
@@ -115,49 +157,116 @@ fn run_nonce() -> u128 {
         .unwrap_or(0)
 }
 
+/// One operation (or, with `--batch`, one call of `batch` operations);
+/// returns how many succeeded.
 async fn call(
     client: &mut Client,
     args: &DriveArgs,
-    key: String,
+    keys: Vec<(String, String)>,
     payload: &[u8],
     text: &str,
-) -> Result<(), tonic::Status> {
+) -> Result<u64, String> {
     let timeout = Duration::from_millis(args.deadline_ms);
+    let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+    let complaint = |(key, district): (String, String)| pb::Complaint {
+        idempotency_key: key,
+        channel: "phone".into(),
+        district_code: district,
+        category: "noise".into(),
+        text: text.to_string(),
+        ..Default::default()
+    };
+    let one = keys.len() == 1 && args.batch <= 1;
+    let mut keys = keys.into_iter();
     match client {
-        Client::Intake(c) => {
+        Client::Intake(c) if one => {
+            let Some(k) = keys.next() else { return Ok(0) };
             let mut req = tonic::Request::new(pb::SubmitRequest {
-                complaint: Some(pb::Complaint {
-                    idempotency_key: key,
-                    channel: "phone".into(),
-                    district_code: args.district.clone(),
-                    category: "noise".into(),
-                    text: text.to_string(),
-                    ..Default::default()
-                }),
+                complaint: Some(complaint(k)),
             });
             req.set_timeout(timeout);
-            c.submit(req).await.map(|_| ())
+            c.submit(req).await.map(|_| 1).map_err(status)
+        }
+        Client::Intake(c) => {
+            let mut req = tonic::Request::new(pb::SubmitBatchRequest {
+                complaints: keys.map(complaint).collect(),
+            });
+            req.set_timeout(timeout);
+            let resp = c.submit_batch(req).await.map_err(status)?.into_inner();
+            let ok = resp
+                .results
+                .iter()
+                .filter(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::Accepted(_))))
+                .count() as u64;
+            if ok == 0 && let Some(r) = resp.results.first() {
+                return Err(format!("batch item: {:?}", r.outcome));
+            }
+            Ok(ok)
+        }
+        Client::Nats(js) => {
+            let Some((key, _)) = keys.next() else { return Ok(0) };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", key.as_str());
+            let ack = js
+                .publish_with_headers(NATS_SUBJECT, headers, payload.to_vec().into())
+                .await
+                .map_err(|e| format!("publish: {e}"))?;
+            tokio::time::timeout(timeout, ack)
+                .await
+                .map_err(|_| "ack timed out".to_string())?
+                .map_err(|e| format!("ack: {e}"))?;
+            Ok(1)
         }
         Client::Etcd(c) => {
+            let Some((key, _)) = keys.next() else { return Ok(0) };
             let mut req = tonic::Request::new(etcd::PutRequest {
                 key: key.into_bytes(),
                 value: payload.to_vec(),
                 ..Default::default()
             });
             req.set_timeout(timeout);
-            c.put(req).await.map(|_| ())
+            c.put(req).await.map(|_| 1).map_err(status)
         }
         Client::Noop(c) => {
             let mut req = tonic::Request::new(noop::NoopRequest {
                 payload: payload.to_vec(),
             });
             req.set_timeout(timeout);
-            c.call(req).await.map(|_| ())
+            c.call(req).await.map(|_| 1).map_err(status)
         }
     }
 }
 
+/// Connects to NATS and makes sure the bench stream exists (R3, file).
+async fn connect_nats(endpoint: &str) -> anyhow::Result<Client> {
+    let client = async_nats::connect(endpoint)
+        .await
+        .with_context(|| format!("connecting to NATS at {endpoint}"))?;
+    let js = async_nats::jetstream::new(client);
+    let config = async_nats::jetstream::stream::Config {
+        name: NATS_STREAM.to_string(),
+        subjects: vec![NATS_SUBJECT.to_string()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: 3,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    // A freshly formed cluster may not have a meta leader yet: retry a while.
+    let mut last = String::new();
+    for _ in 0..100 {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => return Ok(Client::Nats(js)),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("creating the NATS stream: {last}")
+}
+
 async fn connect(target: Target, endpoint: &str) -> anyhow::Result<Client> {
+    if let Target::Nats = target {
+        return connect_nats(endpoint).await;
+    }
     let uri = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -173,6 +282,7 @@ async fn connect(target: Target, endpoint: &str) -> anyhow::Result<Client> {
         Target::Intake => Client::Intake(IntakeServiceClient::new(channel)),
         Target::Etcd => Client::Etcd(KvClient::new(channel)),
         Target::Noop => Client::Noop(NoopClient::new(channel)),
+        Target::Nats => anyhow::bail!("NATS is connected by connect_nats"),
     })
 }
 
@@ -187,7 +297,13 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
     let text: Arc<str> = Arc::from("x".repeat(args.payload));
     let payload: Arc<[u8]> = Arc::from(vec![b'x'; args.payload]);
     let nonce = run_nonce();
+    let districts: Arc<Vec<String>> = Arc::new(if args.spread {
+        weighted_districts()
+    } else {
+        vec![args.district.clone()]
+    });
     let errors = Arc::new(AtomicU64::new(0));
+    let ops = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(tokio::sync::Mutex::new(None::<String>));
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(args.duration.max(0.0));
@@ -196,23 +312,31 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
         let mut client = clients[w % clients.len()].clone();
         let (args, text, payload) = (args.clone(), text.clone(), payload.clone());
         let (errors, first_error) = (errors.clone(), first_error.clone());
+        let (ops, districts) = (ops.clone(), districts.clone());
         workers.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut seq: u64 = 0;
+            let mut rand = 0x9e37_79b9_7f4a_7c15_u64 ^ ((w as u64 + 1) << 17);
             while Instant::now() < stop {
-                let key = format!("bench-{nonce}-{w}-{seq}");
-                seq += 1;
+                let keys: Vec<(String, String)> = (0..args.batch.max(1))
+                    .map(|_| {
+                        seq += 1;
+                        let d = next_rand(&mut rand) as usize % districts.len();
+                        (format!("bench-{nonce}-{w}-{seq}"), districts[d].clone())
+                    })
+                    .collect();
                 let t = Instant::now();
-                match call(&mut client, &args, key, &payload, &text).await {
-                    Ok(()) => {
+                match call(&mut client, &args, keys, &payload, &text).await {
+                    Ok(n) => {
                         let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                         hist.saturating_record(us.max(1));
+                        ops.fetch_add(n, Ordering::Relaxed);
                     }
                     Err(s) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         let mut f = first_error.lock().await;
                         if f.is_none() {
-                            *f = Some(format!("{:?}: {}", s.code(), s.message()));
+                            *f = Some(s);
                         }
                     }
                 }
@@ -226,7 +350,7 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
         all.add(&h)?;
     }
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
-    let ok = all.len();
+    let ok = ops.load(Ordering::Relaxed);
     let errors = errors.load(Ordering::Relaxed);
     if let Some(e) = first_error.lock().await.as_ref() {
         eprintln!("{}: first error: {e}", args.target.name());

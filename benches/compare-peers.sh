@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Intake beside its peers on this machine, one run, the same closed-loop
+# client (`grpc-load`) for every row: CONCURRENCY (64) in flight, DURATION
+# (10 s) each, PAYLOAD bytes (400), three servers on 127.0.0.1, fresh data
+# per row. Rows:
+#   noop        a gRPC server that does nothing (the transport's ceiling)
+#   etcd        etcd KV.Put, 3 members (fsync per commit)
+#   nats        NATS JetStream, R3 file stream, Nats-Msg-Id dedup
+#   one_shard   Intake, 1 shard, unary Submit to one district
+#   spread      Intake, default shards, unary Submit, districts by population
+#   batch10     Intake, default shards, SubmitBatch of 10, complaints/s
+# Each row also gives server CPU per operation: utime+stime of the server
+# processes from /proc, before and after the drive, over the operations.
+# INTAKE_BIN picks another intake binary (A/B runs); each server lives
+# MAX_SERVER_S at most; everything is killed on exit.
+# Last line, exactly:
+# spread_unary_per_s=A batch10_per_s=B one_shard_per_s=C etcd_per_s=E nats_per_s=N noop_per_s=O spread_vs_etcd=R1 batch10_vs_etcd=R2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONCURRENCY=${CONCURRENCY:-64}
+DURATION=${DURATION:-10}
+PAYLOAD=${PAYLOAD:-400}
+BASE=${BASE_PORT:-17401}
+MAX_SERVER_S=${MAX_SERVER_S:-300}
+
+need() { command -v "$1" >/dev/null || apt-get install -y "$2" >&2; }
+if ! command -v etcd >/dev/null || ! command -v nats-server >/dev/null; then
+  apt-get update >&2 || true
+fi
+need etcd etcd-server
+need nats-server nats-server
+cargo build --release --bin intake --bin grpc-load >&2
+BIN=${INTAKE_BIN:-target/release/intake}
+LOAD=target/release/grpc-load
+DIR=$(mktemp -d)
+TCK=$(getconf CLK_TCK)
+pids=()
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() { stop_all; rm -rf "$DIR"; }
+trap cleanup EXIT
+bounded() { timeout --signal=TERM --kill-after=5 "$MAX_SERVER_S" "$@" & pids+=($!); }
+# utime+stime, in clock ticks, of the running servers (the children of the
+# `timeout` wrappers, and theirs).
+server_ticks() {
+  local all=() p
+  for p in "${pids[@]}"; do all+=($(pgrep -P "$p" || true)); done
+  local total=0 t
+  for p in "${all[@]}"; do
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + t))
+  done
+  echo "$total"
+}
+# drive NAME ARGS...: runs the load, prints its line with cpu_us_per_op added.
+drive() {
+  local name=$1; shift
+  local t0 line t1 ok
+  t0=$(server_ticks)
+  line=$("$LOAD" drive --concurrency "$CONCURRENCY" --duration "$DURATION" --payload "$PAYLOAD" "$@")
+  t1=$(server_ticks)
+  ok=$(sed -E 's/.* ok=([0-9]+).*/\1/' <<<"$line")
+  echo "row=$name $line cpu_us_per_op=$(python3 -c "print(round(($t1-$t0)*1e6/$TCK/$ok) if $ok else 'inf')")"
+}
+rate() { sed -E 's/.*_per_s=([0-9.]+).*/\1/' <<<"$1"; }
+
+intake_cluster() { # intake_cluster SHARDS TAG
+  local shards=$1 tag=$2
+  local cluster="1=127.0.0.1:$BASE,2=127.0.0.1:$((BASE+1)),3=127.0.0.1:$((BASE+2))"
+  for i in 1 2 3; do
+    bounded "$BIN" start --node-id "$i" --listen "127.0.0.1:$((BASE+i-1))" \
+      --data-dir "$DIR/intake-$tag-$i" --initial-cluster "$cluster" --shards "$shards" \
+      --http "127.0.0.1:$((BASE+100+i))" 2>"$DIR/intake-$tag-$i.log"
+  done
+  for _ in $(seq 1 150); do
+    if "$BIN" status --endpoint "127.0.0.1:$BASE" --json 2>/dev/null \
+      | python3 -c 'import json,sys; s=json.load(sys.stdin)["shards"]; sys.exit(0 if s and all(x["leader"] for x in s) else 1)' 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "intake cluster ($shards shards) did not elect leaders" >&2
+  exit 1
+}
+IEPS="127.0.0.1:$BASE,127.0.0.1:$((BASE+1)),127.0.0.1:$((BASE+2))"
+
+# The transport's ceiling.
+bounded "$LOAD" serve-noop --listen "127.0.0.1:$((BASE+30))" --max-seconds "$MAX_SERVER_S"
+sleep 0.5
+noop=$(drive noop --target noop --endpoints "127.0.0.1:$((BASE+30))"); echo "$noop"
+stop_all
+
+# etcd: 3 members.
+INITIAL=""
+for i in 1 2 3; do INITIAL+="${INITIAL:+,}e$i=http://127.0.0.1:$((BASE+20+i))"; done
+for i in 1 2 3; do
+  bounded etcd --name "e$i" --data-dir "$DIR/etcd-$i" \
+    --listen-client-urls "http://127.0.0.1:$((BASE+10+i))" \
+    --advertise-client-urls "http://127.0.0.1:$((BASE+10+i))" \
+    --listen-peer-urls "http://127.0.0.1:$((BASE+20+i))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((BASE+20+i))" \
+    --initial-cluster "$INITIAL" --initial-cluster-state new \
+    --initial-cluster-token "intake-peers-$$" \
+    --quota-backend-bytes $((2 << 30)) 2>"$DIR/etcd-$i.log"
+done
+for _ in $(seq 1 150); do
+  curl -sf "http://127.0.0.1:$((BASE+11))/health" | grep -q '"health":"true"' && break
+  sleep 0.2
+done
+etcd_row=$(drive etcd --target etcd --endpoints "127.0.0.1:$((BASE+11)),127.0.0.1:$((BASE+12)),127.0.0.1:$((BASE+13))")
+echo "$etcd_row"
+stop_all
+
+# NATS JetStream: 3 servers in one cluster, each with its own store.
+ROUTES=""
+for i in 1 2 3; do ROUTES+="${ROUTES:+, }nats-route://127.0.0.1:$((BASE+50+i))"; done
+for i in 1 2 3; do
+  mkdir -p "$DIR/nats-$i"
+  cat >"$DIR/nats-$i.conf" <<CONF
+server_name: n$i
+listen: 127.0.0.1:$((BASE+40+i))
+jetstream { store_dir: "$DIR/nats-$i" }
+cluster { name: peers, listen: 127.0.0.1:$((BASE+50+i)), routes: [ $ROUTES ] }
+CONF
+  bounded nats-server -c "$DIR/nats-$i.conf" 2>"$DIR/nats-$i.log"
+done
+sleep 1
+nats_row=$(drive nats --target nats --endpoints "nats://127.0.0.1:$((BASE+41)),nats://127.0.0.1:$((BASE+42)),nats://127.0.0.1:$((BASE+43))")
+echo "$nats_row"
+stop_all
+
+intake_cluster 1 one
+one_row=$(drive one_shard --target intake --endpoints "$IEPS"); echo "$one_row"
+stop_all
+intake_cluster 8 spread
+spread_row=$(drive spread --target intake --spread --endpoints "$IEPS"); echo "$spread_row"
+stop_all
+intake_cluster 8 batch
+batch_row=$(drive batch10 --target intake --spread --batch 10 --endpoints "$IEPS"); echo "$batch_row"
+stop_all
+
+S=$(rate "$spread_row"); B=$(rate "$batch_row"); C=$(rate "$one_row")
+E=$(rate "$etcd_row"); N=$(rate "$nats_row"); O=$(rate "$noop")
+ratio() { python3 -c "print(round($1/$2, 2) if $2 else 'inf')"; }
+echo "spread_unary_per_s=$S batch10_per_s=$B one_shard_per_s=$C etcd_per_s=$E nats_per_s=$N noop_per_s=$O spread_vs_etcd=$(ratio "$S" "$E") batch10_vs_etcd=$(ratio "$B" "$E")"
