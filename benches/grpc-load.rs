@@ -198,7 +198,9 @@ async fn call(
                 .iter()
                 .filter(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::Accepted(_))))
                 .count() as u64;
-            if ok == 0 && let Some(r) = resp.results.first() {
+            if ok == 0
+                && let Some(r) = resp.results.first()
+            {
                 return Err(format!("batch item: {:?}", r.outcome));
             }
             Ok(ok)

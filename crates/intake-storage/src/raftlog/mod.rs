@@ -111,9 +111,11 @@ impl LogEngine {
         let id = recovered.segments.last().map_or(1, |last| last + 1);
         let file = Arc::new(segment::create(dir, id)?);
         let mut buf = Vec::new();
+        let start = record::begin_round(&mut buf);
         for (shard, op) in recovered.index.checkpoint() {
             record::encode(shard, &op, &mut buf);
         }
+        record::finish_round(&mut buf, start, recovered.next_seq);
         file.write_all_at(&buf, 0)?;
         file.sync_data()?;
         files.insert(id, Arc::clone(&file));
@@ -129,6 +131,7 @@ impl LogEngine {
             segment: id,
             file,
             len: buf.len() as u64,
+            seq: recovered.next_seq + 1,
             segment_bytes,
             failed: None,
         };
@@ -271,9 +274,11 @@ pub fn write_new(dir: &Path, records: &[(ShardId, Op)]) -> io::Result<()> {
     std::fs::create_dir(dir)?;
     let file = segment::create(dir, 1)?;
     let mut buf = Vec::new();
+    let start = record::begin_round(&mut buf);
     for (shard, op) in records {
         record::encode(*shard, op, &mut buf);
     }
+    record::finish_round(&mut buf, start, 1);
     file.write_all_at(&buf, 0)?;
     file.sync_data()?;
     if let Some(parent) = dir.parent() {

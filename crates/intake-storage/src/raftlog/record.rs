@@ -2,10 +2,17 @@
 //! operations a record carries. Pure code, no I/O, so every rule of the
 //! format is unit-tested here.
 //!
-//! A record is `len: u32 LE | crc32c... (crc32 of body): u32 LE | body`, and
-//! the body is `kind: u8 | shard: u32 LE | payload`. The checksum covers the
-//! body, so a torn write (a power cut part-way through a round) or a flipped
-//! bit shows up as a bad record instead of a silently wrong one.
+//! The writer writes *rounds*: a round header (`magic: u64 | seq: u64 |
+//! len: u32 | crc32 of the records: u32 | crc32 of the header so far: u32`)
+//! and then `len` bytes of records, all with one write and one `fdatasync`.
+//! A record is `len: u32 LE | crc32 of body: u32 LE | body`, and the body is
+//! `kind: u8 | shard: u32 LE | payload`.
+//!
+//! Rounds are what tell a torn tail from damage. Round `n + 1` is written
+//! only after round `n`'s `fdatasync` returned, so a whole, valid round
+//! after a bad one proves the bad one had been acknowledged: that is damage,
+//! and the log must not quietly restart from before it. A bad round with
+//! nothing valid after it is the round a crash cut short.
 
 use crate::ShardId;
 
@@ -15,6 +22,99 @@ pub const HEADER_BYTES: usize = 8;
 /// No record is larger than this. Entries are bounded far below it
 /// (`MAX_ENTRY_BYTES`); a larger length in a header can only be garbage.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Marks the start of a round ("INTKRND1").
+pub const ROUND_MAGIC: [u8; 8] = *b"INTKRND1";
+
+/// Bytes of a round header.
+pub const ROUND_HEADER_BYTES: usize = 28;
+
+/// Reserves a round header at the end of `buf`; returns where it starts.
+/// Records for the round follow; [`finish_round`] fills the header in.
+pub fn begin_round(buf: &mut Vec<u8>) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; ROUND_HEADER_BYTES]);
+    start
+}
+
+/// Writes the header of the round that starts at `start` and runs to the
+/// end of `buf`.
+pub fn finish_round(buf: &mut [u8], start: usize, seq: u64) {
+    let body = start + ROUND_HEADER_BYTES;
+    let len = (buf.len() - body) as u32;
+    let crc = crc32fast::hash(&buf[body..]);
+    let h = &mut buf[start..body];
+    h[0..8].copy_from_slice(&ROUND_MAGIC);
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..20].copy_from_slice(&len.to_le_bytes());
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    let hcrc = crc32fast::hash(&h[0..24]);
+    h[24..28].copy_from_slice(&hcrc.to_le_bytes());
+}
+
+/// A whole, valid round: its sequence number and where its records are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub seq: u64,
+    /// Offset of the first record, from the round's start.
+    pub body_offset: usize,
+    pub body_len: usize,
+}
+
+impl Round {
+    pub fn framed_len(&self) -> usize {
+        self.body_offset + self.body_len
+    }
+}
+
+/// Decodes the round at the start of `buf`, checking both checksums.
+pub fn decode_round(buf: &[u8]) -> Result<Round, BadRecord> {
+    let h = buf.get(..ROUND_HEADER_BYTES).ok_or(BadRecord::Short)?;
+    if h[0..8] != ROUND_MAGIC {
+        return Err(BadRecord::Body("no round header"));
+    }
+    let stored_h = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
+    let computed_h = crc32fast::hash(&h[0..24]);
+    if stored_h != computed_h {
+        return Err(BadRecord::Checksum {
+            stored: stored_h,
+            computed: computed_h,
+        });
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&h[8..16]);
+    let len = u32::from_le_bytes([h[16], h[17], h[18], h[19]]) as usize;
+    let stored = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
+    let body = buf
+        .get(ROUND_HEADER_BYTES..ROUND_HEADER_BYTES + len)
+        .ok_or(BadRecord::Short)?;
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(BadRecord::Checksum { stored, computed });
+    }
+    Ok(Round {
+        seq: u64::from_le_bytes(seq),
+        body_offset: ROUND_HEADER_BYTES,
+        body_len: len,
+    })
+}
+
+/// The offset of the first whole, valid round that starts after `from`, if
+/// any. Used only when a round is bad, to tell damage from a torn tail.
+pub fn find_round_after(buf: &[u8], from: usize) -> Option<usize> {
+    let mut at = from + 1;
+    while at + ROUND_HEADER_BYTES <= buf.len() {
+        let next = buf[at..]
+            .windows(ROUND_MAGIC.len())
+            .position(|w| w == ROUND_MAGIC)?;
+        at += next;
+        if decode_round(&buf[at..]).is_ok() {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
 
 /// Which value a [`Op::Meta`] record sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -318,6 +418,42 @@ mod tests {
                 assert!(decode(&b).is_err(), "flip at byte {byte} bit {bit}");
             }
         }
+    }
+
+    fn round_of(seq: u64, ops: &[Op]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let start = begin_round(&mut buf);
+        for op in ops {
+            encode(0, op, &mut buf);
+        }
+        finish_round(&mut buf, start, seq);
+        buf
+    }
+
+    #[test]
+    fn rounds_round_trip_and_any_flipped_bit_is_caught() {
+        let buf = round_of(41, &all_ops());
+        let r = decode_round(&buf).unwrap();
+        assert_eq!((r.seq, r.framed_len()), (41, buf.len()));
+        for byte in 0..buf.len() {
+            let mut b = buf.clone();
+            b[byte] ^= 0x10;
+            assert!(decode_round(&b).is_err(), "flip at byte {byte}");
+        }
+    }
+
+    #[test]
+    fn a_valid_round_after_a_bad_one_is_found() {
+        let mut buf = round_of(1, &all_ops());
+        let second = buf.len();
+        buf.extend(round_of(2, &all_ops()[..2]));
+        buf[10] ^= 1; // damage the first round's header
+        assert!(decode_round(&buf).is_err());
+        assert_eq!(find_round_after(&buf, 0), Some(second));
+        // A torn last round: nothing valid after it.
+        let mut torn = round_of(3, &all_ops());
+        torn.truncate(torn.len() - 5);
+        assert_eq!(find_round_after(&torn, 0), None);
     }
 
     #[test]

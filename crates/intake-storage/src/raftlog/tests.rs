@@ -86,7 +86,9 @@ async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     // A crash in the middle of the next round: half a record, then garbage.
     let newest = *segment::list(dir.path()).unwrap().last().unwrap();
     let mut half = Vec::new();
+    let start = record::begin_round(&mut half);
     record::encode(0, &entry(4, "never acknowledged"), &mut half);
+    record::finish_round(&mut half, start, 1_000);
     half.truncate(half.len() / 2);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
@@ -130,6 +132,29 @@ async fn damage_to_an_older_segment_refuses_to_open() {
         Err(LogEngineError::Corrupt { segment, .. }) => assert_eq!(segment, segments[0]),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn damage_followed_by_an_acknowledged_round_refuses_to_open() {
+    // Damage inside the newest segment is not a torn tail when a whole round
+    // follows it: that round was written only after the damaged one's fsync.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = LogEngine::open(dir.path()).unwrap();
+        e.write(0, vec![entry(1, "first round")]).await.unwrap();
+        e.write(0, vec![entry(2, "second round")]).await.unwrap();
+        e.shutdown().await;
+    }
+    let newest = *segment::list(dir.path()).unwrap().last().unwrap();
+    let path = segment::path(dir.path(), newest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"first round").unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(matches!(
+        LogEngine::open(dir.path()),
+        Err(LogEngineError::Corrupt { .. })
+    ));
 }
 
 #[tokio::test]

@@ -47,6 +47,8 @@ pub struct Writer {
     pub segment: u64,
     pub file: Arc<File>,
     pub len: u64,
+    /// Sequence number of the next round.
+    pub seq: u64,
     /// Rotate once the segment passes this size.
     pub segment_bytes: u64,
     pub failed: Option<(io::ErrorKind, String)>,
@@ -133,8 +135,14 @@ impl Writer {
     }
 
     fn write_round(&mut self, jobs: &mut [Job], buf: &mut Vec<u8>) -> io::Result<()> {
-        if self.len >= self.segment_bytes {
-            self.rotate(buf)?;
+        let checkpoint = if self.len >= self.segment_bytes {
+            self.rotate()?
+        } else {
+            Vec::new()
+        };
+        let start = record::begin_round(buf);
+        for (shard, op) in &checkpoint {
+            record::encode(*shard, op, buf);
         }
         let mut placed: Vec<(usize, usize, Option<Loc>)> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
@@ -151,9 +159,11 @@ impl Writer {
                 placed.push((j, o, loc));
             }
         }
+        record::finish_round(buf, start, self.seq);
         self.file.write_all_at(buf, self.len)?;
         self.file.sync_data()?;
         self.len += buf.len() as u64;
+        self.seq += 1;
         self.shared.rounds.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("intake_raftlog_fsyncs_total").increment(1);
         metrics::counter!("intake_raftlog_bytes_total").increment(buf.len() as u64);
@@ -172,15 +182,13 @@ impl Writer {
         self.collect_garbage_now()
     }
 
-    /// Starts a new segment that begins with every shard's checkpoint, so
-    /// older segments are needed only for the entries they still hold.
-    fn rotate(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+    /// Starts a new segment; its first round begins with the returned
+    /// checkpoint of every shard, so older segments are needed only for the
+    /// entries they still hold.
+    fn rotate(&mut self) -> io::Result<Vec<(ShardId, Op)>> {
         let next = self.segment + 1;
         let file = Arc::new(segment::create(&self.dir, next)?);
         let checkpoint = self.shared.index.read().map_err(|_| poisoned())?.checkpoint();
-        for (shard, op) in &checkpoint {
-            record::encode(*shard, op, buf);
-        }
         self.shared
             .files
             .write()
@@ -189,7 +197,7 @@ impl Writer {
         self.segment = next;
         self.file = file;
         self.len = 0;
-        Ok(())
+        Ok(checkpoint)
     }
 
     /// Deletes segments, other than the one being written, that hold no live
