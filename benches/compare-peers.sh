@@ -11,7 +11,9 @@
 #   batch10     Intake, default shards, SubmitBatch of 10, complaints/s
 # Each row also gives server CPU per operation: utime+stime of the server
 # processes from /proc, before and after the drive, over the operations.
-# INTAKE_BIN picks another intake binary (A/B runs); each server lives
+# INTAKE_BIN picks another intake binary (A/B runs), INTAKE_FLAGS adds
+# `intake start` flags, ROWS limits the rows run (e.g. "spread batch10";
+# skipped rows print 0 in the last line); each server lives
 # MAX_SERVER_S at most; everything is killed on exit.
 # Last line, exactly:
 # spread_unary_per_s=A batch10_per_s=B one_shard_per_s=C etcd_per_s=E nats_per_s=N noop_per_s=O spread_vs_etcd=R1 batch10_vs_etcd=R2
@@ -65,15 +67,18 @@ drive() {
   ok=$(sed -E 's/.* ok=([0-9]+).*/\1/' <<<"$line")
   echo "row=$name $line cpu_us_per_op=$(python3 -c "print(round(($t1-$t0)*1e6/$TCK/$ok) if $ok else 'inf')")"
 }
-rate() { sed -E 's/.*_per_s=([0-9.]+).*/\1/' <<<"$1"; }
+rate() { sed -E 's/.*_per_s=([0-9.]+).*/\1/' <<<"${1:-x_per_s=0}"; }
+want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
+noop="" etcd_row="" nats_row="" one_row="" spread_row="" batch_row=""
 
 intake_cluster() { # intake_cluster SHARDS TAG
   local shards=$1 tag=$2
   local cluster="1=127.0.0.1:$BASE,2=127.0.0.1:$((BASE+1)),3=127.0.0.1:$((BASE+2))"
   for i in 1 2 3; do
+    # shellcheck disable=SC2086 # INTAKE_FLAGS is a list of flags
     bounded "$BIN" start --node-id "$i" --listen "127.0.0.1:$((BASE+i-1))" \
       --data-dir "$DIR/intake-$tag-$i" --initial-cluster "$cluster" --shards "$shards" \
-      --http "127.0.0.1:$((BASE+100+i))" 2>"$DIR/intake-$tag-$i.log"
+      --http "127.0.0.1:$((BASE+100+i))" ${INTAKE_FLAGS:-} 2>"$DIR/intake-$tag-$i.log"
   done
   for _ in $(seq 1 150); do
     if "$BIN" status --endpoint "127.0.0.1:$BASE" --json 2>/dev/null \
@@ -88,12 +93,15 @@ intake_cluster() { # intake_cluster SHARDS TAG
 IEPS="127.0.0.1:$BASE,127.0.0.1:$((BASE+1)),127.0.0.1:$((BASE+2))"
 
 # The transport's ceiling.
+if want noop; then
 bounded "$LOAD" serve-noop --listen "127.0.0.1:$((BASE+30))" --max-seconds "$MAX_SERVER_S"
 sleep 0.5
 noop=$(drive noop --target noop --endpoints "127.0.0.1:$((BASE+30))"); echo "$noop"
 stop_all
+fi
 
 # etcd: 3 members.
+if want etcd; then
 INITIAL=""
 for i in 1 2 3; do INITIAL+="${INITIAL:+,}e$i=http://127.0.0.1:$((BASE+20+i))"; done
 for i in 1 2 3; do
@@ -113,8 +121,10 @@ done
 etcd_row=$(drive etcd --target etcd --endpoints "127.0.0.1:$((BASE+11)),127.0.0.1:$((BASE+12)),127.0.0.1:$((BASE+13))")
 echo "$etcd_row"
 stop_all
+fi
 
 # NATS JetStream: 3 servers in one cluster, each with its own store.
+if want nats; then
 ROUTES=""
 for i in 1 2 3; do ROUTES+="${ROUTES:+, }nats-route://127.0.0.1:$((BASE+50+i))"; done
 for i in 1 2 3; do
@@ -131,18 +141,25 @@ sleep 1
 nats_row=$(drive nats --target nats --endpoints "nats://127.0.0.1:$((BASE+41)),nats://127.0.0.1:$((BASE+42)),nats://127.0.0.1:$((BASE+43))")
 echo "$nats_row"
 stop_all
+fi
 
-intake_cluster 1 one
-one_row=$(drive one_shard --target intake --endpoints "$IEPS"); echo "$one_row"
-stop_all
-intake_cluster 8 spread
-spread_row=$(drive spread --target intake --spread --endpoints "$IEPS"); echo "$spread_row"
-stop_all
-intake_cluster 8 batch
-batch_row=$(drive batch10 --target intake --spread --batch 10 --endpoints "$IEPS"); echo "$batch_row"
-stop_all
+if want one_shard; then
+  intake_cluster 1 one
+  one_row=$(drive one_shard --target intake --endpoints "$IEPS"); echo "$one_row"
+  stop_all
+fi
+if want spread; then
+  intake_cluster 8 spread
+  spread_row=$(drive spread --target intake --spread --endpoints "$IEPS"); echo "$spread_row"
+  stop_all
+fi
+if want batch10; then
+  intake_cluster 8 batch
+  batch_row=$(drive batch10 --target intake --spread --batch 10 --endpoints "$IEPS"); echo "$batch_row"
+  stop_all
+fi
 
 S=$(rate "$spread_row"); B=$(rate "$batch_row"); C=$(rate "$one_row")
 E=$(rate "$etcd_row"); N=$(rate "$nats_row"); O=$(rate "$noop")
-ratio() { python3 -c "print(round($1/$2, 2) if $2 else 'inf')"; }
+ratio() { python3 -c "print(round($1/$2, 2) if $2 else 0)"; }
 echo "spread_unary_per_s=$S batch10_per_s=$B one_shard_per_s=$C etcd_per_s=$E nats_per_s=$N noop_per_s=$O spread_vs_etcd=$(ratio "$S" "$E") batch10_vs_etcd=$(ratio "$B" "$E")"
