@@ -3,6 +3,7 @@
 
 use intake_core::{SubmitOutcome, TicketId};
 use openraft::alias::StoredMembershipOf;
+use openraft::entry::RaftEntry;
 
 use super::fixtures::{complaint, new_node, outcomes, submit};
 use crate::TypeConfig;
@@ -103,4 +104,37 @@ async fn retries_and_conflicts() {
         .map(|t| t.id)
         .collect();
     assert_eq!(order, vec![id_a, id_b, TicketId::new(3, 3, 3)]);
+}
+
+/// Entries applied together (one sled batch) give exactly what applying
+/// them one by one gives: outcomes, tickets and the delivery count.
+#[tokio::test]
+async fn a_group_of_entries_applies_as_one_by_one_would() {
+    let entries = || {
+        vec![
+            submit(1, 100, vec![complaint("a", "x"), complaint("b", "y")]),
+            submit(2, 110, vec![complaint("a", "x")]),
+            submit(3, 120, vec![complaint("b", "changed"), complaint("c", "z")]),
+            crate::tests::fixtures::Entry::new_blank(openraft::testing::log_id::<TypeConfig>(1, 1, 4)),
+            submit(5, 130, vec![complaint("c", "z"), complaint("d", "w")]),
+        ]
+    };
+    let (_d1, one_by_one) = new_node();
+    let sm1 = one_by_one.state_machine(2).unwrap();
+    let mut m1 = StoredMembershipOf::<TypeConfig>::default();
+    let mut expected = Vec::new();
+    for e in entries() {
+        expected.push(sm1.apply_entry(e, &mut m1).unwrap());
+    }
+    let (_d2, grouped) = new_node();
+    let sm2 = grouped.state_machine(2).unwrap();
+    let mut m2 = StoredMembershipOf::<TypeConfig>::default();
+    let got = sm2.apply_group(entries(), &mut m2).unwrap();
+    assert_eq!(format!("{got:?}"), format!("{expected:?}"));
+    assert_eq!(sm2.applied().unwrap(), Some(5));
+    assert_eq!(sm2.ticket_count().unwrap(), sm1.ticket_count().unwrap());
+    assert_eq!(
+        format!("{:?}", sm2.dispatch_state().unwrap()),
+        format!("{:?}", sm1.dispatch_state().unwrap())
+    );
 }
