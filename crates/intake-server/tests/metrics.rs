@@ -129,7 +129,15 @@ async fn every_family_on_metrics_has_help_and_type_and_promtool_finds_nothing() 
             .map(|(i, d)| complaint(&format!("m-batch-{i}"), d, "no water"))
             .collect(),
     };
-    client.submit_batch(batch).await.unwrap();
+    client.submit_batch(batch.clone()).await.unwrap();
+    // The hops count comes from a header anyone can send; as a label it
+    // must stay within the router's values, whatever the header says.
+    let mut forged = tonic::Request::new(batch);
+    forged.metadata_mut().insert(
+        intake_server::HOPS_HEADER,
+        tonic::metadata::MetadataValue::from_static("4096"),
+    );
+    let _ = client.submit_batch(forged).await;
 
     // The reporter runs once a second and delivery follows commits: wait,
     // bounded, until every described family has samples.
@@ -172,6 +180,17 @@ async fn every_family_on_metrics_has_help_and_type_and_promtool_finds_nothing() 
         if matches!(s.kind.as_deref(), Some("counter")) && !name.ends_with("_total") {
             problems.push(format!("{name}: a counter without _total"));
         }
+    }
+    let hops: BTreeMap<&str, usize> = page
+        .lines()
+        .filter(|l| l.starts_with("intake_submit_batch_seconds"))
+        .filter_map(|l| l.split("hops=\"").nth(1)?.split('"').next())
+        .fold(BTreeMap::new(), |mut m, h| {
+            *m.entry(h).or_default() += 1;
+            m
+        });
+    if hops.keys().any(|h| !["0", "1", "2"].contains(h)) {
+        problems.push(format!("intake_submit_batch_seconds: hops label values {hops:?}"));
     }
     assert!(problems.is_empty(), "{problems:#?}\n{page}");
 
