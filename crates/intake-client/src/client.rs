@@ -17,6 +17,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Failure, classify, describe, rejected, retry_after};
+use crate::redact::key_tag;
 use crate::retry::{RetryBudget, backoff};
 use crate::routing::Routing;
 
@@ -204,7 +205,7 @@ impl Client {
                     results[i] = Some(Err(rejected(&status)));
                     continue;
                 }
-                tracing::debug!(key = %complaints[i].idempotency_key, %target, %status, "attempt failed");
+                tracing::debug!(key_tag = %key_tag(&complaints[i].idempotency_key), %target, %status, "attempt failed");
                 retryable = true;
                 let server_floor = retry_after(&status);
                 due[i] = answered + pause.max(server_floor.unwrap_or_default());

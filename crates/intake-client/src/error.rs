@@ -38,8 +38,9 @@ pub enum ClientError {
     /// The call gave up after an attempt whose outcome is unknown (a timeout,
     /// a dropped connection): the complaint may or may not have been
     /// accepted. Resubmitting with the same `idempotency_key` is safe and
-    /// returns the same ticket if it was.
-    #[error("outcome unknown for key {idempotency_key}: {last_error}; resubmit with the same key")]
+    /// returns the same ticket if it was. The message leaves the key out
+    /// (callers log it; keys may carry personal data): match on the field.
+    #[error("outcome unknown: {last_error}; resubmit with the same key")]
     Unknown {
         idempotency_key: String,
         last_error: String,

@@ -70,6 +70,7 @@ mod client;
 mod config;
 mod error;
 mod outbox;
+mod redact;
 mod retry;
 mod routing;
 
@@ -78,4 +79,5 @@ pub use config::ClientConfig;
 pub use error::{ClientError, FieldViolation};
 pub use intake_proto::pb;
 pub use outbox::{MAX_RECORD_BYTES, Outbox, OutboxConfig, OutboxError, OutboxEvent};
+pub use redact::key_tag;
 pub use retry::{RetryBudget, RetryBudgetConfig, backoff};

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::client::{Client, Submitted};
 use crate::error::ClientError;
+use crate::redact::key_tag;
 use crate::retry::backoff;
 
 #[derive(Debug, thiserror::Error)]
@@ -460,7 +461,7 @@ impl Drainer {
             let complaint = match pb::Complaint::decode(record.complaint.as_slice()) {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(seq, key = %record.key, error = %e, "undecodable complaint left in place");
+                    tracing::error!(seq, key_tag = %key_tag(&record.key), error = %e, "undecodable complaint left in place");
                     continue;
                 }
             };
@@ -569,7 +570,7 @@ impl Drainer {
                         failures,
                     },
                 );
-                tracing::debug!(key = %record.key, error = %e, ?wait, "outbox will resend");
+                tracing::debug!(seq, key_tag = %key_tag(&record.key), error = %e, ?wait, "outbox will resend");
                 return Settled::Again(floor);
             }
         };
@@ -585,7 +586,7 @@ impl Drainer {
             // The record stays pending and is sent again later; its key
             // makes that harmless.
             Err(e) => {
-                tracing::error!(key = %record.key, error = %e, "could not record outbox result");
+                tracing::error!(seq, key_tag = %key_tag(&record.key), error = %e, "could not record outbox result");
                 state.retries.insert(
                     seq,
                     Retry {

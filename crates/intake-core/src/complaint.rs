@@ -1,11 +1,13 @@
 //! Complaints as adapters send them, and tickets as the state machine keeps them.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{TicketId, UnixMillis};
 
 /// A point and an optional street address.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Location {
     pub lat: f64,
     pub lon: f64,
@@ -14,7 +16,7 @@ pub struct Location {
 
 /// One citizen complaint. A retry must carry the same content as the first
 /// submission under the same idempotency key (see [`Complaint::same_content`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Complaint {
     pub idempotency_key: String,
     pub channel: String,
@@ -57,6 +59,45 @@ impl Complaint {
     }
 }
 
+/// A personal field as `Debug` shows it: its size, never its value.
+struct Withheld(usize);
+
+impl fmt::Debug for Withheld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes withheld>", self.0)
+    }
+}
+
+/// `Debug` (and so `{:?}` in any log line, error or panic, openraft's
+/// included) leaves out what the citizen said and how to reach them: the
+/// key, the text, the contact and the street address. Personal data stays
+/// out of logs (issue 19); sizes remain, for debugging.
+impl fmt::Debug for Complaint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Complaint")
+            .field("idempotency_key", &Withheld(self.idempotency_key.len()))
+            .field("channel", &self.channel)
+            .field("district", &self.district)
+            .field("category", &self.category)
+            .field("text", &Withheld(self.text.len()))
+            .field("location", &self.location)
+            .field("contact", &Withheld(self.contact.len()))
+            .field("reported_at", &self.reported_at)
+            .field("attachments", &self.attachments.len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Location")
+            .field("lat", &self.lat)
+            .field("lon", &self.lon)
+            .field("address", &Withheld(self.address.len()))
+            .finish()
+    }
+}
+
 /// Where a ticket stands downstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TicketStatus {
@@ -76,4 +117,34 @@ pub struct Ticket {
     pub accepted_at: UnixMillis,
     pub status: TicketStatus,
     pub log_index: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Complaint, Location};
+
+    #[test]
+    fn debug_withholds_key_text_contact_and_address() {
+        let c = Complaint {
+            idempotency_key: "key-MARK".into(),
+            channel: "phone".into(),
+            district: "110105".into(),
+            category: "noise".into(),
+            text: "text-MARK".into(),
+            location: Some(Location {
+                lat: 39.9,
+                lon: 116.4,
+                address: "addr-MARK".into(),
+            }),
+            contact: "contact-MARK".into(),
+            reported_at: None,
+            attachments: vec!["https://x/MARK".into()],
+        };
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("MARK"), "{shown}");
+        assert!(
+            shown.contains("110105") && shown.contains("9 bytes withheld"),
+            "{shown}"
+        );
+    }
 }

@@ -402,7 +402,7 @@ impl IntakeService for IntakeServiceImpl {
                 }
             }
         }
-        metrics::histogram!("intake_submit_batch_seconds", "hops" => fwd.to_string())
+        metrics::histogram!("intake_submit_batch_seconds", "hops" => crate::observe::hops_label(fwd))
             .record(started.elapsed().as_secs_f64());
         let results: Vec<pb::SubmitResult> = results
             .into_iter()

@@ -1,5 +1,8 @@
 //! Metrics: what operators graph. Names carry units and `_total` per
-//! Prometheus conventions.
+//! Prometheus conventions; every family is described in [`FAMILIES`], the
+//! one place to add a new metric, so `/metrics` has HELP for each and
+//! `promtool check metrics` stays clean. Labels take values from fixed sets
+//! only (node and shard ids, outcomes, classes), never from request fields.
 
 use openraft::async_runtime::WatchReceiver;
 use std::net::SocketAddr;
@@ -7,6 +10,7 @@ use std::time::Duration;
 
 use intake_cluster::Groups;
 use intake_storage::{NodeId, NodeStorage};
+use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tonic::Status;
 
@@ -53,7 +57,249 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?
         .install()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // Descriptions go to the installed recorder; given before it exists
+    // they would be lost.
+    describe_all();
+    Ok(())
+}
+
+/// The kind of a metric family, as the `metrics` macros record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Exported as a Prometheus histogram when the name ends in `_seconds`
+    /// (fixed buckets, see [`serve_metrics`]), else as a summary.
+    Histogram,
+}
+
+/// One metric family the node exports.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Unit,
+    /// The label names, for the reader; values come from fixed sets.
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn family(
+    name: &'static str,
+    kind: Kind,
+    unit: Unit,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Family {
+    Family {
+        name,
+        kind,
+        unit,
+        labels,
+        help,
+    }
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every family the node exports, described once.
+pub const FAMILIES: &[Family] = &[
+    // The door.
+    family(
+        "intake_submit_total",
+        Counter,
+        Unit::Count,
+        &["outcome"],
+        "Complaints answered by this node (Submit calls and SubmitBatch items), by outcome: accepted, invalid, conflict, shed, unavailable, deadline, error.",
+    ),
+    family(
+        "intake_submit_duration_seconds",
+        Histogram,
+        Unit::Seconds,
+        &[],
+        "Time from a submission's handler start to its answer, whatever the outcome.",
+    ),
+    family(
+        "intake_submit_batch_seconds",
+        Histogram,
+        Unit::Seconds,
+        &["hops"],
+        "Time to answer one SubmitBatch call, by hops (0: from a client, 1 or 2: forwarded by another node).",
+    ),
+    family(
+        "intake_handler_delay_seconds",
+        Histogram,
+        Unit::Seconds,
+        &[],
+        "Time from a call's arrival at the server to its handler's start (reading the body, waiting for a worker).",
+    ),
+    family(
+        "intake_forward_seconds",
+        Histogram,
+        Unit::Seconds,
+        &[],
+        "Time of submissions forwarded to the shard leader on another node, until its answer.",
+    ),
+    family(
+        "intake_runtime_lag_seconds",
+        Gauge,
+        Unit::Seconds,
+        &[],
+        "How late the node's runtime fires a 20 ms timer (smoothed); above --max-runtime-lag-ms ordinary complaints are refused.",
+    ),
+    // Batching and admission on a shard's leader.
+    family(
+        "intake_admission_queued_complaints",
+        Gauge,
+        Unit::Count,
+        &["shard", "class"],
+        "Complaints waiting in a shard's queue on this node, by class (emergency, ordinary).",
+    ),
+    family(
+        "intake_submit_expired_total",
+        Counter,
+        Unit::Count,
+        &["shard"],
+        "Queued complaints dropped before proposal because their deadline had passed.",
+    ),
+    family(
+        "intake_batch_complaints",
+        Histogram,
+        Unit::Count,
+        &["shard"],
+        "Complaints per proposed Raft entry.",
+    ),
+    family(
+        "intake_queue_wait_seconds",
+        Histogram,
+        Unit::Seconds,
+        &[],
+        "Time the oldest complaint of a batch waited in its shard's queue before the batch was proposed.",
+    ),
+    family(
+        "intake_commit_seconds",
+        Histogram,
+        Unit::Seconds,
+        &[],
+        "Time from proposing a batch to Raft until it was committed and applied.",
+    ),
+    // Raft progress, per group this node hosts.
+    family(
+        "intake_raft_term",
+        Gauge,
+        Unit::Count,
+        &["node", "shard"],
+        "The Raft group's current term on this node.",
+    ),
+    family(
+        "intake_raft_commit_index",
+        Gauge,
+        Unit::Count,
+        &["node", "shard"],
+        "The highest log index this node knows committed in the group.",
+    ),
+    family(
+        "intake_raft_applied_index",
+        Gauge,
+        Unit::Count,
+        &["node", "shard"],
+        "The highest log index this node applied to the group's state machine.",
+    ),
+    family(
+        "intake_raft_last_log_index",
+        Gauge,
+        Unit::Count,
+        &["node", "shard"],
+        "The highest log index in this node's copy of the group's log.",
+    ),
+    family(
+        "intake_raft_is_leader",
+        Gauge,
+        Unit::Count,
+        &["node", "shard"],
+        "1 if this node leads the group, else 0.",
+    ),
+    // Delivery to the downstream.
+    family(
+        "intake_dispatch_lag_tickets",
+        Gauge,
+        Unit::Count,
+        &["shard"],
+        "Committed tickets of the shard the downstream has not acknowledged yet.",
+    ),
+    family(
+        "intake_dispatch_lag_seconds",
+        Gauge,
+        Unit::Seconds,
+        &["shard"],
+        "Age of the shard's oldest committed ticket the downstream has not acknowledged yet.",
+    ),
+    family(
+        "intake_dispatch_delivered_total",
+        Counter,
+        Unit::Count,
+        &["shard"],
+        "Tickets the downstream acknowledged, counted by this node while it led the shard.",
+    ),
+    family(
+        "intake_dispatch_failures_total",
+        Counter,
+        Unit::Count,
+        &["shard"],
+        "Deliver calls to the downstream that failed; the dispatcher backs off after each.",
+    ),
+    // Storage.
+    family(
+        "intake_storage_disk_bytes",
+        Gauge,
+        Unit::Bytes,
+        &[],
+        "Size of this node's store on disk.",
+    ),
+    family(
+        "intake_storage_flushes_total",
+        Counter,
+        Unit::Count,
+        &[],
+        "Group commits done (one sled flush plus one fdatasync each).",
+    ),
+    family(
+        "intake_storage_flush_duration_seconds",
+        Histogram,
+        Unit::Seconds,
+        &[],
+        "Duration of one group commit (sled flush plus fdatasync).",
+    ),
+    family(
+        "intake_storage_entries_per_flush",
+        Histogram,
+        Unit::Count,
+        &[],
+        "Log appends made durable by one group commit.",
+    ),
+];
+
+/// Gives the installed recorder the HELP text and unit of every family.
+pub fn describe_all() {
+    for f in FAMILIES {
+        match f.kind {
+            Counter => metrics::describe_counter!(f.name, f.unit, f.help),
+            Gauge => metrics::describe_gauge!(f.name, f.unit, f.help),
+            Histogram => metrics::describe_histogram!(f.name, f.unit, f.help),
+        }
+    }
+}
+
+/// The `hops` label of a forwarded call. The count comes from a request
+/// header anyone can set, so it is clamped to the values the router uses
+/// (0 to `MAX_HOPS`): a label must not take unbounded values.
+pub fn hops_label(hops: u32) -> &'static str {
+    match hops {
+        0 => "0",
+        1 => "1",
+        _ => "2",
+    }
 }
 
 /// Publishes each group's Raft progress and the store's size once a second,
@@ -85,6 +331,10 @@ pub async fn report_loop(
         }
         for (shard, emergency, ordinary) in router.queues() {
             let shard = shard.to_string();
+            // Counters of rare events exist from the start, at zero, so
+            // that `increase()` sees their first event (Prometheus practice).
+            metrics::counter!("intake_submit_expired_total", "shard" => shard.clone()).increment(0);
+            metrics::counter!("intake_dispatch_failures_total", "shard" => shard.clone()).increment(0);
             metrics::gauge!("intake_admission_queued_complaints", "shard" => shard.clone(), "class" => "emergency")
                 .set(emergency as f64);
             metrics::gauge!("intake_admission_queued_complaints", "shard" => shard, "class" => "ordinary")

@@ -226,11 +226,11 @@ impl StateMachine {
                 accepted_at: t.accepted_at,
             }
         } else {
+            // The ticket id says which complaint; neither complaint's
+            // content goes into the log (personal data, issue 19).
             tracing::warn!(
                 shard = self.shard,
                 ticket = %t.id,
-                stored = ?t.complaint,
-                offered = ?complaint,
                 "idempotency key reused with different content"
             );
             SubmitOutcome::Conflict { id: t.id }
