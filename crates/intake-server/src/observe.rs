@@ -262,7 +262,7 @@ pub const FAMILIES: &[Family] = &[
         Counter,
         Unit::Count,
         &[],
-        "Group commits done (one sled flush plus one fdatasync each).",
+        "sled group commits done (one sled flush plus one fdatasync each): state-machine and node metadata writes that must be durable, not the Raft log.",
     ),
     family(
         "intake_storage_flush_duration_seconds",
@@ -276,7 +276,28 @@ pub const FAMILIES: &[Family] = &[
         Histogram,
         Unit::Count,
         &[],
-        "Log appends made durable by one group commit.",
+        "Callers served by one sled group commit.",
+    ),
+    family(
+        "intake_raftlog_fsyncs_total",
+        Counter,
+        Unit::Count,
+        &[],
+        "Write rounds of the Raft log engine, each one write and one fdatasync serving every shard's appends, votes, truncations and purges waiting at that moment.",
+    ),
+    family(
+        "intake_raftlog_bytes_total",
+        Counter,
+        Unit::Bytes,
+        &[],
+        "Bytes written to the Raft log engine's segment files.",
+    ),
+    family(
+        "intake_raftlog_round_seconds",
+        Histogram,
+        Unit::Seconds,
+        &[],
+        "Duration of one Raft log write round (encode, write, fdatasync, index update).",
     ),
 ];
 
