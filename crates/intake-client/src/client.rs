@@ -180,8 +180,8 @@ impl Client {
                 break;
             }
             let sending: Vec<pb::Complaint> = sending_idx.iter().map(|i| complaints[*i].clone()).collect();
-            let answers = self
-                .attempt(rpc, &target, sending, cfg.attempt_timeout.min(remaining), round)
+            let (target, answers) = self
+                .send_somewhere(rpc, target, sending, cfg.attempt_timeout, round, deadline)
                 .await;
             let (mut retryable, mut accepted) = (false, false);
             // One jittered pause for the round, so the complaints retried
@@ -242,6 +242,53 @@ impl Client {
             .zip(&complaints)
             .map(|((r, trail), c)| r.unwrap_or_else(|| Err(give_up(&c.idempotency_key, trail))))
             .collect()
+    }
+
+    /// One request, to `target` or, if it never reaches a server there (the
+    /// connection is refused or does not open in time), to the other
+    /// endpoints in turn, at once: nothing was sent, so resending is no
+    /// retry and costs no retry budget (gRPC's transparent retry). The
+    /// refusing endpoint leaves the rotation until a probe finds it back.
+    /// Each endpoint is tried at most once, within `deadline`. Returns where
+    /// the last request went and its answers.
+    async fn send_somewhere(
+        &self,
+        rpc: Rpc,
+        mut target: String,
+        complaints: Vec<pb::Complaint>,
+        attempt_timeout: Duration,
+        round: u32,
+        deadline: Instant,
+    ) -> (String, Vec<Result<pb::SubmitResponse, Status>>) {
+        let health = &self.inner.routing.health;
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let timeout = attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            health.sending(&target, std::time::Instant::now());
+            let answers = self
+                .attempt(rpc, &target, complaints.clone(), timeout, round)
+                .await;
+            let refused = !answers.is_empty()
+                && answers
+                    .iter()
+                    .all(|a| a.as_ref().err().is_some_and(crate::health::never_sent));
+            if !refused {
+                health.answered(&target);
+                return (target, answers);
+            }
+            health.refused(&target, std::time::Instant::now());
+            tried.push(target.clone());
+            if tried.len() >= self.inner.routing.endpoint_count() || Instant::now() >= deadline {
+                return (target, answers);
+            }
+            match self.inner.routing.untried_endpoint(&tried) {
+                Some(next) => {
+                    tracing::debug!(from = %target, to = %next, "connection refused: resending elsewhere");
+                    target = next;
+                }
+                None => return (target, answers),
+            }
+        }
     }
 
     /// One request to `target`; one answer per complaint. A failure of the

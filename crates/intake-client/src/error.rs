@@ -66,7 +66,7 @@ pub(crate) enum Failure {
 }
 
 pub(crate) fn classify(status: &Status) -> Failure {
-    if not_sent(status) {
+    if crate::health::never_sent(status) {
         return Failure::NotSent;
     }
     match status.code() {
@@ -79,17 +79,6 @@ pub(crate) fn classify(status: &Status) -> Failure {
         Code::Internal => Failure::Ambiguous,
         _ => Failure::Definite,
     }
-}
-
-/// A connect failure, which tonic reports as a bare UNAVAILABLE carrying
-/// the connector's message. A server's UNAVAILABLE always carries
-/// `RetryInfo`, so one relayed from a forwarding node (whose outcome is
-/// unknown) is never taken for this. A connect failure that does not match
-/// counts as ambiguous, which is the safe side.
-fn not_sent(status: &Status) -> bool {
-    status.code() == Code::Unavailable
-        && status.details().is_empty()
-        && status.message().starts_with("tcp connect error")
 }
 
 /// The server's `RetryInfo.retry_delay`, if it sent one.

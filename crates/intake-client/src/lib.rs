@@ -69,6 +69,7 @@
 mod client;
 mod config;
 mod error;
+mod health;
 mod outbox;
 mod redact;
 mod retry;
@@ -77,6 +78,7 @@ mod routing;
 pub use client::{Client, MAX_BATCH_ITEMS, Submitted};
 pub use config::ClientConfig;
 pub use error::{ClientError, FieldViolation};
+pub use health::{EndpointHealth, PROBE_FIRST, PROBE_MAX, never_sent};
 pub use intake_proto::pb;
 pub use outbox::{MAX_RECORD_BYTES, Outbox, OutboxConfig, OutboxError, OutboxEvent};
 pub use redact::key_tag;

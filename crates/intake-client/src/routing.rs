@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
+use crate::health::EndpointHealth;
 
 /// What the client knows of the cluster: for each district, the address of
 /// its shard's leader.
@@ -61,6 +62,9 @@ pub(crate) struct Routing {
     /// stopped leader stays named by its followers' views until they elect,
     /// so without this every call would try it first and burn the budget.
     suspects: Mutex<HashMap<String, Instant>>,
+    /// Nodes that refused a connection: out of rotation until a probe finds
+    /// them back (see `health`).
+    pub health: EndpointHealth,
     next: AtomicUsize,
     refreshing: AtomicBool,
     last_refresh: Mutex<Option<Instant>>,
@@ -84,6 +88,7 @@ impl Routing {
             channels: Mutex::new(HashMap::new()),
             map: RwLock::new(ShardMap::default()),
             suspects: Mutex::new(HashMap::new()),
+            health: EndpointHealth::new(),
             next: AtomicUsize::new(0),
             refreshing: AtomicBool::new(false),
             last_refresh: Mutex::new(None),
@@ -110,25 +115,49 @@ impl Routing {
         Ok(channel)
     }
 
-    /// The known leader of `district`'s shard.
+    /// The known leader of `district`'s shard, unless it failed lately.
     pub fn leader_of(&self, district: &str) -> Option<String> {
         let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.leaders.get(district).filter(|a| !self.is_suspect(a)).cloned()
+        map.leaders
+            .get(district)
+            .filter(|a| !self.is_suspect(a) && !self.is_down(a))
+            .cloned()
     }
 
-    /// The next configured endpoint in turn, preferring one that has not
-    /// failed lately and is not `avoid`.
+    /// The next configured endpoint in turn, preferring, in this order, one
+    /// that is not `avoid`, has not failed lately and has not refused a
+    /// connection; one that has not refused; one that is not `avoid`.
     pub fn next_endpoint(&self, avoid: Option<&str>) -> String {
         let n = self.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let in_turn = (0..n).map(|i| &self.endpoints[(start + i) % n]);
-        let good = |e: &&String| Some(e.as_str()) != avoid && !self.is_suspect(e);
-        in_turn
-            .clone()
-            .find(good)
-            .or_else(|| in_turn.clone().find(|e| Some(e.as_str()) != avoid))
+        let in_turn = || (0..n).map(|i| &self.endpoints[(start + i) % n]);
+        let not_avoid = |e: &&String| Some(e.as_str()) != avoid;
+        in_turn()
+            .find(|e| not_avoid(e) && !self.is_suspect(e) && !self.is_down(e))
+            .or_else(|| in_turn().find(|e| not_avoid(e) && !self.is_down(e)))
+            .or_else(|| in_turn().find(|e| !self.is_down(e)))
+            .or_else(|| in_turn().find(not_avoid))
             .unwrap_or(&self.endpoints[start % n])
             .clone()
+    }
+
+    /// A configured endpoint not in `tried` that has not refused a
+    /// connection lately, in turn; for resending a request that never left.
+    pub fn untried_endpoint(&self, tried: &[String]) -> Option<String> {
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.endpoints[(start + i) % n])
+            .find(|e| !tried.contains(e) && !self.is_down(e))
+            .cloned()
+    }
+
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn is_down(&self, addr: &str) -> bool {
+        self.health.is_down(addr, std::time::Instant::now())
     }
 
     fn is_suspect(&self, addr: &str) -> bool {

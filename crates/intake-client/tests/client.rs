@@ -371,3 +371,51 @@ async fn a_batch_across_shards_gets_one_ticket_each_and_the_same_on_resend() {
     assert_eq!(again.iter().filter(|r| r.is_ok()).count(), 60);
     cluster.shutdown().await;
 }
+
+/// A killed node refuses connections: calls that would go to it (the map
+/// still names it, or it is next in turn) go at once to another node, with
+/// no retry budget spent, and it leaves the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_costs_no_complaint_even_with_a_tiny_retry_budget() {
+    let mut cluster = TestCluster::start(3, fast_tuning()).await;
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    // An address nothing listens on, as well: bound, then dropped.
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let mut eps = vec![refusing];
+    eps.extend(endpoints(&cluster));
+    let mut config = ClientConfig::new(eps);
+    config.call_timeout = Duration::from_secs(20);
+    config.attempt_timeout = Duration::from_secs(10);
+    // One failure and no retry is allowed any more.
+    config.retry_budget = RetryBudgetConfig {
+        max_tokens: 1.0,
+        token_ratio: 0.1,
+    };
+    let client = Client::connect(config).await.unwrap();
+    assert!(client.wait_for_leader(DISTRICT, Duration::from_secs(10)).await);
+    assert_eq!(client.leader_for(DISTRICT), Some(cluster.addr(leader)));
+
+    // The client's map still names the leader when it dies.
+    cluster.stop_node(leader).await;
+    let mut failures = Vec::new();
+    for i in 0..30 {
+        // Other districts are not in the map: they go to endpoints in turn.
+        let district = if i % 2 == 0 { DISTRICT } else { "110108" };
+        if let Err(e) = client
+            .submit(complaint(&format!("dead-{i}"), district, "a node is down"))
+            .await
+        {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 30 failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    cluster.shutdown().await;
+}

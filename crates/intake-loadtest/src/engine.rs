@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use intake_client::{RetryBudget, RetryBudgetConfig};
+use intake_client::{EndpointHealth, RetryBudget, RetryBudgetConfig, never_sent};
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
 use intake_proto::pb;
@@ -97,6 +97,10 @@ struct PhaseCtx {
 
 pub struct Engine {
     clients: Vec<IntakeServiceClient<Channel>>,
+    /// The clients' keys in `health`, by index.
+    names: Vec<String>,
+    /// Endpoints that refused connections, as `intake-client` tracks them.
+    health: EndpointHealth,
     /// Shared by every request of the run, as one `intake-client` shares
     /// one among its calls; `None` retries whenever the deadline allows.
     budget: Option<RetryBudget>,
@@ -110,6 +114,8 @@ impl Engine {
     /// count from here.
     pub fn new(clients: Vec<IntakeServiceClient<Channel>>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
         Arc::new(Engine {
+            names: (0..clients.len()).map(|i| i.to_string()).collect(),
+            health: EndpointHealth::new(),
             clients,
             budget: budget.map(RetryBudget::new),
             tally: Mutex::new(Tally::default()),
@@ -276,61 +282,16 @@ impl Engine {
             tokio::time::sleep_until(wake.into()).await;
             let now = Instant::now();
             let pending: Vec<usize> = open.into_iter().filter(|i| not_before[*i] <= now).collect();
-            // Each attempt goes to the next endpoint, so the retries of a
-            // request sent to a killed node reach a live one.
-            let mut client = self.clients[(idx + attempts as usize) % self.clients.len()].clone();
+            // Each attempt goes to the next endpoint in turn, so the retries
+            // of a request sent to a killed node reach a live one; endpoints
+            // that refused connections lately are passed over.
+            let n = self.clients.len();
+            let at = self.health.pick(&self.names, (idx + attempts as usize) % n, now);
             attempts += 1;
-            // What each pending complaint was told: its code and how long to
-            // stay away, if the server said.
-            let answers: Vec<Result<String, (Code, Option<Duration>)>> = if !req.batch {
-                let mut r = tonic::Request::new(pb::SubmitRequest {
-                    complaint: Some(items[pending[0]].clone()),
-                });
-                r.set_timeout(deadline - now);
-                mark_retry(r.metadata_mut(), attempts - 1);
-                vec![match client.submit(r).await {
-                    Ok(r) => Ok(r.into_inner().ticket_id),
-                    Err(s) => {
-                        self.sample_error(s.code(), s.message());
-                        Err((
-                            s.code(),
-                            s.get_error_details().retry_info().and_then(|r| r.retry_delay),
-                        ))
-                    }
-                }]
-            } else {
-                let batch: Vec<pb::Complaint> = pending.iter().map(|i| items[*i].clone()).collect();
-                let mut r = tonic::Request::new(pb::SubmitBatchRequest { complaints: batch });
-                r.set_timeout(deadline - now);
-                mark_retry(r.metadata_mut(), attempts - 1);
-                match client.submit_batch(r).await {
-                    Ok(r) => {
-                        let mut answers: Vec<_> = r
-                            .into_inner()
-                            .results
-                            .into_iter()
-                            .map(|res| match res.outcome {
-                                Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok.ticket_id),
-                                Some(pb::submit_result::Outcome::Error(e)) => {
-                                    let code = Code::from_i32(e.code);
-                                    self.sample_error(code, &e.message);
-                                    let after = (e.retry_after_ms > 0)
-                                        .then(|| Duration::from_millis(e.retry_after_ms));
-                                    Err((code, after))
-                                }
-                                None => Err((Code::Internal, None)),
-                            })
-                            .collect();
-                        answers.resize(pending.len(), Err((Code::Internal, None)));
-                        answers
-                    }
-                    Err(s) => {
-                        self.sample_error(s.code(), s.message());
-                        let after = s.get_error_details().retry_info().and_then(|r| r.retry_delay);
-                        vec![Err((s.code(), after)); pending.len()]
-                    }
-                }
-            };
+            let complaints: Vec<pb::Complaint> = pending.iter().map(|i| items[*i].clone()).collect();
+            let answers = self
+                .send_somewhere(at, req.batch, complaints, deadline, attempts - 1)
+                .await;
             let answered = Instant::now();
             for (i, answer) in pending.iter().zip(answers) {
                 results[*i] = Some(match answer {
@@ -376,6 +337,114 @@ impl Engine {
             let emergency = ctx.workload.is_emergency(&item.category);
             t.record(ctx.index, second, &item.idempotency_key, emergency, outcome);
         }
+    }
+}
+
+/// What each complaint of one request was told: its ticket, or its code and
+/// how long to stay away, if the server said.
+type Answers = Vec<Result<String, (Code, Option<Duration>)>>;
+
+impl Engine {
+    /// One request, to endpoint `at` or, while it never reaches a server
+    /// (the connection is refused or does not open in time), to the other
+    /// endpoints in turn at once: nothing was sent, so this is no retry and
+    /// costs no attempt and no retry budget (gRPC's transparent retry), and
+    /// the refusing endpoint leaves the rotation until a probe finds it
+    /// back. Each endpoint is tried at most once, within `deadline`.
+    async fn send_somewhere(
+        &self,
+        mut at: usize,
+        batch: bool,
+        complaints: Vec<pb::Complaint>,
+        deadline: Instant,
+        previous_attempts: u32,
+    ) -> Answers {
+        let n = self.clients.len();
+        for _ in 0..n {
+            self.health.sending(&self.names[at], Instant::now());
+            match self
+                .send(at, batch, complaints.clone(), deadline, previous_attempts)
+                .await
+            {
+                Ok(answers) => {
+                    self.health.answered(&self.names[at]);
+                    return answers;
+                }
+                Err(status) if never_sent(&status) => {
+                    self.health.refused(&self.names[at], Instant::now());
+                    let next = self.health.pick(&self.names, at + 1, Instant::now());
+                    if next == at
+                        || self.health.is_down(&self.names[next], Instant::now())
+                        || Instant::now() >= deadline
+                    {
+                        return self.failed(&status, complaints.len());
+                    }
+                    lock(&self.tally).resent_unsent += 1;
+                    at = next;
+                }
+                Err(status) => return self.failed(&status, complaints.len()),
+            }
+        }
+        let status = tonic::Status::unavailable("no endpoint took the connection");
+        self.failed(&status, complaints.len())
+    }
+
+    /// Every complaint's answer when the whole call failed with `status`.
+    fn failed(&self, status: &tonic::Status, n: usize) -> Answers {
+        self.sample_error(status.code(), status.message());
+        let after = status
+            .get_error_details()
+            .retry_info()
+            .and_then(|r| r.retry_delay);
+        vec![Err((status.code(), after)); n]
+    }
+
+    /// One call to endpoint `at`: the answer per complaint, or the status
+    /// that failed the whole call.
+    async fn send(
+        &self,
+        at: usize,
+        batch: bool,
+        mut complaints: Vec<pb::Complaint>,
+        deadline: Instant,
+        previous_attempts: u32,
+    ) -> Result<Answers, tonic::Status> {
+        let mut client = self.clients[at].clone();
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        if !batch {
+            let mut r = tonic::Request::new(pb::SubmitRequest {
+                complaint: complaints.pop(),
+            });
+            r.set_timeout(timeout);
+            mark_retry(r.metadata_mut(), previous_attempts);
+            return match client.submit(r).await {
+                Ok(r) => Ok(vec![Ok(r.into_inner().ticket_id)]),
+                Err(s) if never_sent(&s) => Err(s),
+                Err(s) => Ok(self.failed(&s, 1)),
+            };
+        }
+        let n = complaints.len();
+        let mut r = tonic::Request::new(pb::SubmitBatchRequest { complaints });
+        r.set_timeout(timeout);
+        mark_retry(r.metadata_mut(), previous_attempts);
+        let r = client.submit_batch(r).await?;
+        let mut answers: Answers = r
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|res| match res.outcome {
+                Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok.ticket_id),
+                Some(pb::submit_result::Outcome::Error(e)) => {
+                    let code = Code::from_i32(e.code);
+                    self.sample_error(code, &e.message);
+                    let after = (e.retry_after_ms > 0).then(|| Duration::from_millis(e.retry_after_ms));
+                    Err((code, after))
+                }
+                None => Err((Code::Internal, None)),
+            })
+            .collect();
+        answers.resize(n, Err((Code::Internal, None)));
+        Ok(answers)
     }
 }
 

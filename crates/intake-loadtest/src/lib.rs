@@ -148,6 +148,12 @@ impl Summary {
                 t.retries, t.retries_throttled
             ));
         }
+        if t.resent_unsent > 0 {
+            out.push(format!(
+                "resent_unsent={} (requests whose connection was refused, resent at once to another node)",
+                t.resent_unsent
+            ));
+        }
         if let Some(s) = &self.sink {
             out.push(format!(
                 "sink_missing={} sink_duplicates={}",

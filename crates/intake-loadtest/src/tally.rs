@@ -45,6 +45,9 @@ pub struct Tally {
     pub retries: u64,
     /// Requests that wanted another attempt but the retry budget said no.
     pub retries_throttled: u64,
+    /// Requests resent at once to another endpoint because their connection
+    /// was refused: they never reached a node, so this is no retry.
+    pub resent_unsent: u64,
     /// Errors other than drops, by gRPC code.
     pub error_codes: BTreeMap<String, u64>,
     /// The part of `error_codes` that were emergencies: whether they timed

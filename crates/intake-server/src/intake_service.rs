@@ -18,6 +18,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::config::AdmissionConfig;
 use crate::convert::{complaint_from_pb, now_millis, status_from_pb, timestamp_to_millis};
+use crate::deadline::parse_grpc_timeout;
 use crate::errors::{invalid_argument, invalid_fields, item_error, retry_no_sooner, with_retry};
 use crate::lag::RuntimeLag;
 use crate::observe::record_submit;
@@ -207,7 +208,6 @@ impl IntakeServiceImpl {
     }
 }
 
-/// `grpc-timeout` is an integer of at most 8 digits and a unit letter.
 /// When an emergency last arrived, lock-free: every submission asks.
 struct RecentEmergency {
     /// Milliseconds since `born`; `u64::MAX` while none has come.
@@ -234,23 +234,6 @@ impl RecentEmergency {
         let ms = now.saturating_duration_since(self.born).as_millis() as u64;
         last != u64::MAX && ms.saturating_sub(last) < window.as_millis() as u64
     }
-}
-
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (num, unit) = v.split_at(v.len() - 1);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// Splits one shard's complaints into Raft-entry-sized groups, keeping each
@@ -519,14 +502,5 @@ mod tests {
         assert!(!seen.within(window, born + Duration::from_secs(15)));
         seen.note(born + Duration::from_secs(20));
         assert!(seen.within(window, born + Duration::from_secs(21)));
-    }
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_grpc_timeout("x"), None);
-        assert_eq!(parse_grpc_timeout("10q"), None);
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
     }
 }

@@ -6,6 +6,16 @@
 //! shows that queueing directly (the "event-loop lag" of toobusy-style load
 //! shedders), and lets the door refuse ordinary complaints cheaply while it
 //! lasts.
+//!
+//! A stall is not overload. A process that was stopped (SIGSTOP, a VM pause,
+//! a long GC-like freeze) sees one tick seconds late and punctual ticks right
+//! after; fed to the moving average, that one tick read as seconds of lag
+//! and the node refused its whole backlog as "out of CPU" for 4 s and more,
+//! longer than what was left of the callers' deadlines, although it had CPU
+//! to spare. So each tick records the median of the last three ticks'
+//! lateness: a lone outlier, however large, never gets in, while lateness
+//! that lasts (a real surge) does from its second tick on, one tick later
+//! than before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +26,9 @@ use tokio::time::Instant;
 use crate::latency::FadingLatency;
 
 const TICK: Duration = Duration::from_millis(20);
+/// Ticks whose median is recorded: three is the fewest that outvotes one
+/// stall.
+const WINDOW: usize = 3;
 
 #[derive(Debug, Default, Clone)]
 pub struct RuntimeLag {
@@ -26,7 +39,7 @@ impl RuntimeLag {
     /// Starts sampling until `stop` fires.
     pub fn start(mut stop: watch::Receiver<bool>) -> RuntimeLag {
         let lag = RuntimeLag::default();
-        let sampler = lag.clone();
+        let mut probe = Probe::new(lag.clone());
         tokio::spawn(async move {
             loop {
                 let before = Instant::now();
@@ -34,10 +47,10 @@ impl RuntimeLag {
                     _ = tokio::time::sleep(TICK) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                let late = before.elapsed().saturating_sub(TICK);
-                sampler.lag.record(late);
+                let now = Instant::now();
+                probe.tick(now.saturating_duration_since(before).saturating_sub(TICK), now);
                 metrics::gauge!("intake_runtime_lag_seconds")
-                    .set(sampler.lag.get().unwrap_or_default().as_secs_f64());
+                    .set(probe.lag.lag.get_at(now).unwrap_or_default().as_secs_f64());
             }
         });
         lag
@@ -46,5 +59,82 @@ impl RuntimeLag {
     /// The smoothed lag, if above `limit`.
     pub fn above(&self, limit: Duration) -> Option<Duration> {
         self.lag.above(limit)
+    }
+}
+
+/// The sampler's side: the last ticks' lateness, and where their median goes.
+struct Probe {
+    lag: RuntimeLag,
+    recent: [Duration; WINDOW],
+    next: usize,
+}
+
+impl Probe {
+    fn new(lag: RuntimeLag) -> Self {
+        Self {
+            lag,
+            recent: [Duration::ZERO; WINDOW],
+            next: 0,
+        }
+    }
+
+    /// One tick that fired `late` after its time, at `now`.
+    fn tick(&mut self, late: Duration, now: Instant) {
+        self.recent[self.next] = late;
+        self.next = (self.next + 1) % WINDOW;
+        let mut sorted = self.recent;
+        sorted.sort_unstable();
+        self.lag.lag.record_at(sorted[WINDOW / 2], now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_millis(100);
+    const EMERGENCY_LIMIT: Duration = Duration::from_millis(20);
+
+    /// Ticks that each fire `late` after their time; returns the clock.
+    fn ticks(probe: &mut Probe, mut now: Instant, n: usize, late: Duration) -> Instant {
+        for _ in 0..n {
+            now += TICK + late;
+            probe.tick(late, now);
+        }
+        now
+    }
+
+    #[test]
+    fn one_stall_is_not_overload() {
+        let lag = RuntimeLag::default();
+        let mut probe = Probe::new(lag.clone());
+        let t = ticks(&mut probe, Instant::now(), 10, Duration::ZERO);
+        // Paused for 5 s, then resumed: one tick 5 s late, then punctual.
+        let stall = Duration::from_secs(5);
+        let t = ticks(&mut probe, t, 1, stall);
+        assert_eq!(
+            lag.lag.above_at(EMERGENCY_LIMIT, t),
+            None,
+            "right after the stall"
+        );
+        let t = ticks(&mut probe, t, 2, Duration::ZERO);
+        assert_eq!(lag.lag.above_at(EMERGENCY_LIMIT, t), None, "two ticks on");
+    }
+
+    #[test]
+    fn sustained_lateness_is_overload() {
+        let lag = RuntimeLag::default();
+        let mut probe = Probe::new(lag.clone());
+        let t = ticks(&mut probe, Instant::now(), 10, Duration::ZERO);
+        let t = ticks(&mut probe, t, 10, Duration::from_millis(50));
+        assert!(lag.lag.above_at(EMERGENCY_LIMIT, t).is_some());
+        assert_eq!(lag.lag.above_at(LIMIT, t), None);
+        let t = ticks(&mut probe, t, 10, Duration::from_millis(150));
+        assert!(lag.lag.above_at(LIMIT, t).is_some());
+        // Two stalls in a row are no longer a lone outlier.
+        let lag = RuntimeLag::default();
+        let mut probe = Probe::new(lag.clone());
+        let t = ticks(&mut probe, Instant::now(), 2, Duration::from_secs(2));
+        assert!(lag.lag.above_at(LIMIT, t).is_some());
     }
 }

@@ -22,7 +22,12 @@ pub struct FadingLatency {
 
 impl FadingLatency {
     pub fn record(&self, sample: Duration) {
-        let now = Instant::now();
+        self.record_at(sample, Instant::now());
+    }
+
+    /// `record` with the clock given, for callers that already read it and
+    /// for tests.
+    pub fn record_at(&self, sample: Duration, now: Instant) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let current = s.map(|(v, at)| fade(v, now.duration_since(at)));
         let next = match current {
@@ -34,13 +39,28 @@ impl FadingLatency {
 
     /// The current estimate, faded by the time since the last sample.
     pub fn get(&self) -> Option<Duration> {
+        self.get_at(Instant::now())
+    }
+
+    /// The estimate as of `now`.
+    pub fn get_at(&self, now: Instant) -> Option<Duration> {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.map(|(v, at)| fade(v, at.elapsed()))
+        s.map(|(v, at)| fade(v, now.saturating_duration_since(at)))
     }
 
     /// Whether the estimate is above `target`.
     pub fn above(&self, target: Duration) -> Option<Duration> {
-        self.get().filter(|v| *v > target)
+        self.above_at(target, Instant::now())
+    }
+
+    /// Whether the estimate is above `target` as of `now`.
+    pub fn above_at(&self, target: Duration, now: Instant) -> Option<Duration> {
+        self.get_at(now).filter(|v| *v > target)
+    }
+
+    /// Forgets every sample: what they measured no longer holds.
+    pub fn reset(&self) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 

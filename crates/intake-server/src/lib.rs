@@ -10,6 +10,7 @@ pub mod batcher;
 pub mod compaction;
 pub mod config;
 pub mod convert;
+pub mod deadline;
 pub mod dispatcher;
 pub mod errors;
 pub mod intake_service;
@@ -19,6 +20,7 @@ pub mod meta;
 pub mod node;
 pub mod observe;
 pub mod router;
+pub mod slowness;
 pub mod streak;
 
 pub use config::{AdmissionConfig, NodeConfig, RaftTuning};

@@ -369,6 +369,8 @@ async fn serve(
         .http2_max_pending_accept_reset_streams(Some((cfg.admission.per_connection / 2).max(20)))
         // Deadlines count from here, not from when a handler got its body.
         .layer(tonic::service::InterceptorLayer::new(crate::arrival::stamp))
+        // A deadline that runs out is DEADLINE_EXCEEDED, not tonic's CANCELLED.
+        .layer(crate::deadline::DeadlineLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))

@@ -36,9 +36,10 @@ use crate::config::AdmissionConfig;
 use crate::convert::{
     complaint_to_pb, millis_to_timestamp, now_millis, status_to_pb, ticket_with_history_to_pb,
 };
+use crate::deadline::{forward_expired, status_expired, submit_expired};
 use crate::dispatcher::DispatchBoard;
 use crate::errors::{key_conflict, with_retry};
-use crate::latency::FadingLatency;
+use crate::slowness::ShardSlowness;
 
 /// Most node-to-node hops a request may take: origin → a replica of the
 /// shard → that replica's leader.
@@ -65,7 +66,7 @@ pub struct Router {
     /// While it stays above twice the target, ordinary complaints for that
     /// shard are refused at the door: whatever the bottleneck (the leader's
     /// queue, forwarding, or CPU), admitting more only makes all of them late.
-    slowness: Arc<DashMap<ShardId, FadingLatency>>,
+    slowness: Arc<ShardSlowness>,
     /// What this node's delivery tasks report, for `ClusterStatus`.
     dispatch: DispatchBoard,
 }
@@ -250,11 +251,11 @@ impl Router {
             return Ok(known.into_iter().flatten().collect());
         }
         let n = complaints.len();
-        let started = Instant::now();
+        let mut attempt = Instant::now();
         let result = self
-            .submit_inner(shard, complaints, class, hops, retry, deadline)
+            .submit_inner(shard, complaints, class, hops, retry, deadline, &mut attempt)
             .await;
-        self.note_slowness(shard, &result, started);
+        self.note_slowness(shard, &result, attempt);
         match result {
             Ok(results) => Ok(merge(known, results)),
             // The answers already known stand; the failure is the others'.
@@ -269,10 +270,12 @@ impl Router {
     fn shed_ordinary(&self, shard: ShardId, hops: u32) -> Option<Status> {
         // Only at the door (hops == 0): a forwarded call was admitted there.
         if hops == 0
-            && let Some(slow) = self
-                .slowness
-                .get(&shard)
-                .and_then(|l| l.above(self.admission.target_latency * 2))
+            && let Some(slow) = self.slowness.above(
+                shard,
+                || self.known_leader(shard),
+                self.admission.target_latency * 2,
+                Instant::now(),
+            )
         {
             return Some(with_retry(
                 Code::ResourceExhausted,
@@ -322,17 +325,34 @@ impl Router {
 
     /// Acknowledgements and deadline misses measure how long `shard` takes
     /// from here; refusals are fast by design and would hide that, and so
-    /// would answers found in local state.
-    fn note_slowness(&self, shard: ShardId, result: &Result<Vec<ItemResult>, Status>, started: Instant) {
+    /// would answers found in local state. Measured from the start of the
+    /// attempt that got the answer: time spent waiting out an election
+    /// before it says nothing about the shard once it has a leader.
+    fn note_slowness(&self, shard: ShardId, result: &Result<Vec<ItemResult>, Status>, attempt: Instant) {
         let measured = match result {
             Ok(items) => items.iter().any(|r| r.is_ok()),
             Err(s) => s.code() == Code::DeadlineExceeded,
         };
         if measured {
-            self.slowness.entry(shard).or_default().record(started.elapsed());
+            let now = Instant::now();
+            self.slowness.record(
+                shard,
+                self.known_leader(shard),
+                now.saturating_duration_since(attempt),
+                now,
+            );
         }
     }
 
+    /// The leader of `shard` as this node's replica knows it, if it has one.
+    fn known_leader(&self, shard: ShardId) -> Option<NodeId> {
+        let raft = self.raft(shard)?;
+        let metrics = raft.metrics();
+        metrics.borrow_watched().current_leader
+    }
+
+    /// `attempt` is set to when the attempt that produced the answer began.
+    #[allow(clippy::too_many_arguments)]
     async fn submit_inner(
         &self,
         shard: ShardId,
@@ -341,10 +361,11 @@ impl Router {
         hops: u32,
         retry: bool,
         deadline: Instant,
+        attempt: &mut Instant,
     ) -> Result<Vec<ItemResult>, Status> {
         let Some(batcher) = self.batchers.get(&shard).map(|b| b.value().clone()) else {
             let results = self
-                .submit_remote(shard, &complaints, hops, retry, deadline)
+                .submit_remote(shard, &complaints, hops, retry, deadline, attempt)
                 .await;
             self.note_shedding(shard, class, &results);
             return results;
@@ -354,6 +375,7 @@ impl Router {
         // same round, when the replica names the same stale leader.
         let mut unreachable = None;
         loop {
+            *attempt = Instant::now();
             if let Some((id, addr)) = self.leader_elsewhere(shard, hops) {
                 match self
                     .forward_submit(id, &addr, &complaints, hops, retry, deadline)
@@ -367,11 +389,10 @@ impl Router {
                     }
                 }
             }
-            let proposed = tokio::time::timeout_at(deadline, batcher.propose(complaints.clone(), class, deadline)).await.map_err(|_| {
-                Status::deadline_exceeded(
-                    "not acknowledged before the deadline; it may still commit: retry with the same idempotency key",
-                )
-            })?;
+            let proposed =
+                tokio::time::timeout_at(deadline, batcher.propose(complaints.clone(), class, deadline))
+                    .await
+                    .map_err(|_| submit_expired())?;
             let refusal = match proposed {
                 Ok(v) => return Ok(v.into_iter().map(|o| item_result(shard, o)).collect()),
                 Err(ProposeError::NotLeader(f)) => f,
@@ -456,6 +477,7 @@ impl Router {
         hops: u32,
         retry: bool,
         deadline: Instant,
+        attempt: &mut Instant,
     ) -> Result<Vec<ItemResult>, Status> {
         if hops >= MAX_HOPS {
             return Err(with_retry(
@@ -469,6 +491,7 @@ impl Router {
         let mut last = Status::unavailable(format!("shard {shard} has no reachable replica"));
         loop {
             for (id, addr) in &voters {
+                *attempt = Instant::now();
                 match self
                     .forward_submit(*id, addr, complaints, hops, retry, deadline)
                     .await
@@ -518,8 +541,13 @@ impl Router {
                 return Err(Status::internal("leader answered a different number of items"));
             }
             Ok(resp.results.into_iter().map(item_from_pb).collect())
-        }
-        .await;
+        };
+        // The local timer also covers the wait for the channel to take the
+        // call, which tonic's grpc-timeout timer does not.
+        let result = match tokio::time::timeout_at(deadline, result).await {
+            Ok(r) => r.map_err(|s| forward_expired(s, deadline, submit_expired)),
+            Err(_) => Err(submit_expired()),
+        };
         metrics::histogram!("intake_forward_seconds").record(started.elapsed().as_secs_f64());
         result
     }
@@ -646,11 +674,7 @@ impl Router {
             };
             let written = tokio::time::timeout_at(deadline, raft.client_write(cmd))
                 .await
-                .map_err(|_| {
-                    Status::deadline_exceeded(
-                        "status update not committed before the deadline; it may still be: retry",
-                    )
-                })?;
+                .map_err(|_| status_expired())?;
             let refusal = match written {
                 Ok(r) => return self.status_outcome(update.ticket, r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
@@ -722,9 +746,11 @@ impl Router {
         });
         set_hops(&mut req, hops + 1);
         req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        client
-            .update_status(req)
-            .await?
+        let answer = tokio::time::timeout_at(deadline, client.update_status(req))
+            .await
+            .unwrap_or_else(|_| Err(status_expired()))
+            .map_err(|s| forward_expired(s, deadline, status_expired))?;
+        answer
             .into_inner()
             .ticket
             .ok_or_else(|| Status::internal("leader answered without the ticket"))
