@@ -30,7 +30,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,17 +47,27 @@ const TTL: Duration = Duration::ZERO;
 
 /// The power switch of one mount. Cloned into the signal handler's thread.
 #[derive(Clone, Default)]
-pub struct Power(Arc<AtomicBool>);
+pub struct Power {
+    cut: Arc<AtomicBool>,
+    /// Bytes written and not yet fsync'd, over all files: what a cut loses.
+    unsynced: Arc<AtomicU64>,
+}
 
 impl Power {
     /// Cuts the power: every write not yet fsync'd is lost, and every later
-    /// operation fails with EIO.
-    pub fn cut(&self) {
-        self.0.store(true, Ordering::SeqCst);
+    /// operation fails with EIO. Returns the bytes lost.
+    pub fn cut(&self) -> u64 {
+        self.cut.store(true, Ordering::SeqCst);
+        self.unsynced.load(Ordering::SeqCst)
     }
 
     pub fn is_cut(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    /// Bytes written and not yet fsync'd.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.unsynced.load(Ordering::SeqCst)
     }
 }
 
@@ -81,6 +91,9 @@ struct State {
 pub struct PowercutFs {
     root: PathBuf,
     power: Power,
+    /// A disk that acknowledges flushes it never does: nothing is ever
+    /// durable. Only for checking that a power-loss test can fail.
+    fsync_lies: bool,
     state: Mutex<State>,
 }
 
@@ -121,8 +134,16 @@ impl PowercutFs {
         Ok(PowercutFs {
             root,
             power,
+            fsync_lies: false,
             state: Mutex::new(state),
         })
+    }
+
+    /// See [`PowercutFs::fsync_lies`]: fsync answers success and keeps
+    /// nothing.
+    pub fn with_lying_fsync(mut self) -> PowercutFs {
+        self.fsync_lies = true;
+        self
     }
 
     /// The state, or EIO once the power is cut (nothing after the cut may
@@ -451,6 +472,7 @@ impl Filesystem for PowercutFs {
     ) {
         let r = self.live().and_then(|mut st| {
             self.cached(&mut st, ino.0)?.pending.write(offset, data);
+            self.power.unsynced.fetch_add(data.len() as u64, Ordering::SeqCst);
             Ok(())
         });
         match r {
@@ -477,8 +499,14 @@ impl Filesystem for PowercutFs {
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let r = self.live().and_then(|mut st| {
+            if self.fsync_lies {
+                return Ok(());
+            }
             let c = self.cached(&mut st, ino.0)?;
-            c.pending.apply(&c.file).map_err(errno)
+            let bytes = c.pending.bytes() as u64;
+            c.pending.apply(&c.file).map_err(errno)?;
+            self.power.unsynced.fetch_sub(bytes, Ordering::SeqCst);
+            Ok(())
         });
         match r {
             Ok(()) => reply.ok(),

@@ -35,9 +35,13 @@ pub fn session(
     backing: &Path,
     mountpoint: &Path,
     power: Power,
+    fsync_lies: bool,
 ) -> Result<fuser::Session<PowercutFs>, MountError> {
-    let fs =
+    let mut fs =
         PowercutFs::new(backing, power).map_err(|e| MountError::Backing(backing.display().to_string(), e))?;
+    if fsync_lies {
+        fs = fs.with_lying_fsync();
+    }
     fuser::Session::new(fs, mountpoint, &mount_config())
         .map_err(|e| MountError::Mount(mountpoint.display().to_string(), e))
 }
@@ -49,7 +53,7 @@ pub fn spawn(
     mountpoint: &Path,
     power: Power,
 ) -> Result<fuser::BackgroundSession, MountError> {
-    session(backing, mountpoint, power)?
+    session(backing, mountpoint, power, false)?
         .spawn()
         .map_err(|e| MountError::Mount(mountpoint.display().to_string(), e))
 }

@@ -60,6 +60,7 @@ fn unsynced_writes_are_seen_before_the_cut_and_gone_after() {
     f.write_all(b"not yet durable").unwrap();
     assert_eq!(std::fs::read(m.mnt.join("log")).unwrap(), b"not yet durable");
     assert_eq!(std::fs::metadata(m.mnt.join("log")).unwrap().len(), 15);
+    assert_eq!(m.power.unsynced_bytes(), 15);
     // Nothing reached the disk yet, and closing does not change that.
     drop(f);
     assert_eq!(std::fs::read(m.backing.join("log")).unwrap(), b"");
@@ -73,6 +74,7 @@ fn fsynced_writes_survive_the_cut() {
     let mut f = open_rw(&m.mnt.join("log"));
     f.write_all(b"durable").unwrap();
     f.sync_data().unwrap();
+    assert_eq!(m.power.unsynced_bytes(), 0);
     drop(f);
     m.cut_and_unmount();
     assert_eq!(std::fs::read(m.backing.join("log")).unwrap(), b"durable");

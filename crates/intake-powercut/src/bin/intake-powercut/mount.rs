@@ -17,6 +17,10 @@ pub struct MountArgs {
     /// Where to mount it (an existing empty directory).
     #[arg(long)]
     mountpoint: PathBuf,
+    /// Acknowledge every fsync and keep nothing: a disk that lies about
+    /// flushing. Only to check that the power-loss test catches a loss.
+    #[arg(long)]
+    fsync_lies: bool,
 }
 
 /// The signals this tool handles, blocked in every thread and taken by
@@ -42,7 +46,8 @@ pub fn run(a: MountArgs) -> Result<ExitCode, BoxError> {
         return Err(format!("pthread_sigmask: error {rc}").into());
     }
     let power = Power::default();
-    let mut session = intake_powercut::mount::session(&a.backing, &a.mountpoint, power.clone())?;
+    let mut session =
+        intake_powercut::mount::session(&a.backing, &a.mountpoint, power.clone(), a.fsync_lies)?;
     let mut unmounter = session.unmount_callable();
     let where_ = a.mountpoint.display().to_string();
     std::thread::spawn(move || {
@@ -55,8 +60,8 @@ pub fn run(a: MountArgs) -> Result<ExitCode, BoxError> {
                 continue;
             }
             if sig == libc::SIGUSR1 {
-                power.cut();
-                eprintln!("intake-powercut: power cut on {where_}");
+                let lost = power.cut();
+                eprintln!("intake-powercut: power cut on {where_}: {lost} bytes not fsync'd are lost");
             } else {
                 if let Err(e) = unmounter.unmount() {
                     eprintln!("intake-powercut: unmounting {where_}: {e}");
