@@ -4,7 +4,8 @@
 //! `--acked-out` once `enqueue` has returned (what the adapter told the
 //! citizen), then holds until killed; the script cuts the outbox's mount
 //! while it does. `--check FILE` reopens the outbox, lets it drain and
-//! writes `<key> <ticket>` for every key in FILE to `--tickets-out`.
+//! writes `<key> <ticket>` for every key in FILE to `--tickets-out`
+//! (`<key> none` for a key it lost, which `verify` then counts as lost).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -40,17 +41,30 @@ pub struct AdapterArgs {
     /// `<key> <ticket>` per checked key that got a ticket.
     #[arg(long)]
     tickets_out: Option<PathBuf>,
+    /// Bytes of each complaint's text (the cluster takes up to 8 KiB):
+    /// large records make sled write whole pages to its blob files.
+    #[arg(long, default_value_t = 80)]
+    text_bytes: usize,
     /// Seconds to wait for the outbox to drain.
     #[arg(long, default_value_t = 90)]
     drain_timeout_s: u64,
 }
 
-fn complaint(i: u64) -> pb::Complaint {
+/// The ticket written for an acknowledged key the outbox no longer knows.
+const NO_TICKET: &str = "none";
+
+fn complaint(i: u64, text_bytes: usize) -> pb::Complaint {
+    let mut text = format!("power-loss test complaint {i}: loud music next door after midnight.");
+    // Bounded by text_bytes.
+    while text.len() < text_bytes {
+        text.push_str(" Still loud.");
+    }
+    text.truncate(text_bytes.max(1));
     pb::Complaint {
         channel: "phone".into(),
         district_code: "110105".into(),
         category: "noise".into(),
-        text: format!("power-loss test complaint {i}: loud music next door after midnight"),
+        text,
         ..Default::default()
     }
 }
@@ -61,7 +75,7 @@ pub async fn run(a: AdapterArgs) -> Result<ExitCode, BoxError> {
     if let (Some(n), Some(path)) = (a.enqueue, &a.acked_out) {
         let mut out = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         for i in 0..n {
-            let key = outbox.enqueue(complaint(i)).await?;
+            let key = outbox.enqueue(complaint(i, a.text_bytes)).await?;
             // Written only after enqueue returned: each line is a promise
             // the outbox made. The file is off the powercut mount, and only
             // this process dies, so the page cache keeps it.
@@ -97,6 +111,8 @@ pub async fn run(a: AdapterArgs) -> Result<ExitCode, BoxError> {
         } else {
             missing += 1;
             eprintln!("adapter: {key} was acknowledged and is neither ticketed nor refused");
+            // Listed with no ticket, so that `verify` counts it as lost.
+            writeln!(out, "{key} {NO_TICKET}")?;
         }
     }
     out.flush()?;
