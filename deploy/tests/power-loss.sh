@@ -24,11 +24,12 @@
 # a last line, case=final, checks every case's acknowledgements again.
 # Exits non-zero on any loss, duplicate or leaderless shard.
 #
-# Environment: CASES (a subset of the case names, in order), NODES (3), PROFILE (debug|release), BASE_PORT (17400), RATE
+# Environment: CASES (a subset of the case names, in order), NODES (3),
+# PROFILE (debug|release), BASE_PORT (default: a free block of 100 ports
+# between 20000 and 29999), RATE
 # (complaints/s offered, 40), LOAD_S (seconds of load per case, 20), OUTBOX_N
-# (complaints enqueued, 400), OUTBOX_TEXT_BYTES (their text, 8000: the
-# cluster's limit is 8 KiB, and records this large make sled put whole leaf
-# pages in its blob files), KEEP=1 keeps the work directory,
+# (complaints enqueued, 400), OUTBOX_TEXT_BYTES (their text, 8000, near the
+# cluster's 8 KiB limit: large records, towards sled's blob threshold), KEEP=1 keeps the work directory,
 # POWERCUT_MOUNT_ARGS=--fsync-lies makes every disk lie about fsync (the
 # test must then report losses: a check that it can fail).
 set -euo pipefail
@@ -42,11 +43,29 @@ case "${1:-}" in
 esac
 NODES=${NODES:-3}
 PROFILE=${PROFILE:-debug}
-BASE_PORT=${BASE_PORT:-17400}
 RATE=${RATE:-40}
 LOAD_S=${LOAD_S:-20}
 OUTBOX_N=${OUTBOX_N:-400}
 OUTBOX_TEXT_BYTES=${OUTBOX_TEXT_BYTES:-8000}
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Every port of a run: nodes BASE+1.., metrics BASE+51.., sink BASE+99. A
+# port someone else serves on would put our load on their cluster.
+ports_free() {
+  local i
+  for i in $(seq 1 "$NODES"); do
+    port_taken $(($1 + i)) && return 1
+    port_taken $(($1 + 50 + i)) && return 1
+  done
+  ! port_taken $(($1 + 99))
+}
+if [[ -z ${BASE_PORT:-} ]]; then
+  for _ in $(seq 1 20); do
+    BASE_PORT=$((20000 + 100 * (RANDOM % 100)))
+    ports_free "$BASE_PORT" && break
+  done
+fi
+ports_free "$BASE_PORT" || { echo "ports $BASE_PORT+ are in use" >&2; exit 1; }
 SINK_PORT=$((BASE_PORT + 99))
 
 if ! command -v fusermount3 >/dev/null; then
@@ -156,8 +175,13 @@ verify() {
   local name=$1
   shift
   local args=(verify --case "$name" --endpoints "$EPS" --sink-file "$WORK/sink.jsonl" --wait-s 120)
-  local f
+  local f i
   for f in "$@"; do args+=(--acked "$f"); ACKED+=("$f"); done
+  # The cluster that answers must be ours, every node of it running.
+  for i in "${!NODE_PID[@]}"; do
+    kill -0 "${NODE_PID[$i]}" 2>/dev/null ||
+      { echo "case $name: node $i is not running (see $WORK/node-$i.log)" >&2; FAILED=1; }
+  done
   if ! "$PC" "${args[@]}" 2>>"$WORK/verify.log"; then FAILED=1; fi
 }
 
@@ -216,6 +240,10 @@ for i in $(seq 1 "$NODES"); do mount_disk "node$i"; start_node "$i"; done
 : >"$WORK/none.txt"
 "$PC" verify --case ready --endpoints "$EPS" --acked "$WORK/none.txt" --wait-s 90 >/dev/null ||
   { echo "the cluster did not elect a leader for every shard" >&2; FAILED=1; exit 1; }
+for i in $(seq 1 "$NODES"); do
+  kill -0 "${NODE_PID[$i]}" 2>/dev/null ||
+    { echo "node $i did not start (see $WORK/node-$i.log)" >&2; FAILED=1; exit 1; }
+done
 
 for c in $CASES; do
   case $c in
