@@ -16,6 +16,11 @@
 //!   namespace, and the stores under test (sled, the sink) create their files
 //!   once and rename rarely.
 //!
+//! Unsynced data never reaches the backing file on its own: the worst case
+//! (a real kernel writes dirty pages back after ~30 s, and a real cut may
+//! keep any subset of them, in any order; that partial persistence is not
+//! modelled).
+//!
 //! After the cut every operation fails with EIO, as a dead disk would, until
 //! the filesystem is unmounted; the backing directory then holds exactly what
 //! was durable.
