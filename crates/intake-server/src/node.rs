@@ -369,6 +369,8 @@ async fn serve(
         .http2_max_pending_accept_reset_streams(Some((cfg.admission.per_connection / 2).max(20)))
         // Deadlines count from here, not from when a handler got its body.
         .layer(tonic::service::InterceptorLayer::new(crate::arrival::stamp))
+        // Unreadable framing on the public API is INVALID_ARGUMENT, not INTERNAL.
+        .layer(crate::bad_frames::BadFramesLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))
