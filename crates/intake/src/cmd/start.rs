@@ -76,12 +76,12 @@ pub struct StartArgs {
     /// headroom. Default 20.
     #[arg(long, env = "INTAKE_EMERGENCY_RUNTIME_LAG_MS")]
     emergency_runtime_lag_ms: Option<u64>,
-    /// sled cache size in MiB. Default 128.
     /// The downstream dispatch system (a dispatch.v1.DispatchService),
     /// HOST:PORT. Absent: committed tickets wait durably, and `intake status`
     /// says so.
     #[arg(long, env = "INTAKE_DISPATCH")]
     dispatch: Option<String>,
+    /// sled cache size in MiB. Default 128.
     #[arg(long, env = "INTAKE_CACHE_MB")]
     cache_mb: Option<u64>,
     /// Log as JSON lines instead of text.
