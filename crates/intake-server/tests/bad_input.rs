@@ -80,6 +80,14 @@ fn id_on(shard: u32) -> String {
     TicketId::new(shard, 1, 0).to_string()
 }
 
+/// A complaint fine in every field but `reported_at`.
+fn reported_at(seconds: i64, nanos: i32) -> pb::Complaint {
+    pb::Complaint {
+        reported_at: Some(intake_proto::Timestamp { seconds, nanos }),
+        ..good_complaint("matrix-reported-at")
+    }
+}
+
 fn extreme_complaint() -> pb::Complaint {
     pb::Complaint {
         location: Some(pb::Location {
@@ -343,6 +351,25 @@ fn matrix() -> Vec<Case> {
         None,
         Some(Ok),
     );
+    // reported_at far outside the window was clamped, not refused.
+    for (seconds, nanos) in [
+        (i64::MAX, 0),
+        (i64::MIN, 0),
+        (0, 0),
+        (4_102_444_800, 0),
+        (1_764_547_200, -5),
+    ] {
+        let req = pb::SubmitRequest {
+            complaint: Some(reported_at(seconds, nanos)),
+        };
+        add(
+            "extreme reported_at",
+            SUBMIT,
+            encoded(&req),
+            None,
+            Some(InvalidArgument),
+        );
+    }
     for shard in [META_GROUP, u32::MAX - 1, 2] {
         let get = pb::GetTicketRequest {
             ticket_id: id_on(shard),
@@ -419,24 +446,47 @@ fn meta_logs(c: &TestCluster) -> BTreeMap<u64, (Option<u64>, u64)> {
         .collect()
 }
 
-/// Every shard has a leader, and the meta group's log has stopped moving
-/// (its leader committed the bootstrap map).
+/// Nodes whose meta group log grew although no election happened there:
+/// only a proposal can have done that. (An election adds a blank entry under
+/// a new term; if the terms match, the index must not have moved.)
+fn meta_moved(
+    before: &BTreeMap<u64, (Option<u64>, u64)>,
+    after: &BTreeMap<u64, (Option<u64>, u64)>,
+) -> Vec<String> {
+    before
+        .iter()
+        .filter_map(|(id, b)| {
+            let a = after.get(id).copied();
+            let fine = a == Some(*b) || a.is_some_and(|a| a.1 != b.1);
+            (!fine).then(|| format!("node {id}: meta group log moved from {b:?} to {a:?} with no election"))
+        })
+        .collect()
+}
+
+/// Every shard has a leader, the meta group's leader has committed the
+/// bootstrap map (its last proposal of its own) and every node has it.
 async fn settle(c: &TestCluster, shards: u32) -> BTreeMap<u64, (Option<u64>, u64)> {
     for shard in 0..shards {
         c.wait_shard_leader(shard, Duration::from_secs(30)).await;
     }
     c.wait_shard_leader(META_GROUP, Duration::from_secs(30)).await;
-    let mut last = meta_logs(c);
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = meta_logs(c);
-        let agreed = now.values().collect::<std::collections::BTreeSet<_>>().len() == 1;
-        if now == last && agreed {
-            return now;
+    for _ in 0..200 {
+        let all_have_map = c.nodes.values().all(|n| {
+            n.router()
+                .state_machine(META_GROUP)
+                .is_some_and(|sm| matches!(sm.cluster_map(), Ok(Some(_))))
+        });
+        let logs = meta_logs(c);
+        let agreed = logs.values().collect::<std::collections::BTreeSet<_>>().len() == 1;
+        if all_have_map && agreed && logs.len() == c.nodes.len() {
+            return logs;
         }
-        last = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the meta group's log did not settle: {last:?}");
+    panic!(
+        "the meta group did not commit the cluster map: {:?}",
+        meta_logs(c)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -481,6 +531,7 @@ async fn every_public_method_answers_bad_bytes_explicitly_and_the_cluster_keeps_
             ));
         }
     }
+    failures.extend(meta_moved(&meta_before, &meta_logs(&c)));
     assert!(answered >= 60, "the matrix has only {answered} cases");
     assert!(
         failures.is_empty(),
@@ -488,18 +539,6 @@ async fn every_public_method_answers_bad_bytes_explicitly_and_the_cluster_keeps_
         failures.len(),
         failures.join("\n")
     );
-
-    // No public request reached the meta group's log. (An election there
-    // would add a blank entry under a new term; none happened if the terms
-    // match, and then the index must not have moved.)
-    let meta_after = meta_logs(&c);
-    for (id, before) in &meta_before {
-        let after = meta_after.get(id).copied();
-        assert!(
-            after == Some(*before) || after.is_some_and(|a| a.1 != before.1),
-            "node {id}: meta group log moved from {before:?} to {after:?} with no election"
-        );
-    }
 
     // Healthy: every node up and every shard led, seen from each node, and
     // a new complaint still goes in.
@@ -586,5 +625,37 @@ async fn ticket_ids_with_multi_byte_characters_are_invalid_arguments() {
             assert_eq!(s.code(), Code::InvalidArgument, "update {bad:?}: {s:?}");
         }
     }
+    c.shutdown().await;
+}
+
+/// Defect 5: a well-formed id naming the meta group (shard u32::MAX) made
+/// UpdateStatus propose an entry to the meta group's log on every node.
+/// Such ids, and ids of shards the cluster does not have, are now NOT_FOUND
+/// before routing, and the meta log does not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn public_requests_never_reach_the_meta_group() {
+    let shards = 1;
+    let c = TestCluster::start_with(3, shards, fast_tuning()).await;
+    let before = settle(&c, shards).await;
+    let mut wrong = Vec::new();
+    for id in 1..=3u64 {
+        for shard in [META_GROUP, 1, 77] {
+            let upd = update(id_on(shard), pb::TicketStatus::Dispatched as i32);
+            let get = pb::GetTicketRequest {
+                ticket_id: id_on(shard),
+                local: false,
+            };
+            for (path, body) in [(UPDATE, encoded(&upd)), (GET, encoded(&get))] {
+                let answer = call(&c.addr(id), path, body, None).await;
+                if answer.code() != Some(Code::NotFound) {
+                    wrong.push(format!("{path} shard {shard} on node {id}: {answer:?}"));
+                }
+            }
+        }
+    }
+    // Give a proposal, had there been one, time to reach every replica.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wrong.extend(meta_moved(&before, &meta_logs(&c)));
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     c.shutdown().await;
 }
