@@ -482,7 +482,7 @@ impl IntakeService for IntakeServiceImpl {
 
 /// Checks every field of a status report at the door, so a malformed one
 /// never reaches the log; the transition itself is judged at apply time.
-fn status_update_from_pb(req: pb::UpdateStatusRequest) -> Result<StatusUpdate, Status> {
+pub fn status_update_from_pb(req: pb::UpdateStatusRequest) -> Result<StatusUpdate, Status> {
     let mut violations = Vec::new();
     let ticket = req.ticket_id.parse::<TicketId>().map_err(|e| FieldViolation {
         field: "ticket_id".into(),
