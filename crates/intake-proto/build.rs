@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let public_fds = protox::compile(public, [&root])?;
     // Reflection serves the public API only; the Raft transport stays private.
     std::fs::write(out.join("intake_v1_descriptor.bin"), public_fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(public_fds)?;
+    // Bad request bodies are INVALID_ARGUMENT on the public services (see
+    // `src/codec.rs`); the internal transport and dispatch.v1 keep tonic-prost's.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::PublicCodec")
+        .compile_fds(public_fds)?;
 
     // The downstream's contract: Intake is its client, the reference sink its server.
     let dispatch_fds = protox::compile(["dispatch/v1/dispatch.proto"], [&root])?;

@@ -9,6 +9,8 @@
 //! * [`Groups`] is the node's registry of local Raft groups.
 
 mod codec;
+#[cfg(test)]
+mod codec_fuzz;
 mod groups;
 mod network;
 mod peers;

@@ -11,6 +11,7 @@ pub mod district;
 pub mod routing;
 pub mod status;
 pub mod ticket_id;
+pub mod timestamp;
 pub mod validate;
 
 pub use category::{CategoryError, CategoryTable, Priority};
@@ -24,6 +25,7 @@ pub use status::{
     MAX_STATUS_HISTORY, StatusError, StatusEvent, StatusUpdate, check_transition, validate_update,
 };
 pub use ticket_id::{TicketId, TicketIdError};
+pub use timestamp::reported_at_millis;
 pub use validate::{FieldViolation, Limits, validate_complaint};
 
 /// Milliseconds since the Unix epoch. Clocks only stamp tickets; nothing

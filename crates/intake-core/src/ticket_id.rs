@@ -117,14 +117,20 @@ impl FromStr for TicketId {
             canonical.push(ALPHABET[v as usize]);
         }
         canonical.push(b'-');
-        let (number_part, check_part) = rest.split_at(rest.len() - 1);
+        // Split at the last *character*, not the last byte: an id typed with
+        // a multi-byte character at its end must be an error, not a slice
+        // inside that character (which panics).
+        let (check_at, check) = rest.char_indices().next_back().ok_or(TicketIdError::Shape)?;
+        let number_part = &rest[..check_at];
+        if number_part.is_empty() {
+            return Err(TicketIdError::Shape);
+        }
         let mut number: u128 = 0;
         for c in number_part.chars() {
             let v = decode_symbol(c)?;
             number = number.checked_mul(32).ok_or(TicketIdError::Range)? + v;
             canonical.push(ALPHABET[v as usize]);
         }
-        let check = check_part.chars().next().ok_or(TicketIdError::Shape)?;
         let check = ALPHABET[decode_symbol(check)? as usize];
         if check != check_symbol(&canonical) {
             return Err(TicketIdError::Check);
@@ -205,6 +211,26 @@ mod tests {
             "3-12!4",
             "99999999-12",
             "3-ZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        ] {
+            assert!(bad.parse::<TicketId>().is_err(), "{bad:?}");
+        }
+    }
+
+    /// Multi-byte characters anywhere, above all at the end where the check
+    /// symbol is cut off, are errors and never a panic.
+    #[test]
+    fn rejects_multi_byte_characters_without_panicking() {
+        for bad in [
+            "0-💥",
+            "0-1Ä",
+            "0-Ä",
+            "Ä-12",
+            "0-1\u{10FFFF}",
+            "💥-💥💥",
+            "0-12é4",
+            "0-\u{301}1",
+            "１-12",
+            "0-1２",
         ] {
             assert!(bad.parse::<TicketId>().is_err(), "{bad:?}");
         }

@@ -6,6 +6,8 @@
 
 #![allow(clippy::all, clippy::pedantic)]
 
+pub mod codec;
+
 pub mod intake {
     pub mod v1 {
         tonic::include_proto!("intake.v1");

@@ -1,6 +1,6 @@
 //! Between the wire (`intake.v1`) and the domain (`intake-core`).
 
-use intake_core::{Complaint, Location, StatusEvent, Ticket, TicketStatus, UnixMillis};
+use intake_core::{Complaint, FieldViolation, Location, StatusEvent, Ticket, TicketStatus, UnixMillis};
 use intake_proto::Timestamp;
 use intake_proto::pb;
 
@@ -15,6 +15,12 @@ pub fn timestamp_to_millis(ts: &Timestamp) -> UnixMillis {
     ts.seconds
         .saturating_mul(1000)
         .saturating_add(i64::from(ts.nanos) / 1_000_000)
+}
+
+/// A client's `reported_at`, refused (not clamped) outside the window
+/// `intake_core::timestamp` sets.
+pub fn reported_at_from_pb(field: &str, ts: &Timestamp) -> Result<UnixMillis, FieldViolation> {
+    intake_core::reported_at_millis(field, ts.seconds, ts.nanos, now_millis())
 }
 
 pub fn now_millis() -> UnixMillis {

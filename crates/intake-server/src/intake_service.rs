@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
 use crate::config::AdmissionConfig;
-use crate::convert::{complaint_from_pb, now_millis, status_from_pb, timestamp_to_millis};
+use crate::convert::{complaint_from_pb, now_millis, reported_at_from_pb, status_from_pb};
 use crate::deadline::parse_grpc_timeout;
 use crate::errors::{invalid_argument, invalid_fields, item_error, retry_no_sooner, with_retry};
 use crate::lag::RuntimeLag;
@@ -183,6 +183,21 @@ impl IntakeServiceImpl {
         }
     }
 
+    /// A well-formed id can still name a group that holds no tickets: the
+    /// meta group (`u32::MAX`) or a shard this cluster does not have. Such a
+    /// request must not be routed: an update would be proposed to that
+    /// group's log (the meta group's, on every meta voter).
+    fn data_shard(&self, id: TicketId) -> Result<(), Status> {
+        if self.router.is_data_shard(id.shard) {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!(
+                "no ticket {id}: this cluster has no shard {}",
+                id.shard
+            )))
+        }
+    }
+
     /// Validates a complaint and finds its shard.
     fn check(&self, c: Option<pb::Complaint>) -> Result<(Complaint, ShardId), Status> {
         let c = c.ok_or_else(|| {
@@ -191,8 +206,18 @@ impl IntakeServiceImpl {
                 description: "is required".into(),
             }])
         })?;
+        let reported = c
+            .reported_at
+            .as_ref()
+            .map(|ts| reported_at_from_pb("reported_at", ts));
         let c = complaint_from_pb(c);
-        validate_complaint(&c, &self.districts, &self.limits).map_err(|v| invalid_argument(&v))?;
+        let mut violations = validate_complaint(&c, &self.districts, &self.limits)
+            .err()
+            .unwrap_or_default();
+        violations.extend(reported.and_then(Result::err));
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
         // The table can name a district the cluster map (fixed at bootstrap)
         // does not: the district table was changed after the cluster began.
         let shard = self.router.shard_for(&c).ok_or_else(|| {
@@ -418,6 +443,7 @@ impl IntakeService for IntakeServiceImpl {
                 description: e.to_string(),
             }])
         })?;
+        self.data_shard(id)?;
         match self.router.get_ticket(id, req.local, fwd).await? {
             Some(ticket) => Ok(Response::new(pb::GetTicketResponse { ticket: Some(ticket) })),
             None => Err(Status::not_found(format!("no ticket {id}"))),
@@ -431,6 +457,7 @@ impl IntakeService for IntakeServiceImpl {
         let fwd = hops_of(&request);
         let deadline = self.deadline(&request);
         let update = status_update_from_pb(request.into_inner())?;
+        self.data_shard(update.ticket)?;
         let ticket = self.router.update_status(update, fwd, deadline).await?;
         Ok(Response::new(pb::UpdateStatusResponse { ticket: Some(ticket) }))
     }
@@ -438,7 +465,7 @@ impl IntakeService for IntakeServiceImpl {
 
 /// Checks every field of a status report at the door, so a malformed one
 /// never reaches the log; the transition itself is judged at apply time.
-fn status_update_from_pb(req: pb::UpdateStatusRequest) -> Result<StatusUpdate, Status> {
+pub fn status_update_from_pb(req: pb::UpdateStatusRequest) -> Result<StatusUpdate, Status> {
     let mut violations = Vec::new();
     let ticket = req.ticket_id.parse::<TicketId>().map_err(|e| FieldViolation {
         field: "ticket_id".into(),
@@ -448,11 +475,16 @@ fn status_update_from_pb(req: pb::UpdateStatusRequest) -> Result<StatusUpdate, S
         field: "status".into(),
         description: "must be one of RECEIVED, DISPATCHED, ASSIGNED, RESOLVED, REJECTED".into(),
     });
-    let (ticket, status) = match (ticket, status) {
-        (Ok(t), Ok(s)) => (t, s),
-        (t, s) => {
+    let reported_at = req
+        .reported_at
+        .as_ref()
+        .map_or_else(|| Ok(now_millis()), |ts| reported_at_from_pb("reported_at", ts));
+    let (ticket, status, reported_at) = match (ticket, status, reported_at) {
+        (Ok(t), Ok(s), Ok(r)) => (t, s, r),
+        (t, s, r) => {
             violations.extend(t.err());
             violations.extend(s.err());
+            violations.extend(r.err());
             return Err(invalid_fields("status update", &violations));
         }
     };
@@ -461,10 +493,7 @@ fn status_update_from_pb(req: pb::UpdateStatusRequest) -> Result<StatusUpdate, S
         status,
         department: Some(req.department).filter(|d| !d.is_empty()),
         note: req.note,
-        reported_at: req
-            .reported_at
-            .as_ref()
-            .map_or_else(now_millis, timestamp_to_millis),
+        reported_at,
     };
     validate_update(&update).map_err(|e| {
         let field = match &e {

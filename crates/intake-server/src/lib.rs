@@ -6,6 +6,7 @@
 
 pub mod admin_service;
 pub mod arrival;
+pub mod bad_frames;
 pub mod batcher;
 pub mod compaction;
 pub mod config;

@@ -371,6 +371,8 @@ async fn serve(
         .layer(tonic::service::InterceptorLayer::new(crate::arrival::stamp))
         // A deadline that runs out is DEADLINE_EXCEEDED, not tonic's CANCELLED.
         .layer(crate::deadline::DeadlineLayer)
+        // Unreadable framing on the public API is INVALID_ARGUMENT, not INTERNAL.
+        .layer(crate::bad_frames::BadFramesLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))

@@ -160,6 +160,13 @@ impl Router {
         }
     }
 
+    /// Whether `shard` is one of the cluster's data shards (not the meta
+    /// group, not a number the map does not know): the only groups public
+    /// requests may reach.
+    pub fn is_data_shard(&self, shard: ShardId) -> bool {
+        shard != intake_core::META_GROUP && self.map().placement(shard).is_some()
+    }
+
     /// The shard of a complaint, by (district, slot of its key).
     pub fn shard_for(&self, complaint: &Complaint) -> Option<ShardId> {
         self.map()

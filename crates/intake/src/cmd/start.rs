@@ -76,12 +76,12 @@ pub struct StartArgs {
     /// headroom. Default 20.
     #[arg(long, env = "INTAKE_EMERGENCY_RUNTIME_LAG_MS")]
     emergency_runtime_lag_ms: Option<u64>,
-    /// sled cache size in MiB. Default 128.
     /// The downstream dispatch system (a dispatch.v1.DispatchService),
     /// HOST:PORT. Absent: committed tickets wait durably, and `intake status`
     /// says so.
     #[arg(long, env = "INTAKE_DISPATCH")]
     dispatch: Option<String>,
+    /// sled cache size in MiB. Default 128.
     #[arg(long, env = "INTAKE_CACHE_MB")]
     cache_mb: Option<u64>,
     /// Log as JSON lines instead of text.
@@ -170,6 +170,18 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     };
     init_logging(args.log_json.or(file.log_json).unwrap_or(false));
 
+    let cfg = node_config(args, file)?;
+    let node = Node::start(cfg).await?;
+    crate::cmd::signal::stop().await;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The node's settings from flags (and environment) over the file's. Pure
+/// but for reading the district and category files it names, so every value
+/// a config file can hold is checked here, with an error, never a panic.
+fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> {
     let node_id = args.node_id.or(file.node_id).context("--node-id is required")?;
     if node_id == 0 {
         bail!("--node-id must be a positive integer");
@@ -208,7 +220,9 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.replicas = args.replicas.or(file.replicas);
     if let Some(mb) = args.cache_mb.or(file.cache_mb) {
-        cfg.cache_capacity_bytes = mb * 1024 * 1024;
+        cfg.cache_capacity_bytes = mb
+            .checked_mul(1024 * 1024)
+            .with_context(|| format!("--cache-mb {mb} is more bytes than this machine can count"))?;
     }
     if let Some(path) = args.categories.or(file.categories) {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -218,7 +232,11 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         if !(h.is_finite() && h > 0.0) {
             bail!("--key-retention-hours must be a positive number of hours");
         }
-        cfg.key_retention = Duration::from_secs_f64(h * 3600.0);
+        // A finite but huge number of hours overflows a Duration, which
+        // from_secs_f64 answers with a panic.
+        cfg.key_retention = Duration::try_from_secs_f64(h * 3600.0)
+            .ok()
+            .context("--key-retention-hours is too large")?;
     }
     if let Some(n) = args.shard_queue.or(file.shard_queue) {
         cfg.admission.shard_queue = n.max(1);
@@ -245,17 +263,13 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         }
         cfg.dispatch.target = Some(target);
     }
-
-    let node = Node::start(cfg).await?;
-    crate::cmd::signal::stop().await;
-    tracing::info!("stopping");
-    node.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(cfg)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn initial_cluster_parses_and_rejects() {
@@ -264,6 +278,86 @@ mod tests {
         assert_eq!(m[&2], "127.0.0.1:7002");
         for bad in ["", "1", "x=a:1", "0=a:1", "1=a:1,1=b:2", "1=nohost"] {
             assert!(parse_initial_cluster(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Values a TOML file can hold for each key, odd ones included.
+    fn toml_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")),
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("-inf".to_string()),
+            Just("1e308".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            ".{0,24}".prop_map(|s| format!("{s:?}")),
+            "[0-9]{1,3}=[a-z0-9.:]{0,16}(,[0-9]{1,3}=[a-z0-9.:]{0,16}){0,3}".prop_map(|s| format!("{s:?}")),
+            Just("[1, 2]".to_string()),
+            Just("{ a = 1 }".to_string()),
+        ]
+    }
+
+    /// Every key but node_id, which each file below sets first.
+    const KEYS: [&str; 18] = [
+        "listen",
+        "advertise",
+        "data_dir",
+        "initial_cluster",
+        "http",
+        "shards",
+        "replicas",
+        "cache_mb",
+        "log_json",
+        "key_retention_hours",
+        "shard_queue",
+        "node_queue",
+        "batch_linger_us",
+        "max_in_flight",
+        "max_runtime_lag_ms",
+        "emergency_runtime_lag_ms",
+        "dispatch",
+        "nodeid",
+    ];
+
+    proptest! {
+        /// Any text as a config file is a config or an error; any config
+        /// that parses becomes node settings or an error. (District and
+        /// category files are left out: they would be read from disk.)
+        #[test]
+        fn any_config_file_is_settings_or_an_error(text in any::<String>()) {
+            if let Ok(file) = toml::from_str::<FileConfig>(&text) {
+                let _ = node_config(StartArgs::default(), FileConfig { districts: None, categories: None, ..file });
+            }
+        }
+
+        #[test]
+        fn config_files_of_known_keys_and_odd_values_are_settings_or_an_error(
+            lines in prop::collection::vec((prop::sample::select(KEYS.to_vec()), toml_value()), 0..8),
+        ) {
+            let text: String = std::iter::once("node_id = 1\n".to_string())
+                .chain(lines.iter().map(|(k, v)| format!("{k} = {v}\n")))
+                .collect();
+            if let Ok(file) = toml::from_str::<FileConfig>(&text) {
+                let _ = node_config(StartArgs::default(), file);
+            }
+        }
+
+        #[test]
+        fn any_initial_cluster_is_a_map_or_an_error(s in any::<String>()) {
+            let _ = parse_initial_cluster(&s);
+        }
+    }
+
+    #[test]
+    fn huge_but_valid_numbers_are_errors_not_panics() {
+        for text in [
+            "node_id = 1\ncache_mb = 18446744073709551615",
+            "node_id = 1\nkey_retention_hours = 1e300",
+        ] {
+            let file: FileConfig = toml::from_str(text).expect(text);
+            assert!(node_config(StartArgs::default(), file).is_err(), "{text}");
         }
     }
 
