@@ -1,0 +1,21 @@
+//! The disk rules shared by a node's storage and the adapter's outbox, kept
+//! in one place so the two cannot drift apart:
+//!
+//! * [`open_sled`] opens sled with segments large enough that no page goes to
+//!   its never-fsync'd `blobs/`, after removing torn snapshot files that
+//!   would make the open fail.
+//! * [`DataFile`] is our own handle on sled's data file: sled's flush ends in
+//!   `sync_file_range`, which is not durable across power loss, so durability
+//!   comes from our `fdatasync` on it.
+//! * [`replace_file`] writes a small file atomically and durably (tmp, fsync,
+//!   rename, fsync of the directory).
+
+mod atomic_file;
+mod data_file;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+mod sled_open;
+
+pub use atomic_file::{read_small_file, replace_file, sync_dir};
+pub use data_file::DataFile;
+pub use sled_open::{SEGMENT_SIZE_BYTES, SledOpenError, open_sled, remove_torn_snapshots};
