@@ -13,6 +13,7 @@ mod flusher;
 mod keys;
 mod log_store;
 mod node_storage;
+mod side_marks;
 mod snapshot;
 mod state_machine;
 

@@ -72,9 +72,12 @@ impl LogStore {
 
     /// Encodes every entry first so an oversize one rejects the whole append
     /// before anything is written.
-    fn encode_batch(entries: impl IntoIterator<Item = Entry>) -> io::Result<(sled::Batch, usize)> {
+    fn encode_batch(
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> io::Result<(sled::Batch, usize, Option<u64>)> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
+        let mut last = None;
         for entry in entries {
             let bytes = keys::encode(&entry)?;
             if bytes.len() > MAX_ENTRY_BYTES {
@@ -88,15 +91,36 @@ impl LogStore {
                 ));
             }
             batch.insert(&keys::log_key(entry.index()), bytes);
+            last = last.max(Some(entry.index()));
             n += 1;
         }
-        Ok((batch, n))
+        Ok((batch, n, last))
     }
 
     async fn append_durably(&self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
-        let (batch, n) = Self::encode_batch(entries)?;
+        let (batch, n, last) = Self::encode_batch(entries)?;
         self.log.apply_batch(batch).map_err(io::Error::other)?;
+        if let Some(last) = last {
+            // In sled now, so the round that serves this flush covers it.
+            self.flusher.marks().raise(self.shard, last);
+        }
         self.flusher.flush(n).await
+    }
+
+    /// The vote in sled, read at start-up for the side-file check.
+    pub(crate) fn stored_vote(&self) -> Result<Option<Vote>, StorageError> {
+        self.get_raft(keys::VOTE, "vote")
+    }
+
+    /// The index of the last entry in sled (or the purged id when the log is
+    /// empty), read at start-up for the side-file check.
+    pub(crate) fn stored_last_index(&self) -> Result<Option<u64>, StorageError> {
+        match self.log.last()? {
+            Some((_, v)) => Ok(Some(keys::decode::<Entry>("log entry", &v)?.index())),
+            None => Ok(self
+                .get_raft::<LogId>(keys::PURGED, "purged log id")?
+                .map(|l| l.index())),
+        }
     }
 }
 
@@ -167,7 +191,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.raft
             .insert(keys::VOTE, keys::encode(vote)?)
             .map_err(io::Error::other)?;
-        self.flusher.flush(0).await
+        self.flusher.flush(0).await?;
+        // Only once sled has it durably, so the file never runs ahead of a
+        // sled that kept everything.
+        let (marks, shard, v) = (self.flusher.marks().clone(), self.shard, *vote);
+        let written = tokio::task::spawn_blocking(move || marks.save_vote(shard, &v))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("vote file task failed: {e}"))));
+        if let Err(e) = &written {
+            self.flusher.poison(e);
+        }
+        written
     }
 
     /// Not flushed: the committed id is a hint that lets a restart re-apply
@@ -203,6 +237,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let start = last_log_id.map_or(0, |l| l.index() + 1);
+        // The durable mark goes down first: a mark above sled's log after a
+        // crash here would refuse the next start.
+        let (marks, shard) = (self.flusher.marks().clone(), self.shard);
+        let lowered = tokio::task::spawn_blocking(move || marks.lower_now(shard, start.saturating_sub(1)))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("high-water task failed: {e}"))));
+        if let Err(e) = &lowered {
+            self.flusher.poison(e);
+            return lowered;
+        }
         let mut batch = sled::Batch::default();
         for k in self.log.range(keys::log_key(start)..).keys() {
             batch.remove(k.map_err(io::Error::other)?);

@@ -3,7 +3,6 @@
 //! sled allows one open instance per directory and process, and a single
 //! instance lets the appends of all shards share one flush (see [`Flusher`]).
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,17 +12,12 @@ use crate::ShardId;
 use crate::flusher::Flusher;
 use crate::keys;
 use crate::log_store::LogStore;
+use crate::side_marks::SideMarks;
 use crate::snapshot::{self, SnapshotWriter};
 use crate::state_machine::StateMachine;
 
-/// sled's log segment size. Any page larger than a quarter of it goes to its
-/// own file under `blobs/` that sled never fsyncs. A page is a whole leaf
-/// node (up to ~17 key/value pairs before sled splits it), not one value, so
-/// the default 512 KiB would put two maximal Raft entries in one leaf over the
-/// limit. 8 MiB segments give a 2 MiB threshold, which covers a full leaf of
-/// [`crate::MAX_ENTRY_BYTES`] entries. sled refuses to reopen a database with
-/// a different segment size, so this is part of the on-disk format.
-pub const SEGMENT_SIZE_BYTES: usize = 8 << 20;
+/// sled's segment size, shared with the outbox (see `intake_disk`).
+pub use intake_disk::SEGMENT_SIZE_BYTES;
 
 /// Where and how the node's database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +40,22 @@ impl Default for StorageConfig {
 pub enum StorageError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error("opening sled: {0}")]
+    Open(#[from] intake_disk::SledOpenError),
+    /// sled came back older than the side files say it was: it lost synced
+    /// data (see `side_marks.rs`). Starting would risk a second vote in one
+    /// term or forgetting acknowledged entries.
+    #[error(
+        "shard {shard}: sled's {what} ({sled}) is behind the durable side file's ({file}); \
+         the store went back in time, refusing to start: wipe this node's data directory \
+         and rejoin it (README, Durability)"
+    )]
+    RolledBack {
+        shard: ShardId,
+        what: &'static str,
+        sled: String,
+        file: String,
+    },
     #[error("storage io: {0}")]
     Io(#[from] io::Error),
     #[error("stored {what} does not decode: {source}")]
@@ -103,21 +113,13 @@ impl NodeStorage {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StorageError::NoRuntime);
         }
-        std::fs::create_dir_all(&cfg.dir)?;
-        let db = sled::Config::new()
-            .path(&cfg.dir)
-            .cache_capacity(cfg.cache_capacity_bytes)
-            .segment_size(SEGMENT_SIZE_BYTES)
-            .open()?;
-        // The directory entries of sled's new files are only durable once the
-        // directory itself is synced.
+        let (db, data_file) = intake_disk::open_sled(&cfg.dir, cfg.cache_capacity_bytes)?;
         snapshot::create_dir_synced(&cfg.dir.join(snapshot::SNAPSHOT_DIR))?;
         snapshot::reset_incoming(&cfg.dir)?;
         snapshot::sync_dir(&cfg.dir)?;
-        // sled keeps its log in `<dir>/db` (sled 0.34.7 config.rs `db_path`).
-        let data_file = File::open(cfg.dir.join("db"))?;
+        let marks = Arc::new(SideMarks::open(&cfg.dir)?);
         let node_tree = db.open_tree(keys::NODE_TREE)?;
-        let flusher = Flusher::start(db.clone(), data_file);
+        let flusher = Flusher::start(db.clone(), data_file, marks);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -137,11 +139,17 @@ impl NodeStorage {
         &self.inner.dir
     }
 
-    /// The Raft log of one shard.
+    /// The Raft log of one shard. Fails with [`StorageError::RolledBack`] if
+    /// sled's vote or log is behind the side files.
     pub fn log_store(&self, shard: ShardId) -> Result<LogStore, StorageError> {
         let log = self.inner.db.open_tree(keys::log_tree(shard))?;
         let raft = self.inner.db.open_tree(keys::raft_tree(shard))?;
-        Ok(LogStore::new(shard, log, raft, self.inner.flusher.clone()))
+        let store = LogStore::new(shard, log, raft, self.inner.flusher.clone());
+        self.inner
+            .flusher
+            .marks()
+            .check(shard, store.stored_vote()?.as_ref(), store.stored_last_index()?)?;
+        Ok(store)
     }
 
     /// The state machine of one shard. If a crash interrupted a snapshot

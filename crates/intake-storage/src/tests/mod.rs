@@ -7,4 +7,5 @@ mod fixtures;
 mod idempotency;
 mod key_window;
 mod openraft_suite;
+mod rollback;
 mod snapshots;
