@@ -8,14 +8,17 @@
 //!   `sync_file_range`, which is not durable across power loss, so durability
 //!   comes from our `fdatasync` on it.
 //! * [`replace_file`] writes a small file atomically and durably (tmp, fsync,
-//!   rename, fsync of the directory).
+//!   rename, fsync of the directory); [`SlotFile`] rewrites a small record in
+//!   place with one write and one `fdatasync`, for per-round state.
 
 mod atomic_file;
 mod data_file;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod sled_open;
+mod slot_file;
 
 pub use atomic_file::{read_small_file, replace_file, sync_dir};
 pub use data_file::DataFile;
 pub use sled_open::{SEGMENT_SIZE_BYTES, SledOpenError, open_sled, remove_torn_snapshots};
+pub use slot_file::{SLOT_BYTES, SlotFile};

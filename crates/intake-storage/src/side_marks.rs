@@ -10,13 +10,14 @@
 //! describe is fsync'd, so after any crash they never run ahead of a sled that
 //! kept everything; sled behind them means sled lost synced data.
 //!
-//! Files, in `<data dir>/raft-marks/`, each replaced atomically (tmp, fsync,
-//! rename, fsync of the directory):
-//! * `vote.<shard>`: the last vote saved (postcard), written on every vote
-//!   save; votes are rare.
+//! Files, in `<data dir>/raft-marks/`:
+//! * `vote.<shard>`: the last vote saved (postcard), replaced atomically on
+//!   every vote save (tmp, fsync, rename, fsync of the directory); votes are
+//!   rare.
 //! * `log-high-water`: shard → last log index known fsync'd in sled
-//!   (postcard map), written at most once per group-commit round, only when
-//!   some append raised a mark.
+//!   (postcard map) in an `intake_disk::SlotFile`, rewritten in place with
+//!   one write and one `fdatasync` at most once per group-commit round, only
+//!   when some append raised a mark.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -50,7 +51,7 @@ pub(crate) struct SideMarks {
     marks: Mutex<Marks>,
     /// Serializes file writes, so a mark lowered by a truncation is never
     /// overwritten by a round that read the old, higher value.
-    write: Mutex<()>,
+    write: Mutex<intake_disk::SlotFile>,
 }
 
 fn lock_err() -> io::Error {
@@ -65,8 +66,8 @@ impl SideMarks {
             std::fs::create_dir_all(&dir)?;
             intake_disk::sync_dir(data_dir)?;
         }
-        let at_open: BTreeMap<ShardId, u64> = match intake_disk::read_small_file(&dir.join(HIGH_WATER_FILE))?
-        {
+        let (file, record) = intake_disk::SlotFile::open(&dir.join(HIGH_WATER_FILE))?;
+        let at_open: BTreeMap<ShardId, u64> = match record {
             Some(bytes) => postcard::from_bytes(&bytes).map_err(|source| StorageError::Decode {
                 what: "log high-water marks",
                 source,
@@ -80,7 +81,7 @@ impl SideMarks {
                 at_open,
                 dirty: false,
             }),
-            write: Mutex::new(()),
+            write: Mutex::new(file),
         })
     }
 
@@ -100,7 +101,7 @@ impl SideMarks {
     /// read *before* it started are written, so they never claim more than
     /// sled holds. Blocks on disk IO.
     pub(crate) fn round(&self, sync_sled: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
-        let _w = self.write.lock().map_err(|_| lock_err())?;
+        let mut file = self.write.lock().map_err(|_| lock_err())?;
         let snapshot = {
             let mut m = self.marks.lock().map_err(|_| lock_err())?;
             let dirty = std::mem::take(&mut m.dirty);
@@ -108,7 +109,7 @@ impl SideMarks {
         };
         sync_sled()?;
         if let Some(marks) = snapshot {
-            self.write_marks(&marks)?;
+            write_marks(&mut file, &marks)?;
         }
         Ok(())
     }
@@ -118,7 +119,7 @@ impl SideMarks {
     /// start. Truncation is rare (a follower dropping a deposed leader's
     /// entries). Blocks on disk IO.
     pub(crate) fn lower_now(&self, shard: ShardId, index: u64) -> io::Result<()> {
-        let _w = self.write.lock().map_err(|_| lock_err())?;
+        let mut file = self.write.lock().map_err(|_| lock_err())?;
         let marks = {
             let mut m = self.marks.lock().map_err(|_| lock_err())?;
             match m.current.get_mut(&shard) {
@@ -127,12 +128,7 @@ impl SideMarks {
             }
             m.current.clone()
         };
-        self.write_marks(&marks)
-    }
-
-    fn write_marks(&self, marks: &BTreeMap<ShardId, u64>) -> io::Result<()> {
-        let bytes = postcard::to_stdvec(marks).map_err(io::Error::other)?;
-        intake_disk::replace_file(&self.dir.join(HIGH_WATER_FILE), &bytes)
+        write_marks(&mut file, &marks)
     }
 
     /// Writes the vote of `shard`; call after sled has it durably. Blocks.
@@ -192,4 +188,9 @@ impl SideMarks {
         }
         Ok(())
     }
+}
+
+fn write_marks(file: &mut intake_disk::SlotFile, marks: &BTreeMap<ShardId, u64>) -> io::Result<()> {
+    let bytes = postcard::to_stdvec(marks).map_err(io::Error::other)?;
+    file.write(&bytes)
 }
