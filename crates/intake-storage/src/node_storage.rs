@@ -47,8 +47,8 @@ pub enum StorageError {
     /// term or forgetting acknowledged entries.
     #[error(
         "shard {shard}: sled's {what} ({sled}) is behind the durable side file's ({file}); \
-         the store went back in time, refusing to start: wipe this node's data directory \
-         and rejoin it (README, Durability)"
+         the store went back in time (it lost synced data), so this node refuses to start; \
+         see README, Durability, for what to do"
     )]
     RolledBack {
         shard: ShardId,
