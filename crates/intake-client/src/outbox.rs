@@ -37,6 +37,8 @@ pub enum OutboxError {
     #[error("outbox storage: {0}")]
     Storage(#[from] sled::Error),
     #[error("outbox storage: {0}")]
+    Open(#[from] intake_disk::SledOpenError),
+    #[error("outbox storage: {0}")]
     Transaction(String),
     #[error("outbox record is corrupt: {0}")]
     Corrupt(#[from] postcard::Error),
@@ -46,11 +48,18 @@ pub enum OutboxError {
     Io(#[from] std::io::Error),
     #[error("complaint is {0} bytes encoded, more than the outbox takes ({MAX_RECORD_BYTES})")]
     TooLarge(usize),
+    /// An fsync of the outbox failed. The kernel may have dropped the unsynced
+    /// pages, so nothing written since the last good fsync can be trusted and
+    /// no later fsync proves anything: the outbox refuses every enqueue until
+    /// it is reopened (sled then recovers what really reached the disk).
+    #[error("outbox fsync failed earlier ({0}); it takes nothing more until it is reopened")]
+    SyncFailed(String),
 }
 
-/// Largest complaint `enqueue` stores: twice what the cluster accepts, and
-/// far below the size at which sled writes a value to a separate blob file,
-/// which it never fsyncs.
+/// Largest complaint `enqueue` stores: twice what the cluster accepts. A
+/// whole leaf of such records stays below the size at which sled writes a
+/// page to a separate blob file, which it never fsyncs (see
+/// `intake_disk::SEGMENT_SIZE_BYTES`).
 pub const MAX_RECORD_BYTES: usize = 32 * 1024;
 
 #[derive(Debug, Clone)]
@@ -130,17 +139,15 @@ struct Trees {
     /// Our own handle on sled's data file: sled's flush ends in
     /// `sync_file_range`, which survives a process crash but not a power
     /// cut, so `durable` adds an `fdatasync` (as intake-storage does).
-    data_file: Arc<std::fs::File>,
+    data_file: Arc<intake_disk::DataFile>,
+    /// Sticky: set by the first failed fsync, never cleared while open.
+    sync_failed: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Trees {
     fn open(dir: &Path) -> Result<Self, OutboxError> {
-        std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).open()?;
-        // sled keeps its log in `<dir>/db` (sled 0.34.7 config.rs `db_path`);
-        // the directory is synced so the file's entry is durable too.
-        let data_file = Arc::new(std::fs::File::open(dir.join("db"))?);
-        std::fs::File::open(dir)?.sync_all()?;
+        let (db, data_file) = intake_disk::open_sled(dir, OUTBOX_CACHE_BYTES)?;
+        let data_file = Arc::new(data_file);
         let pending = db.open_tree("pending")?;
         let done_seq = db.open_tree("done_seq")?;
         Ok(Self {
@@ -151,15 +158,34 @@ impl Trees {
             done_seq,
             dead: db.open_tree("dead")?,
             data_file,
+            sync_failed: Arc::new(std::sync::OnceLock::new()),
             db,
         })
     }
 
+    /// Fails if an fsync has failed since the outbox was opened.
+    fn check_sync(&self) -> Result<(), OutboxError> {
+        match self.sync_failed.get() {
+            Some(why) => Err(OutboxError::SyncFailed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Returns once everything written so far would survive a power cut.
     async fn durable(&self) -> Result<(), OutboxError> {
-        self.db.flush_async().await?;
-        let file = self.data_file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data()).await??;
+        self.check_sync()?;
+        let result = match self.db.flush_async().await {
+            Ok(_) => {
+                let file = self.data_file.clone();
+                tokio::task::spawn_blocking(move || file.sync_data()).await?
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "outbox fsync failed; the outbox takes nothing more until reopened");
+            let _ = self.sync_failed.set(e.to_string());
+            return self.check_sync();
+        }
         Ok(())
     }
 
@@ -274,6 +300,8 @@ impl Outbox {
             key: key.clone(),
             complaint: encoded,
         })?;
+        // Nothing is stored after a failed fsync: it could not be made durable.
+        self.trees.check_sync()?;
         let seq = self.trees.db.generate_id()?;
         self.trees.pending.insert(seq.to_be_bytes(), record)?;
         self.trees.pending_n.fetch_add(1, Ordering::Relaxed);
@@ -600,6 +628,10 @@ impl Drainer {
     }
 }
 
+/// sled's page cache for the outbox: sled's own default, as before the
+/// opening moved to intake-disk.
+const OUTBOX_CACHE_BYTES: u64 = 1 << 30;
+
 fn seq_of(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(k.try_into().ok()?))
 }
@@ -609,6 +641,10 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+#[path = "outbox_disk_tests.rs"]
+mod disk_tests;
 
 #[cfg(test)]
 mod tests {

@@ -45,7 +45,18 @@ impl AdminServiceImpl {
             let m = raft.metrics().borrow_watched().clone();
             let mut voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             voters.sort_unstable();
+            let replicated_to = m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .filter(|(_, matched)| matched.is_some())
+                        .map(|(id, _)| *id)
+                        .collect()
+                })
+                .unwrap_or_default();
             out.push(pb::ShardStatus {
+                replicated_to,
                 id: shard,
                 leader: m.current_leader,
                 voters,

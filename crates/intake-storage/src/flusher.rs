@@ -12,7 +12,6 @@
 //! and publishes it when done, so a completed generation `g` always means a
 //! flush that started after every request numbered `<= g`.
 
-use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +19,8 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+use intake_disk::DataFile;
 
 /// Counters since the flusher started, for benchmarks and notes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,9 +68,10 @@ impl Flusher {
     /// Starts the flush task. `data_file` must be our own handle on sled's
     /// data file: sled's flush ends in `sync_file_range`, which is not durable.
     /// Must run inside a tokio runtime.
-    pub(crate) fn start(db: sled::Db, data_file: File) -> Flusher {
+    pub(crate) fn start(db: sled::Db, data_file: DataFile) -> Flusher {
         let (doorbell, bell_rx) = mpsc::channel(1);
         let (progress_tx, progress) = watch::channel(Progress::default());
+        let progress_tx = Arc::new(progress_tx);
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             requested: AtomicU64::new(0),
@@ -84,7 +86,6 @@ impl Flusher {
         // The task holds only a weak view of `Shared`, so dropping every
         // Flusher clone drops the doorbell sender and ends the task.
         let weak = Arc::downgrade(&shared);
-        let data_file = Arc::new(data_file);
         let handle = tokio::spawn(run(weak, db, data_file, bell_rx, progress_tx, stop_rx));
         if let Ok(mut slot) = shared.task.lock() {
             *slot = Some(handle);
@@ -121,6 +122,20 @@ impl Flusher {
         Err(stopped_error())
     }
 
+    /// Resolves with the error once a flush has failed. After that the node's storage can no longer promise anything:
+    /// the node must stop serving (PostgreSQL's rule since "fsyncgate").
+    pub async fn failure(&self) -> io::Error {
+        let mut rx = self.shared.progress.clone();
+        match rx.wait_for(|p| p.failed.is_some()).await {
+            Ok(p) => match &p.failed {
+                Some((kind, msg)) => io::Error::new(*kind, msg.clone()),
+                None => io::Error::other("storage failed"),
+            },
+            // The task is gone and never failed: wait forever.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Flushes counted so far.
     pub fn stats(&self) -> FlushStats {
         FlushStats {
@@ -151,11 +166,12 @@ fn stopped_error() -> io::Error {
 async fn run(
     shared: std::sync::Weak<Shared>,
     db: sled::Db,
-    data_file: Arc<File>,
+    data_file: DataFile,
     mut doorbell: mpsc::Receiver<()>,
-    progress: watch::Sender<Progress>,
+    progress: Arc<watch::Sender<Progress>>,
     stop: watch::Receiver<bool>,
 ) {
+    let data_file = Arc::new(data_file);
     loop {
         let rang = doorbell.recv().await.is_some();
         let Some(s) = shared.upgrade() else { break };
@@ -197,7 +213,7 @@ async fn run(
 
 /// sled's flush writes its buffers and ends in `sync_file_range`; the
 /// `fdatasync` on our own handle is what makes the bytes survive power loss.
-fn sync_once(db: &sled::Db, data_file: &File) -> io::Result<()> {
+fn sync_once(db: &sled::Db, data_file: &DataFile) -> io::Result<()> {
     db.flush().map_err(io::Error::other)?;
     data_file.sync_data()
 }

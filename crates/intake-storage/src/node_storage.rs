@@ -3,7 +3,6 @@
 //! sled allows one open instance per directory and process, and a single
 //! instance lets the appends of all shards share one flush (see [`Flusher`]).
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,14 +16,8 @@ use crate::raftlog::LogEngine;
 use crate::snapshot::{self, SnapshotWriter};
 use crate::state_machine::StateMachine;
 
-/// sled's log segment size. Any page larger than a quarter of it goes to its
-/// own file under `blobs/` that sled never fsyncs. A page is a whole leaf
-/// node (up to ~17 key/value pairs before sled splits it), not one value, so
-/// the default 512 KiB would put two maximal Raft entries in one leaf over the
-/// limit. 8 MiB segments give a 2 MiB threshold, which covers a full leaf of
-/// [`crate::MAX_ENTRY_BYTES`] entries. sled refuses to reopen a database with
-/// a different segment size, so this is part of the on-disk format.
-pub const SEGMENT_SIZE_BYTES: usize = 8 << 20;
+/// sled's segment size, shared with the outbox (see `intake_disk`).
+pub use intake_disk::SEGMENT_SIZE_BYTES;
 
 /// The Raft log engine's directory inside the data directory.
 pub const LOG_DIR: &str = "raftlog";
@@ -50,6 +43,8 @@ impl Default for StorageConfig {
 pub enum StorageError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error("opening sled: {0}")]
+    Open(#[from] intake_disk::SledOpenError),
     #[error("storage io: {0}")]
     Io(#[from] io::Error),
     #[error("stored {what} does not decode: {source}")]
@@ -110,19 +105,10 @@ impl NodeStorage {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StorageError::NoRuntime);
         }
-        std::fs::create_dir_all(&cfg.dir)?;
-        let db = sled::Config::new()
-            .path(&cfg.dir)
-            .cache_capacity(cfg.cache_capacity_bytes)
-            .segment_size(SEGMENT_SIZE_BYTES)
-            .open()?;
-        // The directory entries of sled's new files are only durable once the
-        // directory itself is synced.
+        let (db, data_file) = intake_disk::open_sled(&cfg.dir, cfg.cache_capacity_bytes)?;
         snapshot::create_dir_synced(&cfg.dir.join(snapshot::SNAPSHOT_DIR))?;
         snapshot::reset_incoming(&cfg.dir)?;
         snapshot::sync_dir(&cfg.dir)?;
-        // sled keeps its log in `<dir>/db` (sled 0.34.7 config.rs `db_path`).
-        let data_file = File::open(cfg.dir.join("db"))?;
         let node_tree = db.open_tree(keys::NODE_TREE)?;
         let log = crate::migrate::open_engine(&db, &cfg.dir.join(LOG_DIR))?;
         let flusher = Flusher::start(db.clone(), data_file);
@@ -220,6 +206,17 @@ impl NodeStorage {
         }
         self.inner.flusher.shutdown().await;
         self.inner.log.shutdown().await;
+    }
+
+    /// Resolves with the error once the Raft log or sled's group commit has
+    /// failed an fsync. After that the node's storage can no longer promise
+    /// anything, and the node must stop serving (PostgreSQL's rule since
+    /// "fsyncgate").
+    pub async fn failure(&self) -> io::Error {
+        tokio::select! {
+            e = self.inner.flusher.failure() => e,
+            e = self.inner.log.failure() => e,
+        }
     }
 
     /// The node's Raft log engine (every shard's log).

@@ -290,9 +290,7 @@ pub(crate) fn remove_others(dir: &Path, keep: Option<&str>) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub(crate) use intake_disk::sync_dir;
 
 /// Creates `dir` if missing, making its entry durable in the parent.
 pub(crate) fn create_dir_synced(dir: &Path) -> io::Result<()> {

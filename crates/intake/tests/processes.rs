@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_intake");
+const FAIL_FSYNC_ENV: &str = "INTAKE_FAULT_FAIL_FSYNC_IF_EXISTS";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -85,12 +86,41 @@ impl Cluster {
             .args(["--http", &self.metrics[&id]])
             .args(&self.extra)
             .envs(self.envs.iter().cloned())
+            // Honoured only by test builds (feature fault-injection): while
+            // this file exists, the node's fsyncs fail.
+            .env(FAIL_FSYNC_ENV, self.fail_fsync_trigger(id))
             // Both streams into the node's log: what an operator keeps.
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         self.procs.insert(id, Proc { child });
+    }
+
+    fn fail_fsync_trigger(&self, id: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("fail-fsync-{id}"))
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    /// Waits for node `id` to exit by itself; its exit status.
+    fn wait_exit(&mut self, id: u64, timeout: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + timeout;
+        loop {
+            let p = self.procs.get_mut(&id).unwrap();
+            if let Some(status) = p.child.try_wait().unwrap() {
+                self.procs.remove(&id);
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "node {id} still running after {timeout:?}; log:\n{}",
+                self.log(id)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// kill -9: no shutdown path runs.
@@ -924,4 +954,74 @@ fn personal_data_stays_out_of_logs_metrics_and_errors() {
         logged.contains("idempotency key reused with different content"),
         "the conflict was not logged"
     );
+}
+
+/// Acknowledges `n` complaints through the nodes in turn.
+fn ack_n(c: &Cluster, prefix: &str, n: usize) -> BTreeMap<String, String> {
+    let ids: Vec<u64> = c.procs.keys().copied().collect();
+    (0..n)
+        .map(|i| {
+            let key = format!("{prefix}-{i}");
+            let ticket = submit(&c.addrs[&ids[i % ids.len()]], &key, "110105", "pipe burst");
+            (key, ticket)
+        })
+        .collect()
+}
+
+fn all_served_by(c: &Cluster, via: u64, acked: &BTreeMap<String, String>) {
+    for (key, ticket) in acked {
+        let t = get_json(&c.addrs[&via], ticket, false).unwrap_or_else(|| panic!("node {via} lost {ticket}"));
+        assert_eq!(t["idempotency_key"].as_str(), Some(key.as_str()));
+    }
+}
+
+#[test]
+fn a_node_whose_fsync_fails_exits_and_the_others_serve_on() {
+    let mut c = Cluster::new(3);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    c.wait_leader(Duration::from_secs(30));
+    let mut acked = ack_n(&c, "before", 5);
+    // Node 2's disk starts failing; the next entries it must persist fail.
+    std::fs::write(c.fail_fsync_trigger(2), b"").unwrap();
+    let via: Vec<u64> = vec![1, 3];
+    for i in 0..5 {
+        let key = format!("during-{i}");
+        acked.insert(
+            key.clone(),
+            submit(&c.addrs[&via[i % 2]], &key, "110105", "pipe burst"),
+        );
+    }
+    let status = c.wait_exit(2, Duration::from_secs(30));
+    assert!(!status.success(), "node 2 exited with {status}");
+    let log = c.log(2);
+    assert!(log.contains("storage fsync failed"), "log of node 2:\n{log}");
+    acked.extend(ack_n(&c, "after", 5));
+    all_served_by(&c, 1, &acked);
+}
+
+#[test]
+fn a_wiped_node_restarted_under_its_old_id_is_refused() {
+    let mut c = Cluster::new(3);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    wait_all_leaders(&c, 1, Duration::from_secs(60));
+    let acked = ack_n(&c, "wiped", 40);
+    wait_everywhere(&c, &acked, Duration::from_secs(30));
+    c.kill(3);
+    std::fs::remove_dir_all(c.dir.path().join("node-3")).unwrap();
+    std::fs::create_dir(c.dir.path().join("node-3")).unwrap();
+    c.start(3);
+    let status = c.wait_exit(3, Duration::from_secs(30));
+    assert!(!status.success(), "node 3 exited with {status}");
+    let log = c.log(3);
+    assert!(
+        log.contains("data directory") && log.contains("is empty") && log.contains("will not start"),
+        "log of node 3:\n{log}"
+    );
+    for via in [1, 2] {
+        all_served_by(&c, via, &acked);
+    }
 }

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     lazy: Mutex<LazyMeta>,
     files: RwLock<BTreeMap<u64, Arc<File>>>,
     rounds: AtomicU64,
+    /// Set once, by the writer, when a write or fsync fails (sticky).
+    failed: tokio::sync::watch::Sender<Option<(io::ErrorKind, String)>>,
 }
 
 struct Inner {
@@ -122,6 +124,7 @@ impl LogEngine {
         let shared = Arc::new(Shared {
             index: RwLock::new(recovered.index),
             lazy: Mutex::new(BTreeMap::new()),
+            failed: tokio::sync::watch::Sender::new(None),
             files: RwLock::new(files),
             rounds: AtomicU64::new(0),
         });
@@ -237,6 +240,19 @@ impl LogEngine {
     pub fn shards(&self) -> io::Result<Vec<ShardId>> {
         let index = self.inner.shared.index.read().map_err(|_| poisoned())?;
         Ok(index.shards.keys().copied().collect())
+    }
+
+    /// Resolves with the error once a write round has failed (never, on a
+    /// healthy disk). After it every write fails; the node must stop.
+    pub async fn failure(&self) -> io::Error {
+        let mut rx = self.inner.shared.failed.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(f) => match &*f {
+                Some((kind, msg)) => io::Error::new(*kind, msg.clone()),
+                None => io::Error::other("raft log failed"),
+            },
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Write rounds (each one `fdatasync`) since open.

@@ -129,6 +129,7 @@ impl Writer {
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft log write failed; the log is now broken until restart");
             self.failed = Some((e.kind(), e.to_string()));
+            self.shared.failed.send_replace(self.failed.clone());
         }
         metrics::histogram!("intake_raftlog_round_seconds").record(started.elapsed().as_secs_f64());
         result
@@ -161,6 +162,8 @@ impl Writer {
         }
         record::finish_round(buf, start, self.seq);
         self.file.write_all_at(buf, self.len)?;
+        // A no-op unless a test build injects a failing disk.
+        intake_disk::injected_fsync_fault()?;
         self.file.sync_data()?;
         self.len += buf.len() as u64;
         self.seq += 1;

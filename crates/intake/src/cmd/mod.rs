@@ -7,3 +7,4 @@ pub mod start;
 pub mod status;
 pub mod submit;
 pub mod update_status;
+pub mod wiped;

@@ -171,8 +171,22 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_json.or(file.log_json).unwrap_or(false));
 
     let cfg = node_config(args, file)?;
+    if crate::cmd::wiped::is_empty(&cfg.data_dir) {
+        crate::cmd::wiped::refuse_if_known(cfg.node_id, &cfg.data_dir, &cfg.initial_cluster).await?;
+    }
     let node = Node::start(cfg).await?;
-    crate::cmd::signal::stop().await;
+    tokio::select! {
+        _ = crate::cmd::signal::stop() => {}
+        // After a failed fsync the kernel may have dropped written pages, and
+        // no later fsync can tell: the node stops at once instead of serving
+        // on storage that may have lost acknowledged entries (PostgreSQL's rule
+        // since "fsyncgate"). Its peers carry on; restarting it recovers from
+        // what really reached the disk.
+        e = node.storage().failure() => {
+            tracing::error!(error = %e, "storage fsync failed; stopping this node");
+            bail!("storage fsync failed ({e}); this node stopped so it cannot serve from storage that may have lost data. Check the disk, then restart it.");
+        }
+    }
     tracing::info!("stopping");
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
