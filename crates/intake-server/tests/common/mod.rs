@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub mod raw;
-
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use intake_server::{Node, NodeConfig, RaftTuning};
