@@ -53,7 +53,10 @@ pub struct AdmissionConfig {
     /// Calls in progress per client connection; beyond it tonic's load
     /// shedding answers RESOURCE_EXHAUSTED.
     pub per_connection: usize,
-    /// Proposals of one shard in flight at once.
+    /// Proposals of one shard in flight at once. One by default: while it
+    /// commits, the next proposal gathers everything that arrives, so a
+    /// spread load makes fewer, fuller entries (fewer Raft rounds, appends
+    /// and applies per complaint); measured in docs/benchmarks.md.
     pub max_in_flight: usize,
     /// Most complaints in one Raft entry (ticket ids number items in 8 bits).
     pub max_batch_items: usize,
@@ -88,7 +91,7 @@ impl Default for AdmissionConfig {
             ordinary_share: 0.75,
             node_requests: 1024,
             per_connection: 2048,
-            max_in_flight: 8,
+            max_in_flight: 1,
             max_batch_items: intake_core::ticket_id::MAX_ITEMS_PER_ENTRY,
             max_batch_bytes: crate::intake_service::MAX_ENTRY_COMPLAINT_BYTES,
             linger: Duration::from_micros(2000),

@@ -63,7 +63,7 @@ pub struct StartArgs {
     /// Microseconds a batch waits for more complaints once it has one. Default 2000.
     #[arg(long, env = "INTAKE_BATCH_LINGER_US")]
     batch_linger_us: Option<u64>,
-    /// Raft proposals of one shard in flight at once. Default 8.
+    /// Raft proposals of one shard in flight at once. Default 1.
     #[arg(long, env = "INTAKE_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
     /// While this node's runtime runs timers later than this many
