@@ -411,6 +411,7 @@ fn cli_reports_errors_plainly() {
         "intake_raft_commit_index{",
         "intake_raft_applied_index{",
         "intake_storage_flushes_total",
+        "intake_raftlog_fsyncs_total",
         "intake_storage_disk_bytes",
         "intake_dispatch_lag_tickets{",
         "intake_dispatch_lag_seconds{",
