@@ -1,10 +1,13 @@
-//! Durable storage for every Raft group of one node, in one sled `Db`.
+//! Durable storage for every Raft group of one node: the Raft logs in one
+//! log engine, the state machines in one sled `Db`.
 //!
-//! * [`NodeStorage`] opens the node's database and hands out per-shard stores.
-//! * [`LogStore`] is openraft's log storage: entries, vote, committed id.
+//! * [`NodeStorage`] opens both and hands out per-shard stores.
+//! * [`raftlog::LogEngine`] holds every shard's log in checksummed segment
+//!   files, one `fdatasync` per write round across shards.
+//! * [`LogStore`] is openraft's log storage over it: entries, vote, committed id.
 //! * [`StateMachine`] holds tickets and the idempotency index of one shard.
-//! * [`Flusher`] is the group commit: one sled flush plus one `fdatasync` of
-//!   sled's data file serves every append waiting at that moment, across shards.
+//! * [`Flusher`] is sled's group commit: one sled flush plus one `fdatasync`
+//!   of sled's data file serves every metadata or snapshot write waiting.
 //!
 //! sled's own `flush` ends in `sync_file_range` on Linux, which is not durable
 //! across power loss, so no IO is reported complete before our own `fdatasync`.
