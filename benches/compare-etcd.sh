@@ -61,27 +61,11 @@ for shards in $SHARDS; do
   stop_all
 done
 
-# etcd: 3 members, client ports BASE+10.., peer ports BASE+20..
-INITIAL=""
-for i in 1 2 3; do INITIAL+="${INITIAL:+,}e$i=http://127.0.0.1:$((BASE+20+i))"; done
-for i in 1 2 3; do
-  bounded etcd --name "e$i" --data-dir "$DIR/etcd-$i" \
-    --listen-client-urls "http://127.0.0.1:$((BASE+10+i))" \
-    --advertise-client-urls "http://127.0.0.1:$((BASE+10+i))" \
-    --listen-peer-urls "http://127.0.0.1:$((BASE+20+i))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((BASE+20+i))" \
-    --initial-cluster "$INITIAL" --initial-cluster-state new \
-    --initial-cluster-token "intake-bench-$$" \
-    --quota-backend-bytes $((2 << 30)) 2>"$DIR/etcd-$i.log"
-done
-EP="127.0.0.1:$((BASE+11)),127.0.0.1:$((BASE+12)),127.0.0.1:$((BASE+13))"
-ready=0
-for _ in $(seq 1 150); do
-  if curl -sf "http://127.0.0.1:$((BASE+11))/health" | grep -q '"health":"true"'; then ready=1; break; fi
-  sleep 0.2
-done
-[ "$ready" = 1 ] || { echo "etcd cluster did not become healthy" >&2; exit 1; }
-etcd_line=$(drive --target etcd --endpoints "$EP")
+# etcd: 3 members (benches/etcd-cluster.sh).
+# shellcheck source=benches/etcd-cluster.sh
+source benches/etcd-cluster.sh
+start_etcd
+etcd_line=$(drive --target etcd --endpoints "$ETCD_EPS")
 echo "$etcd_line"
 stop_all
 

@@ -100,25 +100,12 @@ noop=$(drive noop --target noop --endpoints "127.0.0.1:$((BASE+30))"); echo "$no
 stop_all
 fi
 
-# etcd: 3 members.
+# etcd: 3 members (benches/etcd-cluster.sh).
 if want etcd; then
-INITIAL=""
-for i in 1 2 3; do INITIAL+="${INITIAL:+,}e$i=http://127.0.0.1:$((BASE+20+i))"; done
-for i in 1 2 3; do
-  bounded etcd --name "e$i" --data-dir "$DIR/etcd-$i" \
-    --listen-client-urls "http://127.0.0.1:$((BASE+10+i))" \
-    --advertise-client-urls "http://127.0.0.1:$((BASE+10+i))" \
-    --listen-peer-urls "http://127.0.0.1:$((BASE+20+i))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((BASE+20+i))" \
-    --initial-cluster "$INITIAL" --initial-cluster-state new \
-    --initial-cluster-token "intake-peers-$$" \
-    --quota-backend-bytes $((2 << 30)) 2>"$DIR/etcd-$i.log"
-done
-for _ in $(seq 1 150); do
-  curl -sf "http://127.0.0.1:$((BASE+11))/health" | grep -q '"health":"true"' && break
-  sleep 0.2
-done
-etcd_row=$(drive etcd --target etcd --endpoints "127.0.0.1:$((BASE+11)),127.0.0.1:$((BASE+12)),127.0.0.1:$((BASE+13))")
+# shellcheck source=benches/etcd-cluster.sh
+source benches/etcd-cluster.sh
+start_etcd
+etcd_row=$(drive etcd --target etcd --endpoints "$ETCD_EPS")
 echo "$etcd_row"
 stop_all
 fi

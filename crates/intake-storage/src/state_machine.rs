@@ -383,10 +383,7 @@ impl StateMachine {
                         &mut run.created,
                         &mut run.batch,
                     )?;
-                    run.new_tickets += outcomes
-                        .iter()
-                        .filter(|o| matches!(o, SubmitOutcome::Created { .. }))
-                        .count() as u64;
+                    run.new_tickets += created_count(&outcomes);
                     run.last = Some(entry.log_id);
                     responses.push(CommandResponse::Submitted(outcomes));
                 }
@@ -406,15 +403,21 @@ impl StateMachine {
         Ok(responses)
     }
 
+    /// Adds `created` new tickets to the delivery state's count, in `batch`.
+    fn count_created(&self, created: u64, batch: &mut sled::Batch) -> io::Result<()> {
+        if created > 0 {
+            let mut state = self.dispatch_state()?;
+            state.created += created;
+            batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
+        }
+        Ok(())
+    }
+
     /// Writes a run of `Submit` effects with the delivery state and the
     /// applied state, in one atomic batch.
     fn finish_run(&self, mut run: SubmitRun, membership: &Membership) -> io::Result<()> {
         let Some(last) = run.last else { return Ok(()) };
-        if run.new_tickets > 0 {
-            let mut state = self.dispatch_state()?;
-            state.created += run.new_tickets;
-            run.batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
-        }
+        self.count_created(run.new_tickets, &mut run.batch)?;
         let state: AppliedState = (Some(last), membership.clone());
         run.batch.insert(SM_STATE, keys::encode(&state)?);
         self.tree.apply_batch(run.batch).map_err(io::Error::other)
@@ -445,15 +448,7 @@ impl StateMachine {
                     &mut HashMap::new(),
                     &mut batch,
                 )?;
-                let created = outcomes
-                    .iter()
-                    .filter(|o| matches!(o, SubmitOutcome::Created { .. }))
-                    .count() as u64;
-                if created > 0 {
-                    let mut state = self.dispatch_state()?;
-                    state.created += created;
-                    batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
-                }
+                self.count_created(created_count(&outcomes), &mut batch)?;
                 CommandResponse::Submitted(outcomes)
             }
             EntryPayload::Normal(Command::UpdateStatus { recorded_at, updates }) => {
@@ -738,6 +733,14 @@ const MAX_APPLY_GROUP: usize = 64;
 /// which wakes another thread to take over the worker's queue, costs more
 /// than the work.
 const BLOCKING_APPLY_COMPLAINTS: usize = 32;
+
+/// Tickets a `Submit` created (not retries, not conflicts).
+fn created_count(outcomes: &[SubmitOutcome]) -> u64 {
+    outcomes
+        .iter()
+        .filter(|o| matches!(o, SubmitOutcome::Created { .. }))
+        .count() as u64
+}
 
 /// Complaints an entry carries (for the decision above).
 fn entry_complaints(entry: &Entry) -> usize {
