@@ -25,17 +25,8 @@ fi
 cargo build --release --bin intake --bin grpc-load >&2
 BIN=target/release/intake
 LOAD=target/release/grpc-load
-DIR=$(mktemp -d)
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-cleanup() { stop_all; rm -rf "$DIR"; }
-trap cleanup EXIT
-# Runs a server in the background, killed after MAX_SERVER_S whatever happens.
-bounded() { timeout --signal=TERM --kill-after=5 "$MAX_SERVER_S" "$@" & pids+=($!); }
+# shellcheck source=benches/servers.sh
+source benches/servers.sh
 drive() { "$LOAD" drive --concurrency "$CONCURRENCY" --duration "$DURATION" --payload "$PAYLOAD" "$@"; }
 
 intake_line=""
@@ -61,9 +52,7 @@ for shards in $SHARDS; do
   stop_all
 done
 
-# etcd: 3 members (benches/etcd-cluster.sh).
-# shellcheck source=benches/etcd-cluster.sh
-source benches/etcd-cluster.sh
+# etcd: 3 members (benches/servers.sh).
 start_etcd
 etcd_line=$(drive --target etcd --endpoints "$ETCD_EPS")
 echo "$etcd_line"

@@ -34,17 +34,9 @@ need nats-server nats-server
 cargo build --release --bin intake --bin grpc-load >&2
 BIN=${INTAKE_BIN:-target/release/intake}
 LOAD=target/release/grpc-load
-DIR=$(mktemp -d)
 TCK=$(getconf CLK_TCK)
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-cleanup() { stop_all; rm -rf "$DIR"; }
-trap cleanup EXIT
-bounded() { timeout --signal=TERM --kill-after=5 "$MAX_SERVER_S" "$@" & pids+=($!); }
+# shellcheck source=benches/servers.sh
+source benches/servers.sh
 # utime+stime, in clock ticks, of the running servers (the children of the
 # `timeout` wrappers, and theirs).
 server_ticks() {
@@ -100,10 +92,8 @@ noop=$(drive noop --target noop --endpoints "127.0.0.1:$((BASE+30))"); echo "$no
 stop_all
 fi
 
-# etcd: 3 members (benches/etcd-cluster.sh).
+# etcd: 3 members (benches/servers.sh).
 if want etcd; then
-# shellcheck source=benches/etcd-cluster.sh
-source benches/etcd-cluster.sh
 start_etcd
 etcd_row=$(drive etcd --target etcd --endpoints "$ETCD_EPS")
 echo "$etcd_row"

@@ -219,11 +219,6 @@ impl NodeStorage {
         }
     }
 
-    /// The node's Raft log engine (every shard's log).
-    pub fn log_engine(&self) -> &LogEngine {
-        &self.inner.log
-    }
-
     pub(crate) fn snapshot_dir(&self, shard: ShardId) -> PathBuf {
         self.inner
             .dir

@@ -376,16 +376,7 @@ impl StateMachine {
                     accepted_at,
                     complaints,
                 }) => {
-                    let outcomes = self.apply_submit(
-                        entry.log_id.index,
-                        accepted_at,
-                        complaints,
-                        &mut run.created,
-                        &mut run.batch,
-                    )?;
-                    run.new_tickets += created_count(&outcomes);
-                    run.last = Some(entry.log_id);
-                    responses.push(CommandResponse::Submitted(outcomes));
+                    responses.push(self.add_submit(&mut run, entry.log_id, accepted_at, complaints)?);
                 }
                 payload => {
                     self.finish_run(std::mem::take(&mut run), membership)?;
@@ -403,21 +394,35 @@ impl StateMachine {
         Ok(responses)
     }
 
-    /// Adds `created` new tickets to the delivery state's count, in `batch`.
-    fn count_created(&self, created: u64, batch: &mut sled::Batch) -> io::Result<()> {
-        if created > 0 {
-            let mut state = self.dispatch_state()?;
-            state.created += created;
-            batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
-        }
-        Ok(())
+    /// Adds one `Submit` entry's effects to `run`; its response.
+    fn add_submit(
+        &self,
+        run: &mut SubmitRun,
+        log_id: LogId,
+        accepted_at: i64,
+        complaints: Vec<Complaint>,
+    ) -> io::Result<CommandResponse> {
+        let outcomes = self.apply_submit(
+            log_id.index,
+            accepted_at,
+            complaints,
+            &mut run.created,
+            &mut run.batch,
+        )?;
+        run.new_tickets += created_count(&outcomes);
+        run.last = Some(log_id);
+        Ok(CommandResponse::Submitted(outcomes))
     }
 
     /// Writes a run of `Submit` effects with the delivery state and the
     /// applied state, in one atomic batch.
     fn finish_run(&self, mut run: SubmitRun, membership: &Membership) -> io::Result<()> {
         let Some(last) = run.last else { return Ok(()) };
-        self.count_created(run.new_tickets, &mut run.batch)?;
+        if run.new_tickets > 0 {
+            let mut state = self.dispatch_state()?;
+            state.created += run.new_tickets;
+            run.batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
+        }
         let state: AppliedState = (Some(last), membership.clone());
         run.batch.insert(SM_STATE, keys::encode(&state)?);
         self.tree.apply_batch(run.batch).map_err(io::Error::other)
@@ -441,15 +446,11 @@ impl StateMachine {
                 accepted_at,
                 complaints,
             }) => {
-                let outcomes = self.apply_submit(
-                    entry.log_id.index,
-                    accepted_at,
-                    complaints,
-                    &mut HashMap::new(),
-                    &mut batch,
-                )?;
-                self.count_created(created_count(&outcomes), &mut batch)?;
-                CommandResponse::Submitted(outcomes)
+                // A run of one: the same code as a group's, applied state included.
+                let mut run = SubmitRun::default();
+                let response = self.add_submit(&mut run, entry.log_id, accepted_at, complaints)?;
+                self.finish_run(run, membership)?;
+                return Ok(response);
             }
             EntryPayload::Normal(Command::UpdateStatus { recorded_at, updates }) => {
                 CommandResponse::StatusUpdated(self.apply_status(recorded_at, updates, &mut batch)?)

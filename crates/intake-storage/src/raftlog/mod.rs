@@ -236,12 +236,6 @@ impl LogEngine {
             .map_or((None, None), |l| (l.first(), l.last())))
     }
 
-    /// Shards that have anything in the log.
-    pub fn shards(&self) -> io::Result<Vec<ShardId>> {
-        let index = self.inner.shared.index.read().map_err(|_| poisoned())?;
-        Ok(index.shards.keys().copied().collect())
-    }
-
     /// Resolves with the error once a write round has failed (never, on a
     /// healthy disk). After it every write fails; the node must stop.
     pub async fn failure(&self) -> io::Error {
@@ -263,10 +257,6 @@ impl LogEngine {
     /// Segment files on disk now.
     pub fn segment_count(&self) -> usize {
         self.inner.shared.files.read().map_or(0, |f| f.len())
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
     }
 
     /// Stops the writer thread after the jobs already queued and waits for

@@ -1,8 +1,21 @@
-# Sourced by compare-etcd.sh and compare-peers.sh: starts a 3-member etcd
-# cluster on 127.0.0.1 (client ports BASE+11..13, peer ports BASE+21..23,
-# data under $DIR) through the caller's `bounded`, waits until it is
-# healthy, and sets ETCD_EPS to its client endpoints. Exits the script if
-# it never becomes healthy.
+# Sourced by compare-etcd.sh and compare-peers.sh: a scratch directory and
+# the servers a benchmark starts, each bounded in time (MAX_SERVER_S) and all
+# stopped, with the directory removed, when the script exits; and
+# `start_etcd`, a 3-member etcd cluster on 127.0.0.1 (client ports
+# BASE+11..13, peer ports BASE+21..23, data under $DIR) that sets ETCD_EPS
+# once healthy and exits the script if it never is.
+DIR=$(mktemp -d)
+pids=()
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() { stop_all; rm -rf "$DIR"; }
+trap cleanup EXIT
+# Runs a server in the background, killed after MAX_SERVER_S whatever happens.
+bounded() { timeout --signal=TERM --kill-after=5 "$MAX_SERVER_S" "$@" & pids+=($!); }
+
 start_etcd() {
   local initial="" i
   for i in 1 2 3; do initial+="${initial:+,}e$i=http://127.0.0.1:$((BASE+20+i))"; done
