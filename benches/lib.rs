@@ -3,6 +3,7 @@
 //! and the `grpc-load` driver. This library only carries the generated gRPC
 //! code the driver speaks (etcd's `KV.Put`, a no-op service) and the complaint
 //! the micro-benchmarks share.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use intake_core::Complaint;
 use intake_storage::{NodeStorage, StorageConfig};

@@ -2,6 +2,7 @@
 //! on a real sled directory, through openraft's public
 //! `RaftStateMachine::apply` (no responders). Every complaint has a fresh
 //! idempotency key, so each creates a ticket and a key index entry.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,7 @@
 //! prints the process CPU time per entry (utime+stime from /proc, every
 //! thread, sled's own included), since a faster append that burns more CPU
 //! would not help a 2-core node.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,6 @@
 //! Ticket-id codec cost: formatting happens on every acknowledgement,
 //! parsing on every status lookup read aloud over the phone.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::hint::black_box;
 use std::time::Duration;

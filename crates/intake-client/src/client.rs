@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
+use intake_proto::wire::{item_result, mark_retry};
 use prost::Message;
 use tokio::time::Instant;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Failure, classify, describe, rejected, retry_after};
@@ -344,18 +344,6 @@ impl Client {
     }
 }
 
-/// Tells the server, with gRPC's own header for retried calls (gRFC A6),
-/// that complaints may have committed on an earlier attempt: a node that
-/// has applied one answers it at once instead of proposing it again.
-fn mark_retry(metadata: &mut tonic::metadata::MetadataMap, previous_attempts: u32) {
-    if previous_attempts > 0 {
-        metadata.insert(
-            "grpc-previous-rpc-attempts",
-            tonic::metadata::MetadataValue::from(previous_attempts),
-        );
-    }
-}
-
 /// Which RPC carries the complaints.
 #[derive(Debug, Clone, Copy)]
 enum Rpc {
@@ -395,34 +383,6 @@ fn submitted(ok: pb::SubmitResponse, c: &pb::Complaint, attempts: u32) -> Submit
         accepted_at: ok.accepted_at.and_then(|t| SystemTime::try_from(t).ok()),
         idempotency_key: c.idempotency_key.clone(),
         attempts,
-    }
-}
-
-/// One item of a batch answer, its error rebuilt as the status the unary
-/// call would have returned, so both paths classify alike.
-fn item_result(r: pb::SubmitResult) -> Result<pb::SubmitResponse, Status> {
-    match r.outcome {
-        Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok),
-        Some(pb::submit_result::Outcome::Error(e)) => {
-            let mut details = ErrorDetails::new();
-            if !e.field_violations.is_empty() {
-                details.set_bad_request(
-                    e.field_violations
-                        .into_iter()
-                        .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
-                        .collect::<Vec<_>>(),
-                );
-            }
-            if e.retry_after_ms > 0 {
-                details.set_retry_info(Some(Duration::from_millis(e.retry_after_ms)));
-            }
-            Err(Status::with_error_details(
-                Code::from_i32(e.code),
-                e.message,
-                details,
-            ))
-        }
-        None => Err(Status::internal("the node answered an empty item")),
     }
 }
 

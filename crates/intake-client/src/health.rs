@@ -9,8 +9,8 @@
 //! at a time probes it again after a backoff (200 ms doubling to 5 s) until
 //! it answers. Used by [`crate::Client`] and by `intake load`'s engine.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -56,11 +56,8 @@ impl EndpointHealth {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Down>> {
-        // A panic while holding this lock cannot leave the map invalid.
-        self.down
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Down>> {
+        self.down.lock()
     }
 
     /// Whether `addr` is out of rotation at `now`: it refused a connection

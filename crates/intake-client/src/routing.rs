@@ -8,8 +8,10 @@
 //! configured endpoints in turn when it knows nothing better.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 use intake_proto::pb;
@@ -102,7 +104,7 @@ impl Routing {
 
     /// A lazy channel to `addr`, shared by every call to that node.
     pub fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
-        let mut channels = lock(&self.channels);
+        let mut channels = self.channels.lock();
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
@@ -117,7 +119,7 @@ impl Routing {
 
     /// The known leader of `district`'s shard, unless it failed lately.
     pub fn leader_of(&self, district: &str) -> Option<String> {
-        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.map.read();
         map.leaders
             .get(district)
             .filter(|a| !self.is_suspect(a) && !self.is_down(a))
@@ -161,7 +163,8 @@ impl Routing {
     }
 
     fn is_suspect(&self, addr: &str) -> bool {
-        lock(&self.suspects)
+        self.suspects
+            .lock()
             .get(addr)
             .is_some_and(|until| *until > Instant::now())
     }
@@ -170,16 +173,13 @@ impl Routing {
     /// leader, ask for a fresh map, and if it looks down, avoid it a while.
     pub fn miss(self: &Arc<Self>, district: &str, addr: &str, looks_down: bool) {
         if looks_down {
-            let mut suspects = lock(&self.suspects);
+            let mut suspects = self.suspects.lock();
             let now = Instant::now();
             suspects.retain(|_, until| *until > now);
             suspects.insert(addr.to_string(), now + self.suspect_for);
         }
         {
-            let mut map = self
-                .map
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = self.map.write();
             map.leaders.remove(district);
         }
         self.refresh_soon();
@@ -189,7 +189,7 @@ impl Routing {
     /// one finished less than `refresh_interval` ago.
     pub fn refresh_soon(self: &Arc<Self>) {
         {
-            let last = lock(&self.last_refresh);
+            let last = self.last_refresh.lock();
             if last.is_some_and(|t| t.elapsed() < self.refresh_interval) {
                 return;
             }
@@ -200,7 +200,7 @@ impl Routing {
         let this = self.clone();
         tokio::spawn(async move {
             this.refresh().await;
-            *lock(&this.last_refresh) = Some(Instant::now());
+            *this.last_refresh.lock() = Some(Instant::now());
             this.refreshing.store(false, Ordering::Release);
         });
     }
@@ -218,10 +218,7 @@ impl Routing {
             Ok(Ok(resp)) => {
                 let fresh = ShardMap::from_status(&resp.into_inner());
                 tracing::debug!(districts = fresh.leaders.len(), from = %addr, "shard map refreshed");
-                *self
-                    .map
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                *self.map.write() = fresh;
             }
             Ok(Err(status)) => tracing::debug!(from = %addr, %status, "shard map refresh failed"),
             Err(_) => tracing::debug!(from = %addr, "shard map refresh timed out"),
@@ -240,11 +237,6 @@ impl Routing {
         }
         self.leader_of(district).is_some()
     }
-}
-
-/// A std mutex whose data stays valid if a holder panicked.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

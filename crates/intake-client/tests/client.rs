@@ -1,6 +1,7 @@
 //! The client against real in-process clusters, and against a stand-in
 //! server that only ever answers "at capacity", to see the retry budget and
 //! `RetryInfo` at work from the outside.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 #[path = "../../intake-server/tests/common/mod.rs"]
 mod common;
@@ -157,7 +158,7 @@ async fn leader_stopped_mid_stream_still_one_ticket_per_complaint() {
     // under the key the client used, and nothing more.
     let new_leader = cluster.wait_leader(Duration::from_secs(20)).await;
     assert_ne!(new_leader, leader);
-    let sm = cluster.nodes[&new_leader].router().state_machine(0).unwrap();
+    let sm = cluster.nodes[&new_leader].registry().state_machine(0).unwrap();
     assert_eq!(sm.ticket_count().unwrap(), n as u64);
     let stored = sm.tickets_from(0, 10 * n).unwrap();
     let mut keys_per_text: HashMap<String, HashSet<String>> = HashMap::new();

@@ -1,6 +1,7 @@
 //! The outbox across adapter crashes: what `enqueue` stored is still there
 //! after a drop without shutdown, drains once a cluster is up, and yields
 //! exactly one ticket per complaint — also when the crash comes mid-drain.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 #[path = "../../intake-server/tests/common/mod.rs"]
 mod common;
@@ -139,7 +140,7 @@ async fn outbox_drains_after_restart_with_one_ticket_per_complaint() {
         assert!(tickets.insert(ticket), "two complaints share a ticket");
     }
     // The cluster made exactly one ticket per complaint, under its key.
-    let sm = cluster.nodes[&leader].router().state_machine(0).unwrap();
+    let sm = cluster.nodes[&leader].registry().state_machine(0).unwrap();
     assert_eq!(sm.ticket_count().unwrap(), n as u64);
     for key in &keys {
         let id = sm.lookup_key(key).unwrap().map(|id| id.to_string());

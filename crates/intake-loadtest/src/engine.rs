@@ -5,8 +5,8 @@
 //! Latency is measured from the scheduled arrival, so a stall shows in the
 //! numbers instead of hiding (no coordinated omission).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -15,6 +15,8 @@ use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
+use intake_proto::wire::mark_retry;
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -70,11 +72,6 @@ pub fn clients(endpoints: &[String]) -> Result<Vec<IntakeServiceClient<Channel>>
         .iter()
         .map(|e| Ok(IntakeServiceClient::new(channel(e)?).max_decoding_message_size(MAX_DECODING_BYTES)))
         .collect()
-}
-
-/// A mutex whose holder panicked still holds valid counts.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a run produced, before verification.
@@ -163,8 +160,8 @@ impl Engine {
         while tasks.join_next().await.is_some() {}
         let elapsed = self.start.elapsed();
         Driven {
-            tally: std::mem::take(&mut *lock(&self.tally)),
-            latency: lock(&self.latency).clone(),
+            tally: std::mem::take(&mut *self.tally.lock()),
+            latency: self.latency.lock().clone(),
             elapsed,
             phase_spans: spans,
         }
@@ -200,7 +197,7 @@ impl Engine {
             let second = self.second();
             match slots.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    lock(&self.tally).offered(ctx.index, second, size);
+                    self.tally.lock().offered(ctx.index, second, size);
                     let (me, ctx) = (self.clone(), ctx.clone());
                     let idx = n as usize;
                     tasks.spawn(async move {
@@ -208,7 +205,7 @@ impl Engine {
                         drop(permit);
                     });
                 }
-                Err(_) => lock(&self.tally).dropped(ctx.index, second, size),
+                Err(_) => self.tally.lock().dropped(ctx.index, second, size),
             }
             n += 1;
             while tasks.try_join_next().is_some() {}
@@ -233,7 +230,7 @@ impl Engine {
                     if offered.fetch_add(size, Ordering::Relaxed) >= total {
                         break;
                     }
-                    lock(&me.tally).offered(ctx.index, me.second(), size);
+                    me.tally.lock().offered(ctx.index, me.second(), size);
                     me.one(&ctx, i, Instant::now(), req).await;
                     i += workers;
                 }
@@ -248,7 +245,7 @@ impl Engine {
     }
 
     fn sample_error(&self, code: Code, message: &str) {
-        lock(&self.tally).sample_error(&format!("{code:?}"), message);
+        self.tally.lock().sample_error(&format!("{code:?}"), message);
     }
 
     /// One request (unary or batch), retried on UNAVAILABLE or overload with
@@ -274,10 +271,10 @@ impl Engine {
             }
             if attempts > 0 {
                 if self.budget.as_ref().is_some_and(|b| !b.allows_retry()) {
-                    lock(&self.tally).retries_throttled += 1;
+                    self.tally.lock().retries_throttled += 1;
                     break;
                 }
-                lock(&self.tally).retries += 1;
+                self.tally.lock().retries += 1;
             }
             tokio::time::sleep_until(wake.into()).await;
             let now = Instant::now();
@@ -319,9 +316,9 @@ impl Engine {
         let second = self.second();
         let acked = results.iter().any(|r| matches!(r, Some(Ok(_))));
         if acked {
-            let _ = lock(&self.latency).record(elapsed_us.max(1));
+            let _ = self.latency.lock().record(elapsed_us.max(1));
         }
-        let mut t = lock(&self.tally);
+        let mut t = self.tally.lock();
         if acked {
             t.latency(second, elapsed_us);
         }
@@ -379,7 +376,7 @@ impl Engine {
                     {
                         return self.failed(&status, complaints.len());
                     }
-                    lock(&self.tally).resent_unsent += 1;
+                    self.tally.lock().resent_unsent += 1;
                     at = next;
                 }
                 Err(status) => return self.failed(&status, complaints.len()),
@@ -445,18 +442,6 @@ impl Engine {
             .collect();
         answers.resize(n, Err((Code::Internal, None)));
         Ok(answers)
-    }
-}
-
-/// Marks a retried call with gRPC's header for it (gRFC A6), as
-/// `intake-client` does, so a node may answer complaints that already
-/// committed from its state.
-fn mark_retry(metadata: &mut tonic::metadata::MetadataMap, previous_attempts: u32) {
-    if previous_attempts > 0 {
-        metadata.insert(
-            "grpc-previous-rpc-attempts",
-            tonic::metadata::MetadataValue::from(previous_attempts),
-        );
     }
 }
 

@@ -2,6 +2,7 @@
 //! will not do on demand: refuse every submission (RESOURCE_EXHAUSTED with
 //! a short RetryInfo) for as long as the test needs; and what a dead node
 //! must not cost it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

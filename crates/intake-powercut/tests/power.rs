@@ -1,6 +1,7 @@
 //! The layer itself, mounted for real through /dev/fuse: what survives a
 //! power cut is exactly what was fsync'd. Needs /dev/fuse and fusermount3
 //! (Debian package fuse3); `.ci/run` installs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};

@@ -7,6 +7,7 @@
 #![allow(clippy::all, clippy::pedantic)]
 
 pub mod codec;
+pub mod wire;
 
 pub mod intake {
     pub mod v1 {

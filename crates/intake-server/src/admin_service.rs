@@ -17,29 +17,29 @@ use intake_storage::NodeId;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Response, Status};
 
-use crate::router::Router;
+use crate::registry::Registry;
 
 pub struct AdminServiceImpl {
     node_id: NodeId,
-    router: Router,
+    registry: Registry,
     peers: PeerPool,
 }
 
 impl AdminServiceImpl {
-    pub fn new(node_id: NodeId, router: Router, peers: PeerPool) -> Self {
+    pub fn new(node_id: NodeId, registry: Registry, peers: PeerPool) -> Self {
         Self {
             node_id,
-            router,
+            registry,
             peers,
         }
     }
 
     /// This node's view of the shards it hosts.
     fn local_view(&self) -> Vec<pb::ShardStatus> {
-        let map = self.router.map();
+        let map = self.registry.map();
         let mut out = Vec::new();
         for shard in map.shards_on(self.node_id) {
-            let Some(raft) = self.router.raft(shard) else {
+            let Some(raft) = self.registry.raft(shard) else {
                 continue;
             };
             let m = raft.metrics().borrow_watched().clone();
@@ -65,9 +65,9 @@ impl AdminServiceImpl {
                 term: m.current_term,
                 districts: map.districts_of(shard),
                 reported_by: self.node_id,
-                dispatch_lag: self.router.state_machine(shard).map(|sm| {
+                dispatch_lag: self.registry.state_machine(shard).map(|sm| {
                     let (state, seconds) = crate::dispatcher::lag(&sm);
-                    let report = self.router.dispatch_board().report(shard);
+                    let report = self.registry.dispatch_board().report(shard);
                     pb::DispatchLag {
                         tickets: state.lag(),
                         seconds,
@@ -113,7 +113,7 @@ impl AdminService for AdminServiceImpl {
                 node_id: self.node_id,
             }));
         }
-        let map = self.router.map();
+        let map = self.registry.map();
         let views = join_all(map.members.iter().map(|(id, addr)| async move {
             let view = if *id == self.node_id {
                 Some(self.local_view())

@@ -9,38 +9,36 @@
 //! the pipeline is busy; an optional linger waits a little longer for fuller
 //! entries.
 //!
-//! Admission is decided when a submission arrives, never by waiting:
-//! - each shard's queue and the node's total are bounded, and ordinary
-//!   complaints may fill only a share of either, so emergencies still find
-//!   room when ordinary traffic is being shed;
-//! - a submission that would wait past its deadline, at the measured drain
-//!   rate, is refused at once rather than timing out later;
-//! - a refusal carries a retry delay that grows with the backlog;
-//! - a queued submission whose deadline passes, or whose caller left, is
-//!   dropped before it is proposed, never after.
+//! Whether a submission may join the queue is decided when it arrives,
+//! never by waiting, by [`crate::admission::queue`]; a queued submission
+//! whose deadline passes, or whose caller left, is dropped before it is
+//! proposed, never after.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use intake_core::{Command, CommandResponse, Complaint, Priority, SubmitOutcome};
 use intake_storage::{Raft, ShardId, TypeConfig};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
+use crate::admission::Refusal;
+use crate::admission::latency::FadingLatency;
+use crate::admission::queue::{QueueState, admit_to_queue};
 use crate::config::AdmissionConfig;
 use crate::convert::now_millis;
-use crate::latency::FadingLatency;
 
 /// Why a proposal produced no outcomes.
 #[derive(Debug)]
 pub enum ProposeError {
     /// This replica does not lead; the error names who does, if known.
     NotLeader(ForwardToLeader<TypeConfig>),
-    /// Over an admission bound: shed, and come back after this long.
-    Overloaded(Duration),
+    /// Over an admission bound: shed, and come back later.
+    Overloaded(Refusal),
     /// The deadline passed while queued; it was never proposed.
     Expired,
     /// The Raft group stopped.
@@ -119,15 +117,11 @@ impl DrainRate {
     }
 
     /// How long `backlog` complaints take to drain, if the rate is known.
+    #[cfg(test)]
     fn wait_for(&self, backlog: usize) -> Option<Duration> {
-        let rate = self.per_sec.filter(|r| *r > 1.0)?;
-        Some(Duration::from_secs_f64(backlog as f64 / rate))
+        crate::admission::delay::drain_time(backlog, self.per_sec)
     }
 }
-
-/// Shortest and longest retry delay handed to a shed client.
-const MIN_RETRY: Duration = Duration::from_millis(25);
-const MAX_RETRY: Duration = Duration::from_secs(10);
 
 struct Shared {
     shard: ShardId,
@@ -145,22 +139,10 @@ struct Shared {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing here panics while holding a lock; if it did, the data (counts
-    // and queues) is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 impl Shared {
-    /// The delay a shed client is told to wait: the time to drain the backlog
-    /// ahead of it, or a guess that grows with the backlog while the drain
-    /// rate is unknown.
-    fn retry_after(&self, backlog: usize) -> Duration {
-        let guess = lock(&self.rate)
-            .wait_for(backlog)
-            .unwrap_or_else(|| Duration::from_millis(100).mul_f64(1.0 + backlog as f64 / 256.0));
-        guess.clamp(MIN_RETRY, MAX_RETRY)
-    }
-
     /// Removes a request from the counts once it leaves a queue.
     fn dequeued(&self, q: &mut Queues, p: &Pending, class: Priority) {
         let n = p.complaints.len();
@@ -283,32 +265,15 @@ impl Batcher {
         let (reply, rx) = oneshot::channel();
         {
             let mut q = lock(&s.queues);
-            let share = match class {
-                Priority::Emergency => 1.0,
-                Priority::Ordinary => s.cfg.ordinary_share,
+            let state = QueueState {
+                emergency_items: q.emergency_items,
+                ordinary_items: q.ordinary_items,
+                node_items: s.node.queued(),
+                drain_per_sec: lock(&s.rate).per_sec,
+                sojourn_above_target: s.sojourn.above(s.cfg.target_latency),
             };
-            let shard_limit = (s.cfg.shard_queue as f64 * share) as usize;
-            let node_limit = (s.cfg.node_queue as f64 * share) as usize;
-            // Emergencies only queue behind emergencies. Proposals already
-            // in flight are not counted: they replicate in parallel with the
-            // next one, and a standing queue shows in the sojourn time.
-            let ahead = match class {
-                Priority::Emergency => q.emergency_items,
-                Priority::Ordinary => q.items(),
-            };
-            if q.items() + n > shard_limit || s.node.queued() + n > node_limit {
-                return Err(ProposeError::Overloaded(s.retry_after(ahead + n)));
-            }
-            if let Some(wait) = lock(&s.rate).wait_for(ahead + n)
-                && Instant::now() + wait > deadline
-            {
-                return Err(ProposeError::Overloaded(wait.clamp(MIN_RETRY, MAX_RETRY)));
-            }
-            if class == Priority::Ordinary
-                && let Some(sojourn) = s.sojourn.above(s.cfg.target_latency)
-            {
-                return Err(ProposeError::Overloaded(sojourn.clamp(MIN_RETRY, MAX_RETRY)));
-            }
+            admit_to_queue(&s.cfg, s.shard, &state, class, n, deadline, Instant::now())
+                .map_err(ProposeError::Overloaded)?;
             let p = Pending {
                 complaints,
                 bytes,
@@ -425,7 +390,7 @@ async fn propose(raft: Raft, batch: Vec<Pending>) -> usize {
 fn clone_err(e: &ProposeError) -> ProposeError {
     match e {
         ProposeError::NotLeader(f) => ProposeError::NotLeader(f.clone()),
-        ProposeError::Overloaded(d) => ProposeError::Overloaded(*d),
+        ProposeError::Overloaded(r) => ProposeError::Overloaded(r.clone()),
         ProposeError::Expired => ProposeError::Expired,
         ProposeError::Stopped(s) => ProposeError::Stopped(s.clone()),
         ProposeError::Other(s) => ProposeError::Other(s.clone()),

@@ -15,12 +15,12 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 
 use crate::convert::now_millis;
-use crate::router::Router;
+use crate::registry::Registry;
 
 /// Runs until `stop` fires.
 pub async fn run(
     node: NodeId,
-    router: Router,
+    registry: Registry,
     retention: Duration,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
@@ -33,7 +33,7 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         let before = now_millis().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        for (shard, raft) in router.groups().all() {
+        for (shard, raft) in registry.groups().all() {
             if shard == META_GROUP || raft.metrics().borrow_watched().current_leader != Some(node) {
                 continue;
             }

@@ -93,7 +93,7 @@ impl Default for AdmissionConfig {
             per_connection: 2048,
             max_in_flight: 1,
             max_batch_items: intake_core::ticket_id::MAX_ITEMS_PER_ENTRY,
-            max_batch_bytes: crate::intake_service::MAX_ENTRY_COMPLAINT_BYTES,
+            max_batch_bytes: crate::limits::MAX_ENTRY_COMPLAINT_BYTES,
             linger: Duration::from_micros(2000),
             target_latency: Duration::from_millis(200),
             max_runtime_lag: Duration::from_millis(100),

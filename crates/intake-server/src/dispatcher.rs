@@ -12,62 +12,28 @@
 //! so nothing is skipped and nothing is held in memory.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use intake_core::{Command, CommandResponse, DispatchCursor, DispatchState, META_GROUP, Ticket};
 use intake_proto::dispatch::v1 as dpb;
 use intake_proto::dispatch::v1::dispatch_service_client::DispatchServiceClient;
 use intake_storage::{NodeId, Raft, ShardId, StateMachine};
 use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
+use parking_lot::Mutex;
 use rand::Rng;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::DispatchConfig;
 use crate::convert::{now_millis, ticket_to_dispatch};
-use crate::router::Router;
+use crate::dispatch_board::DispatchBoard;
+use crate::registry::Registry;
 
 /// How often an idle or following task looks again. A caught-up leader also
 /// wakes on every applied entry.
 const IDLE_POLL: Duration = Duration::from_millis(200);
-
-/// What this node's dispatch tasks report about the shards they lead, for
-/// `ClusterStatus`.
-#[derive(Clone, Default)]
-pub struct DispatchBoard {
-    shards: Arc<DashMap<ShardId, ShardReport>>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct ShardReport {
-    /// Failed `Deliver` calls while this node led the shard.
-    pub failures: u64,
-    /// "delivering", "caught up", "backing off: ...", "no downstream
-    /// configured", or "" when this node does not lead the shard.
-    pub state: String,
-}
-
-impl DispatchBoard {
-    pub fn report(&self, shard: ShardId) -> ShardReport {
-        self.shards
-            .get(&shard)
-            .map(|r| r.value().clone())
-            .unwrap_or_default()
-    }
-
-    fn set_state(&self, shard: ShardId, state: impl Into<String>) {
-        self.shards.entry(shard).or_default().state = state.into();
-    }
-
-    fn failed(&self, shard: ShardId, why: String) {
-        let mut r = self.shards.entry(shard).or_default();
-        r.failures += 1;
-        r.state = format!("backing off: {why}");
-    }
-}
 
 /// Lag of a shard as its replica here sees it: tickets not yet acknowledged
 /// downstream, and the age in seconds of the oldest of them. A storage error
@@ -102,7 +68,7 @@ fn age_seconds(accepted_at: i64) -> f64 {
 /// task, including shards added later. Returns at once.
 pub fn spawn(
     node: NodeId,
-    router: Router,
+    registry: Registry,
     cfg: DispatchConfig,
     board: DispatchBoard,
     stop: watch::Receiver<bool>,
@@ -121,12 +87,12 @@ pub fn spawn(
         },
         None => None,
     };
-    tokio::spawn(supervise(node, router, cfg, client, board, stop));
+    tokio::spawn(supervise(node, registry, cfg, client, board, stop));
 }
 
 async fn supervise(
     node: NodeId,
-    router: Router,
+    registry: Registry,
     cfg: DispatchConfig,
     client: Option<DispatchServiceClient<Channel>>,
     board: DispatchBoard,
@@ -134,17 +100,14 @@ async fn supervise(
 ) {
     let running: Arc<Mutex<HashSet<ShardId>>> = Default::default();
     loop {
-        for (shard, raft) in router.groups().all() {
+        for (shard, raft) in registry.groups().all() {
             if shard == META_GROUP {
                 continue;
             }
-            let Some(sm) = router.state_machine(shard) else {
+            let Some(sm) = registry.state_machine(shard) else {
                 continue;
             };
-            let fresh = match running.lock() {
-                Ok(mut r) => r.insert(shard),
-                Err(poisoned) => poisoned.into_inner().insert(shard),
-            };
+            let fresh = running.lock().insert(shard);
             if fresh {
                 let task = ShardTask {
                     node,
@@ -158,10 +121,7 @@ async fn supervise(
                 let (running, stop) = (running.clone(), stop.clone());
                 tokio::spawn(async move {
                     task.run(stop).await;
-                    match running.lock() {
-                        Ok(mut r) => r.remove(&shard),
-                        Err(poisoned) => poisoned.into_inner().remove(&shard),
-                    };
+                    running.lock().remove(&shard);
                 });
             }
         }

@@ -1,10 +1,14 @@
 //! An Intake node: storage, Raft groups, and the gRPC door they sit behind.
 //!
-//! A complaint flows: [`intake_service`] validates it → [`router`] picks its
-//! shard and either proposes it to the local leader or forwards it to the
-//! leader's node → the state machine applies it and answers with the ticket.
+//! A complaint flows: [`intake_service`] validates it and asks [`admission`]
+//! whether to take it → [`router`] picks its shard (the [`registry`] knows
+//! which are here) and either proposes it through the local leader's
+//! [`batcher`] or forwards it to the leader's node → the state machine
+//! applies it and answers with the ticket. Errors on the way are
+//! [`RequestError`]s, turned into gRPC statuses at the door.
 
 pub mod admin_service;
+pub mod admission;
 pub mod arrival;
 pub mod bad_frames;
 pub mod batcher;
@@ -12,21 +16,18 @@ pub mod compaction;
 pub mod config;
 pub mod convert;
 pub mod deadline;
+pub mod dispatch_board;
 pub mod dispatcher;
-pub mod errors;
+pub mod error;
 pub mod intake_service;
-pub mod lag;
-pub mod latency;
+pub mod limits;
 pub mod meta;
 pub mod node;
 pub mod observe;
+pub mod registry;
 pub mod router;
-pub mod slowness;
-pub mod streak;
 
 pub use config::{AdmissionConfig, NodeConfig, RaftTuning};
+pub use error::RequestError;
+pub use intake_proto::wire::HOPS_HEADER;
 pub use node::{Node, NodeError};
-
-/// Metadata key counting the nodes a request was forwarded through, so a
-/// stale view of leaders can never bounce a request around the cluster.
-pub const HOPS_HEADER: &str = "x-intake-hops";

@@ -11,26 +11,26 @@ use std::time::Duration;
 use intake_core::{Command, META_GROUP};
 use tokio::sync::watch;
 
-use crate::router::Router;
+use crate::registry::Registry;
 
-pub async fn publish_and_follow(router: Router, mut stop: watch::Receiver<bool>) {
+pub async fn publish_and_follow(registry: Registry, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let (Some(raft), Some(sm)) = (router.raft(META_GROUP), router.state_machine(META_GROUP)) else {
+        let (Some(raft), Some(sm)) = (registry.raft(META_GROUP), registry.state_machine(META_GROUP)) else {
             return;
         };
         match sm.cluster_map() {
             Ok(Some(map)) => {
-                if router.update_map(map) {
-                    tracing::info!(version = router.map().version, "cluster map updated");
+                if registry.update_map(map) {
+                    tracing::info!(version = registry.map().version, "cluster map updated");
                 }
             }
             Ok(None) if raft.is_leader() => {
-                let map = (*router.map()).clone();
+                let map = (*registry.map()).clone();
                 match raft.client_write(Command::SetClusterMap(map)).await {
                     Ok(_) => tracing::info!("cluster map committed to the meta group"),
                     Err(e) => tracing::debug!(error = %e, "committing the cluster map failed; will retry"),

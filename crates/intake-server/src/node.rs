@@ -18,11 +18,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin_service::AdminServiceImpl;
+use crate::admission::Admission;
+use crate::admission::lag::RuntimeLag;
 use crate::config::NodeConfig;
 use crate::intake_service::IntakeServiceImpl;
-use crate::lag::RuntimeLag;
 use crate::meta;
 use crate::observe;
+use crate::registry::Registry;
 use crate::router::Router;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,7 @@ pub struct Node {
     addr: String,
     groups: Groups,
     storage: NodeStorage,
-    router: Router,
+    registry: Registry,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -93,13 +95,7 @@ impl Node {
         let map = load_or_bootstrap_map(&storage, &cfg).await?;
         let peers = PeerPool::new();
         let groups = Groups::default();
-        let router = Router::new(
-            cfg.node_id,
-            groups.clone(),
-            peers.clone(),
-            map.clone(),
-            cfg.admission.clone(),
-        );
+        let registry = Registry::new(cfg.node_id, groups.clone(), map.clone());
         let mut hosted: Vec<ShardId> = map.shards_on(cfg.node_id);
         if map.meta_voters.contains(&cfg.node_id) {
             hosted.push(META_GROUP);
@@ -112,7 +108,7 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
             groups.insert(*shard, raft.clone());
-            router.add_shard(*shard, sm, raft);
+            registry.add_shard(*shard, sm, raft, &cfg.admission);
         }
 
         let listener = TcpListener::bind(cfg.listen)
@@ -122,18 +118,12 @@ impl Node {
                 source,
             })?;
         let (stop, stop_rx) = watch::channel(false);
-        let districts = Arc::new(cfg.districts.clone());
-        let server = serve(
-            &cfg,
-            listener,
-            &groups,
-            &storage,
-            &router,
-            &peers,
-            districts,
-            stop_rx.clone(),
-        )
-        .await?;
+        let admission = Arc::new(Admission::new(
+            cfg.admission.clone(),
+            RuntimeLag::start(stop_rx.clone()),
+        ));
+        let router = Router::new(registry.clone(), peers.clone(), admission.clone());
+        let server = serve(&cfg, listener, &storage, &router, admission, stop_rx.clone()).await?;
 
         let stop_tasks = stop_rx.clone();
         for shard in &hosted {
@@ -151,17 +141,17 @@ impl Node {
                 ));
             }
         }
-        tokio::spawn(meta::publish_and_follow(router.clone(), stop_tasks.clone()));
+        tokio::spawn(meta::publish_and_follow(registry.clone(), stop_tasks.clone()));
         crate::dispatcher::spawn(
             cfg.node_id,
-            router.clone(),
+            registry.clone(),
             cfg.dispatch.clone(),
-            router.dispatch_board().clone(),
+            registry.dispatch_board().clone(),
             stop_tasks.clone(),
         );
         tokio::spawn(crate::compaction::run(
             cfg.node_id,
-            router.clone(),
+            registry.clone(),
             cfg.key_retention,
             cfg.compaction_interval,
             stop_tasks.clone(),
@@ -173,7 +163,7 @@ impl Node {
             cfg.node_id,
             groups.clone(),
             storage.clone(),
-            router.clone(),
+            registry.clone(),
             stop_rx,
         ));
         tracing::info!(node = cfg.node_id, addr = %cfg.advertise, "node started");
@@ -182,7 +172,7 @@ impl Node {
             addr: cfg.advertise.clone(),
             groups,
             storage,
-            router,
+            registry,
             stop,
             server,
         })
@@ -200,8 +190,9 @@ impl Node {
         self.groups.get(shard)
     }
 
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// The shards hosted here and the cluster map.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn storage(&self) -> &NodeStorage {
@@ -318,15 +309,12 @@ async fn initialize_if_new(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn serve(
     cfg: &NodeConfig,
     listener: TcpListener,
-    groups: &Groups,
     storage: &NodeStorage,
     router: &Router,
-    peers: &PeerPool,
-    districts: Arc<intake_core::DistrictTable>,
+    admission: Arc<Admission>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -340,15 +328,15 @@ async fn serve(
         .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
     let intake = IntakeServiceImpl::new(
         router.clone(),
-        districts.clone(),
+        admission,
+        Arc::new(cfg.districts.clone()),
         Arc::new(cfg.categories.clone()),
         cfg.limits.clone(),
         cfg.submit_timeout,
-        &cfg.admission,
-        RuntimeLag::start(stop.clone()),
     );
-    let admin = AdminServiceImpl::new(cfg.node_id, router.clone(), peers.clone());
-    let transport = RaftTransportService::new(groups.clone(), storage.clone(), stop.clone());
+    let registry = router.registry();
+    let admin = AdminServiceImpl::new(cfg.node_id, registry.clone(), router.peers().clone());
+    let transport = RaftTransportService::new(registry.groups().clone(), storage.clone(), stop.clone());
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // A bound per connection, shed (RESOURCE_EXHAUSTED) rather than

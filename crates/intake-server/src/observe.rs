@@ -12,7 +12,6 @@ use intake_cluster::Groups;
 use intake_storage::{NodeId, NodeStorage};
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use tonic::Status;
 
 /// Submissions refused with RESOURCE_EXHAUSTED by any node of this process
 /// (forwarded ones count on each node that answered them): for `intake
@@ -24,20 +23,19 @@ pub fn shed_total() -> u64 {
 }
 
 /// Counts one submission by outcome and records its latency.
-pub fn record_submit<T>(result: &Result<T, Status>, started: std::time::Instant) {
-    if matches!(result, Err(s) if s.code() == tonic::Code::ResourceExhausted) {
+pub fn record_submit(failed: Option<tonic::Code>, started: std::time::Instant) {
+    use tonic::Code;
+    if failed == Some(Code::ResourceExhausted) {
         SHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let outcome = match result {
-        Ok(_) => "accepted",
-        Err(s) => match s.code() {
-            tonic::Code::InvalidArgument => "invalid",
-            tonic::Code::AlreadyExists => "conflict",
-            tonic::Code::ResourceExhausted => "shed",
-            tonic::Code::Unavailable => "unavailable",
-            tonic::Code::DeadlineExceeded => "deadline",
-            _ => "error",
-        },
+    let outcome = match failed {
+        None => "accepted",
+        Some(Code::InvalidArgument) => "invalid",
+        Some(Code::AlreadyExists) => "conflict",
+        Some(Code::ResourceExhausted) => "shed",
+        Some(Code::Unavailable) => "unavailable",
+        Some(Code::DeadlineExceeded) => "deadline",
+        Some(_) => "error",
     };
     metrics::counter!("intake_submit_total", "outcome" => outcome).increment(1);
     metrics::histogram!("intake_submit_duration_seconds").record(started.elapsed().as_secs_f64());
@@ -329,7 +327,7 @@ pub async fn report_loop(
     node: NodeId,
     groups: Groups,
     storage: NodeStorage,
-    router: crate::router::Router,
+    registry: crate::registry::Registry,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -350,7 +348,7 @@ pub async fn report_loop(
             let leads = m.current_leader == Some(node);
             metrics::gauge!("intake_raft_is_leader", &labels).set(if leads { 1.0 } else { 0.0 });
         }
-        for (shard, emergency, ordinary) in router.queues() {
+        for (shard, emergency, ordinary) in registry.queues() {
             let shard = shard.to_string();
             // Counters of rare events exist from the start, at zero, so
             // that `increase()` sees their first event (Prometheus practice).

@@ -1,6 +1,7 @@
 //! Refusals must end with the fault: once a killed leader's shard has a new
 //! leader, ordinary complaints are not refused as "answers too slowly"
 //! because earlier requests spent seconds waiting out the election.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

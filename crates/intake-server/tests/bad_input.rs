@@ -3,6 +3,7 @@
 //! explicit gRPC status, never INTERNAL, UNKNOWN or a reset stream; the meta
 //! group's log never grows from a public request; and afterwards the nodes
 //! are healthy and hold every complaint acknowledged before.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 // Not in `common`: other crates' tests include that module without h2.
@@ -475,7 +476,7 @@ async fn settle(c: &TestCluster, shards: u32) -> BTreeMap<u64, (Option<u64>, u64
     c.wait_shard_leader(META_GROUP, Duration::from_secs(30)).await;
     for _ in 0..200 {
         let all_have_map = c.nodes.values().all(|n| {
-            n.router()
+            n.registry()
                 .state_machine(META_GROUP)
                 .is_some_and(|sm| matches!(sm.cluster_map(), Ok(Some(_))))
         });

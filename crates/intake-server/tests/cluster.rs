@@ -1,6 +1,7 @@
 //! A three-node cluster in one process: acknowledged tickets survive the loss
 //! of the leader, restarts of one node and of the whole cluster, and retries
 //! never make a second ticket.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

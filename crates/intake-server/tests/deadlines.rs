@@ -5,6 +5,7 @@
 //! The calls go through a plain HTTP/2 client: tonic's own channel starts a
 //! timer from `grpc-timeout` and ends the call with CANCELLED itself, which
 //! would hide what the server answered.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

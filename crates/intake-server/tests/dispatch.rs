@@ -1,5 +1,6 @@
 //! Delivery to the downstream and status coming back, end to end: real
 //! nodes, the reference sink on a loopback port, real Raft.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

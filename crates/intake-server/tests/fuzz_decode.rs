@@ -4,6 +4,7 @@
 //! what decodes goes through the door's conversion and validation without
 //! panicking. Cases per property: 256 (proptest's default), more with
 //! `PROPTEST_CASES=N` (docs/fuzzing.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use intake_core::{DistrictTable, Limits, TicketId, validate_complaint};
 use intake_proto::codec::{WireMessage, decode_failure};

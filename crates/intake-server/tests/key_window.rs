@@ -1,6 +1,7 @@
 //! The idempotency window end to end: within it a retry returns the original
 //! ticket; after it the leader has compacted the key through the log, so the
 //! same key makes a new ticket, and the old ticket stays readable.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

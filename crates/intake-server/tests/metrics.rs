@@ -3,6 +3,7 @@
 //! recorded), complaints submitted so that every family the node exports
 //! appears, then the page fetched over HTTP: every family has HELP and TYPE,
 //! and `promtool check metrics` (when installed) finds nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

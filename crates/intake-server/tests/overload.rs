@@ -3,6 +3,7 @@
 //! deadline, refusals say when to retry, every acknowledgement is durable on
 //! every replica, and emergencies keep being admitted while ordinary
 //! complaints are shed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 
@@ -262,7 +263,7 @@ async fn a_lasting_surge_sends_ordinary_callers_away_for_longer() {
     assert!(
         refusals
             .iter()
-            .all(|(_, d)| *d <= intake_server::streak::MAX_DELAY)
+            .all(|(_, d)| *d <= intake_server::admission::delay::MAX_RETRY)
     );
     cluster.shutdown().await;
 }

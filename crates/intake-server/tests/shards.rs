@@ -1,5 +1,6 @@
 //! Five nodes, eight shards, in one process: placement, leader spread,
 //! routing from any node, status, and a node lost and restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 
@@ -49,7 +50,7 @@ async fn five_nodes_eight_shards() {
     assert!(leaders.len() >= 3, "shard leaders sit on {leaders:?}");
 
     // Every district, through every node; each lands on its district's shard.
-    let map = c.nodes[&1].router().map();
+    let map = c.nodes[&1].registry().map();
     let districts: Vec<String> = DistrictTable::beijing().iter().map(|d| d.code.clone()).collect();
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     for round in 0..2u64 {
@@ -115,7 +116,7 @@ async fn five_nodes_eight_shards() {
 
     // It comes back and catches up on every shard it holds.
     c.start_node(2).await;
-    let mine = c.nodes[&2].router().map().shards_on(2);
+    let mine = c.nodes[&2].registry().map().shards_on(2);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut client = c.client(2).await;
     for (key, ticket) in &acked {

@@ -1,5 +1,6 @@
 //! Bad input gets INVALID_ARGUMENT with a field violation naming the field,
 //! and in a batch only the bad items fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

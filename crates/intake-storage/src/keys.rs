@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ShardId;
-use crate::node_storage::StorageError;
+use crate::error::StorageError;
 
 /// Node-wide metadata (node id, cluster config) that outlives any shard.
 pub const NODE_TREE: &str = "node";
@@ -87,6 +87,18 @@ pub fn history_key(id: &TicketId) -> [u8; 10] {
 
 /// The shard's replicated delivery state (`DispatchState`).
 pub const DISPATCH_PREFIX: u8 = b'd';
+
+/// Every kind of record a shard's state holds, and so every kind a snapshot
+/// carries and an installed snapshot replaces: the one list, so that a new
+/// kind cannot be added to one side and vanish on the other.
+pub const SNAPSHOT_PREFIXES: [u8; 6] = [
+    TICKET_PREFIX,
+    IDEM_PREFIX,
+    AGE_PREFIX,
+    CLUSTER_PREFIX,
+    HISTORY_PREFIX,
+    DISPATCH_PREFIX,
+];
 pub const DISPATCH_KEY: &[u8] = b"dstate";
 
 /// The first ticket key at or after `cursor` (item 256 is the next entry's

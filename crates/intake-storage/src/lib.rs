@@ -12,6 +12,7 @@
 //! sled's own `flush` ends in `sync_file_range` on Linux, which is not durable
 //! across power loss, so no IO is reported complete before our own `fdatasync`.
 
+mod error;
 mod flusher;
 mod keys;
 mod log_store;
@@ -21,9 +22,10 @@ pub mod raftlog;
 mod snapshot;
 mod state_machine;
 
+pub use error::StorageError;
 pub use flusher::{FlushStats, Flusher};
 pub use log_store::{LogStore, MAX_ENTRY_BYTES};
-pub use node_storage::{NodeStorage, SEGMENT_SIZE_BYTES, StorageConfig, StorageError};
+pub use node_storage::{NodeStorage, SEGMENT_SIZE_BYTES, StorageConfig};
 pub use snapshot::{MAX_SNAPSHOT_BYTES, SnapshotWriter};
 pub use state_machine::StateMachine;
 

@@ -16,8 +16,8 @@ use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
+use crate::error::StorageError;
 use crate::keys;
-use crate::node_storage::StorageError;
 use crate::raftlog::{LogEngine, MetaKind, Op};
 use crate::{ShardId, TypeConfig};
 

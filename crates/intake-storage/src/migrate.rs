@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use crate::ShardId;
+use crate::error::StorageError;
 use crate::keys;
-use crate::node_storage::StorageError;
 use crate::raftlog::{LogEngine, MetaKind, Op};
 
 const LOG_TREE_PREFIX: &str = "log.";

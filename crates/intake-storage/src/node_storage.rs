@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ShardId;
+use crate::error::StorageError;
 use crate::flusher::Flusher;
 use crate::keys;
 use crate::log_store::LogStore;
 use crate::raftlog::LogEngine;
-use crate::snapshot::{self, SnapshotWriter};
+use crate::snapshot::{self, SnapshotHome, SnapshotWriter};
 use crate::state_machine::StateMachine;
 
 /// sled's segment size, shared with the outbox (see `intake_disk`).
@@ -39,40 +40,6 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("opening sled: {0}")]
-    Open(#[from] intake_disk::SledOpenError),
-    #[error("storage io: {0}")]
-    Io(#[from] io::Error),
-    #[error("stored {what} does not decode: {source}")]
-    Decode {
-        what: &'static str,
-        source: postcard::Error,
-    },
-    #[error("value does not encode: {source}")]
-    Encode { source: postcard::Error },
-    #[error("NodeStorage::open must be called inside a tokio runtime")]
-    NoRuntime,
-    #[error(transparent)]
-    Log(#[from] crate::raftlog::LogEngineError),
-}
-
-/// openraft's storage traits speak `io::Error`.
-impl From<StorageError> for io::Error {
-    fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::Io(e) => e,
-            StorageError::Decode { .. } | StorageError::Encode { .. } => {
-                io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-            }
-            other => io::Error::other(other.to_string()),
-        }
-    }
-}
-
 struct Inner {
     db: sled::Db,
     log: LogEngine,
@@ -81,7 +48,7 @@ struct Inner {
     node_tree: sled::Tree,
     /// Makes snapshot file names unique; seeded from the clock so that names
     /// do not repeat across restarts.
-    snapshot_seq: AtomicU64,
+    snapshot_seq: Arc<AtomicU64>,
 }
 
 /// The node's storage. Cheap to clone.
@@ -123,7 +90,7 @@ impl NodeStorage {
                 dir: cfg.dir,
                 flusher,
                 node_tree,
-                snapshot_seq: AtomicU64::new(seed),
+                snapshot_seq: Arc::new(AtomicU64::new(seed)),
             }),
         })
     }
@@ -142,7 +109,12 @@ impl NodeStorage {
     pub fn state_machine(&self, shard: ShardId) -> Result<StateMachine, StorageError> {
         let tree = self.inner.db.open_tree(keys::sm_tree(shard))?;
         snapshot::create_dir_synced(&self.snapshot_dir(shard))?;
-        let sm = StateMachine::new(shard, tree, self.clone());
+        let home = SnapshotHome {
+            dir: self.snapshot_dir(shard),
+            seq: self.inner.snapshot_seq.clone(),
+            flusher: self.inner.flusher.clone(),
+        };
+        let sm = StateMachine::new(shard, tree, home);
         sm.recover()?;
         Ok(sm)
     }
@@ -226,7 +198,7 @@ impl NodeStorage {
             .join(shard.to_string())
     }
 
-    pub(crate) fn next_snapshot_seq(&self) -> u64 {
+    fn next_snapshot_seq(&self) -> u64 {
         self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed)
     }
 }

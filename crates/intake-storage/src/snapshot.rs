@@ -18,11 +18,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use intake_core::{DispatchState, StatusEvent, Ticket, TicketId};
 use tokio::io::AsyncWriteExt;
 
 use crate::SnapshotData;
+use crate::flusher::Flusher;
 use crate::keys;
 
 pub const SNAPSHOT_DIR: &str = "snapshots";
@@ -106,14 +109,7 @@ pub(crate) fn write_file(tree: &sled::Tree, has_state: bool, dir: &Path, id: &st
     // The caller holds the state machine's apply lock, so the tree does not
     // change during the scan and every record belongs to the applied state.
     if has_state {
-        for prefix in [
-            keys::TICKET_PREFIX,
-            keys::IDEM_PREFIX,
-            keys::AGE_PREFIX,
-            keys::CLUSTER_PREFIX,
-            keys::HISTORY_PREFIX,
-            keys::DISPATCH_PREFIX,
-        ] {
+        for prefix in keys::SNAPSHOT_PREFIXES {
             for kv in tree.scan_prefix([prefix]) {
                 let (k, v) = kv.map_err(io::Error::other)?;
                 w.record(&k, &v)?;
@@ -370,6 +366,24 @@ impl Drop for SnapshotWriter {
         if self.file.is_some() {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+/// What a shard's state machine needs of the node to make and install
+/// snapshots: its snapshot directory, unique file names, and sled's group
+/// commit. Handed over by the node's storage, so the state machine need not
+/// know it.
+#[derive(Clone)]
+pub struct SnapshotHome {
+    pub dir: PathBuf,
+    /// Makes snapshot file names unique across the node's shards.
+    pub seq: Arc<AtomicU64>,
+    pub flusher: Flusher,
+}
+
+impl SnapshotHome {
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
     }
 }
 

@@ -21,8 +21,9 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
+use crate::error::StorageError;
 use crate::keys::{self, SM_SNAPSHOT, SM_STATE};
-use crate::node_storage::{NodeStorage, StorageError};
+use crate::snapshot::SnapshotHome;
 use crate::{ShardId, SnapshotData, TypeConfig, snapshot};
 
 type LogId = LogIdOf<TypeConfig>;
@@ -50,7 +51,7 @@ pub(crate) struct SnapshotRecord {
 pub struct StateMachine {
     shard: ShardId,
     pub(crate) tree: sled::Tree,
-    node: NodeStorage,
+    home: SnapshotHome,
     /// Serialises snapshot builds and installs of this shard, so an older
     /// build can never overwrite the record of a newer install.
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
@@ -69,11 +70,11 @@ impl std::fmt::Debug for StateMachine {
 }
 
 impl StateMachine {
-    pub(crate) fn new(shard: ShardId, tree: sled::Tree, node: NodeStorage) -> Self {
+    pub(crate) fn new(shard: ShardId, tree: sled::Tree, home: SnapshotHome) -> Self {
         Self {
             shard,
             tree,
-            node,
+            home,
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
             apply_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -500,7 +501,7 @@ impl StateMachine {
     /// partial or stale: reload it from the recorded file.
     pub(crate) fn recover(&self) -> Result<(), StorageError> {
         let record = self.read_snapshot_record()?;
-        let dir = self.node.snapshot_dir(self.shard);
+        let dir = self.home.dir.clone();
         if let Some(rec) = &record {
             let has_state = self.tree.contains_key(SM_STATE)?;
             let (applied, _) = self.read_state()?;
@@ -518,7 +519,7 @@ impl StateMachine {
     }
 
     fn open_snapshot(&self, rec: SnapshotRecord) -> io::Result<Snapshot> {
-        let path = snapshot::snap_path(&self.node.snapshot_dir(self.shard), &rec.id);
+        let path = snapshot::snap_path(&self.home.dir.clone(), &rec.id);
         let file = File::open(path)?;
         Ok(Snapshot {
             meta: rec.meta,
@@ -527,7 +528,7 @@ impl StateMachine {
     }
 
     fn snapshot_id(&self, last: Option<&LogId>) -> String {
-        let seq = self.node.next_snapshot_seq();
+        let seq = self.home.next_seq();
         match last {
             Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
             None => format!("0-0-{seq}"),
@@ -540,14 +541,7 @@ impl StateMachine {
 /// `recover` and redone.
 fn load_tree(tree: &sled::Tree, file: File, meta: &SnapshotMeta) -> Result<(), StorageError> {
     tree.remove(SM_STATE)?;
-    for prefix in [
-        keys::TICKET_PREFIX,
-        keys::IDEM_PREFIX,
-        keys::AGE_PREFIX,
-        keys::CLUSTER_PREFIX,
-        keys::HISTORY_PREFIX,
-        keys::DISPATCH_PREFIX,
-    ] {
+    for prefix in keys::SNAPSHOT_PREFIXES {
         let mut batch = sled::Batch::default();
         let mut n = 0usize;
         for k in tree.scan_prefix([prefix]).keys() {
@@ -589,7 +583,7 @@ impl StateMachine {
         snapshot: SnapshotData,
     ) -> io::Result<SnapshotRecord> {
         let id = self.snapshot_id(meta.last_log_id.as_ref());
-        let dir = self.node.snapshot_dir(self.shard);
+        let dir = self.home.dir.clone();
         let src = snapshot.into_std().await;
         let id2 = id.clone();
         tokio::task::spawn_blocking(move || snapshot::copy_validated(src, &dir, &id2))
@@ -602,13 +596,13 @@ impl StateMachine {
         self.tree
             .insert(SM_SNAPSHOT, keys::encode(&rec)?)
             .map_err(io::Error::other)?;
-        self.node.flusher().flush(0).await?;
+        self.home.flusher.flush(0).await?;
         Ok(rec)
     }
 
     /// Install, phase two: replaces the tree's data with the recorded file.
     async fn load_snapshot(&self, rec: SnapshotRecord) -> io::Result<()> {
-        let dir = self.node.snapshot_dir(self.shard);
+        let dir = self.home.dir.clone();
         let path = snapshot::snap_path(&dir, &rec.id);
         let (tree, meta) = (self.tree.clone(), rec.meta.clone());
         tokio::task::spawn_blocking(move || -> io::Result<()> {
@@ -616,7 +610,7 @@ impl StateMachine {
         })
         .await
         .map_err(join_error)??;
-        self.node.flusher().flush(0).await?;
+        self.home.flusher.flush(0).await?;
         snapshot::remove_others(&dir, Some(&rec.id))
     }
 }
@@ -631,7 +625,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let applying = Arc::clone(&self.apply_lock).lock_owned().await;
         let (applied, membership) = self.read_state()?;
         let id = self.snapshot_id(applied.as_ref());
-        let dir = self.node.snapshot_dir(self.shard);
+        let dir = self.home.dir.clone();
         let (tree, has_state, dir2, id2) = (self.tree.clone(), applied.is_some(), dir.clone(), id.clone());
         tokio::task::spawn_blocking(move || {
             let written = snapshot::write_file(&tree, has_state, &dir2, &id2);
@@ -651,7 +645,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .map_err(io::Error::other)?;
         // Durable before openraft purges the log this snapshot replaces; also
         // makes the tree durable up to the snapshot's applied id.
-        self.node.flusher().flush(0).await?;
+        self.home.flusher.flush(0).await?;
         // Old files go only after the new record is durable, so the record
         // on disk always names an existing file.
         let snapshot = self.open_snapshot(rec)?;

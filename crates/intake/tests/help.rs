@@ -1,6 +1,7 @@
 //! `intake start --help` as a user reads it: each flag's text under that
 //! flag. A doc comment placed above the wrong field once put `--cache-mb`'s
 //! text under `--dispatch` and left `--cache-mb` without any.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::process::Command;
 

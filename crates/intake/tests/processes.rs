@@ -1,6 +1,7 @@
 //! Real `intake` processes on loopback: the CLI contracts, kill -9 of the
 //! leader mid-stream, a restart that rejoins with its data, and a full-cluster
 //! restart that keeps every ticket.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Output, Stdio};

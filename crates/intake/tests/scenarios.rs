@@ -2,6 +2,7 @@
 //! itself (3 nodes and the reference sink on free loopback ports): with
 //! faults injected, nothing acknowledged may be lost or duplicated, in the
 //! cluster or at the sink, and the report must be written.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::path::Path;
 use std::process::Command;

@@ -12,6 +12,16 @@ use intake_proto::pb::intake_service_server::{IntakeService, IntakeServiceServer
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
+/// RESOURCE_EXHAUSTED asking for `SERVER_DELAY`, as a shedding node answers.
+fn at_capacity() -> Status {
+    intake_proto::wire::item_status(pb::ItemError {
+        code: Code::ResourceExhausted as i32,
+        message: "at capacity".into(),
+        field_violations: vec![],
+        retry_after_ms: SERVER_DELAY.as_millis() as u64,
+    })
+}
+
 /// A peer that is always at capacity, recording every attempt's key and time.
 #[derive(Clone, Default)]
 pub struct AlwaysFull {
@@ -35,11 +45,7 @@ impl IntakeService for AlwaysFull {
             .map(|c| c.idempotency_key)
             .unwrap_or_default();
         self.attempts.lock().unwrap().push((key, Instant::now()));
-        Err(intake_server::errors::with_retry(
-            Code::ResourceExhausted,
-            "at capacity",
-            SERVER_DELAY,
-        ))
+        Err(at_capacity())
     }
 
     async fn submit_batch(
@@ -52,11 +58,7 @@ impl IntakeService for AlwaysFull {
             .into_iter()
             .map(|c| c.idempotency_key);
         self.batches.lock().unwrap().push(keys.collect());
-        Err(intake_server::errors::with_retry(
-            Code::ResourceExhausted,
-            "at capacity",
-            SERVER_DELAY,
-        ))
+        Err(at_capacity())
     }
 
     async fn get_ticket(

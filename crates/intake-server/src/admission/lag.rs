@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::latency::FadingLatency;
+use super::latency::FadingLatency;
 
 const TICK: Duration = Duration::from_millis(20);
 /// Ticks whose median is recorded: three is the fewest that outvotes one
@@ -59,6 +59,17 @@ impl RuntimeLag {
     /// The smoothed lag, if above `limit`.
     pub fn above(&self, limit: Duration) -> Option<Duration> {
         self.lag.above(limit)
+    }
+
+    /// As [`RuntimeLag::above`], at `now`.
+    pub fn above_at(&self, limit: Duration, now: Instant) -> Option<Duration> {
+        self.lag.above_at(limit, now)
+    }
+
+    /// Records a measured lag, as the probe does; for tests of the rules.
+    #[cfg(test)]
+    pub(crate) fn record_at(&self, late: Duration, now: Instant) {
+        self.lag.record_at(late, now);
     }
 }
 

@@ -11,7 +11,7 @@
 //! the longer the refusals go on, the later ordinary callers are told to come
 //! back, up to [`MAX_DELAY`]; one quiet second ends the streak.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 /// A gap this long without a refusal ends a streak.
 const QUIET: Duration = Duration::from_secs(1);
 /// The longest delay a streak asks for (as the other refusals' caps).
-pub const MAX_DELAY: Duration = Duration::from_secs(10);
+pub use super::delay::MAX_RETRY as MAX_DELAY;
 
 #[derive(Debug, Default)]
 pub struct ShedStreak {
@@ -35,10 +35,7 @@ impl ShedStreak {
     /// together.
     pub fn refused(&self, now: Instant) -> Duration {
         let length = {
-            let mut span = self
-                .span
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut span = self.span.lock();
             let first = match *span {
                 Some((first, latest)) if now.saturating_duration_since(latest) < QUIET => first,
                 _ => now,

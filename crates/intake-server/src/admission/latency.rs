@@ -6,7 +6,7 @@
 //! complaints would be shed forever after a burst. Fading it (halving every
 //! second without news) lets traffic back in to be measured again.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -28,7 +28,7 @@ impl FadingLatency {
     /// `record` with the clock given, for callers that already read it and
     /// for tests.
     pub fn record_at(&self, sample: Duration, now: Instant) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         let current = s.map(|(v, at)| fade(v, now.duration_since(at)));
         let next = match current {
             Some(old) => old.mul_f64(1.0 - ALPHA) + sample.mul_f64(ALPHA),
@@ -44,7 +44,7 @@ impl FadingLatency {
 
     /// The estimate as of `now`.
     pub fn get_at(&self, now: Instant) -> Option<Duration> {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.state.lock();
         s.map(|(v, at)| fade(v, now.saturating_duration_since(at)))
     }
 
@@ -60,7 +60,7 @@ impl FadingLatency {
 
     /// Forgets every sample: what they measured no longer holds.
     pub fn reset(&self) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.state.lock() = None;
     }
 }
 

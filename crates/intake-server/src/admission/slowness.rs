@@ -18,7 +18,7 @@ use dashmap::DashMap;
 use intake_storage::{NodeId, ShardId};
 use tokio::time::Instant;
 
-use crate::latency::FadingLatency;
+use super::latency::FadingLatency;
 
 #[derive(Debug, Default)]
 pub struct ShardSlowness {
