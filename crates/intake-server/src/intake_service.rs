@@ -256,15 +256,12 @@ impl IntakeServiceImpl {
             }
             for group in entry_groups(items) {
                 let (idx, cs): (Vec<usize>, Vec<Complaint>) = group.into_iter().unzip();
+                let sent = Submission {
+                    deadline,
+                    ..call.submission(shard, cs, class)
+                };
                 let router = &self.router;
-                calls.push(async move {
-                    (
-                        idx,
-                        router
-                            .submit(shard, cs, class, call.hops, call.retry, deadline)
-                            .await,
-                    )
-                });
+                calls.push(async move { (idx, router.submit(sent).await) });
             }
         }
         for (idx, outcome) in join_all(calls).await {
