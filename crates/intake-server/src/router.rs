@@ -378,6 +378,15 @@ impl Router {
             return results;
         };
         let mut backoff = Duration::from_millis(20);
+        // An election takes a second or two; a node cut off from its peers
+        // (its replicas campaign in vain, or its leader's quorum lease has
+        // lapsed) would wait for one until the deadline, and its client would
+        // have no time left to try a live node. So waiting for a leader stops
+        // at half the time left, with UNAVAILABLE and RetryInfo.
+        let leader_wait = {
+            let now = Instant::now();
+            now + deadline.saturating_duration_since(now) / 2
+        };
         // A node that just answered UNAVAILABLE is not asked again in the
         // same round, when the replica names the same stale leader.
         let mut unreachable = None;
@@ -443,7 +452,7 @@ impl Router {
                 Next::Forward(..) | Next::Wait => {}
             }
             unreachable = None;
-            pause_for_leader(shard, deadline, &mut backoff).await?;
+            pause_for_leader(shard, leader_wait, &mut backoff).await?;
         }
     }
 
