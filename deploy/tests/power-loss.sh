@@ -48,9 +48,9 @@ LOAD_S=${LOAD_S:-20}
 OUTBOX_N=${OUTBOX_N:-400}
 OUTBOX_TEXT_BYTES=${OUTBOX_TEXT_BYTES:-8000}
 
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Every port of a run: nodes BASE+1.., metrics BASE+51.., sink BASE+99. A
-# port someone else serves on would put our load on their cluster.
+# shellcheck source=deploy/tests/lib.sh
+. deploy/tests/lib.sh
+# Every port of a run: nodes BASE+1.., metrics BASE+51.., sink BASE+99.
 ports_free() {
   local i
   for i in $(seq 1 "$NODES"); do
@@ -59,13 +59,7 @@ ports_free() {
   done
   ! port_taken $(($1 + 99))
 }
-if [[ -z ${BASE_PORT:-} ]]; then
-  for _ in $(seq 1 20); do
-    BASE_PORT=$((20000 + 100 * (RANDOM % 100)))
-    ports_free "$BASE_PORT" && break
-  done
-fi
-ports_free "$BASE_PORT" || { echo "ports $BASE_PORT+ are in use" >&2; exit 1; }
+pick_base_port 20000 ports_free
 SINK_PORT=$((BASE_PORT + 99))
 
 if ! command -v fusermount3 >/dev/null; then
@@ -97,11 +91,7 @@ cleanup() {
   for p in "${NODE_PID[@]}" "${OTHER_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for p in "${!MOUNT_PID[@]}"; do unmount "$p" || true; done
   { wait; } 2>/dev/null || true
-  if [[ ${KEEP:-0} == 1 || $FAILED != 0 ]]; then
-    echo "work directory kept: $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
+  remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -101,6 +101,9 @@ pub struct Engine {
     /// Shared by every request of the run, as one `intake-client` shares
     /// one among its calls; `None` retries whenever the deadline allows.
     budget: Option<RetryBudget>,
+    /// One attempt's limit (within the deadline), as `intake-client`'s
+    /// `attempt_timeout`; `None`: an attempt may take the whole deadline.
+    attempt_timeout: Option<Duration>,
     tally: Mutex<Tally>,
     latency: Mutex<Histogram<u64>>,
     start: Instant,
@@ -110,11 +113,25 @@ impl Engine {
     /// The clock of the run starts now: per-second series and fault times
     /// count from here.
     pub fn new(clients: Vec<IntakeServiceClient<Channel>>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
+        Self::with_attempt_timeout(clients, budget, None)
+    }
+
+    /// As [`Engine::new`], each attempt limited to `attempt_timeout`: a node
+    /// that lets one run out (paused, or cut off from its peers and waiting
+    /// on them) costs that part of the deadline, not all of it, and it (like
+    /// one that answers UNAVAILABLE) leaves the rotation until a probe finds
+    /// it answering, as a refusing node does.
+    pub fn with_attempt_timeout(
+        clients: Vec<IntakeServiceClient<Channel>>,
+        budget: Option<RetryBudgetConfig>,
+        attempt_timeout: Option<Duration>,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
             names: (0..clients.len()).map(|i| i.to_string()).collect(),
             health: EndpointHealth::new(),
             clients,
             budget: budget.map(RetryBudget::new),
+            attempt_timeout,
             tally: Mutex::new(Tally::default()),
             latency: Mutex::new(histogram()),
             start: Instant::now(),
@@ -358,11 +375,16 @@ impl Engine {
     ) -> Answers {
         let n = self.clients.len();
         for _ in 0..n {
-            self.health.sending(&self.names[at], Instant::now());
+            let sent = Instant::now();
+            self.health.sending(&self.names[at], sent);
             match self
                 .send(at, batch, complaints.clone(), deadline, previous_attempts)
                 .await
             {
+                Ok(answers) if self.ran_out(sent, &answers) => {
+                    self.health.refused(&self.names[at], Instant::now());
+                    return answers;
+                }
                 Ok(answers) => {
                     self.health.answered(&self.names[at]);
                     return answers;
@@ -379,11 +401,40 @@ impl Engine {
                     self.tally.lock().resent_unsent += 1;
                     at = next;
                 }
-                Err(status) => return self.failed(&status, complaints.len()),
+                Err(status) => {
+                    let answers = self.failed(&status, complaints.len());
+                    if self.ran_out(sent, &answers) {
+                        self.health.refused(&self.names[at], Instant::now());
+                    }
+                    return answers;
+                }
             }
         }
         let status = tonic::Status::unavailable("no endpoint took the connection");
         self.failed(&status, complaints.len())
+    }
+
+    /// With an attempt timeout, whether the node failed an attempt sent at
+    /// `sent` in a way that says it cannot serve now: it let the attempt run
+    /// out (stalled, or waiting on peers it cannot reach) or answered every
+    /// complaint UNAVAILABLE (it reaches no leader). Like intake-client's
+    /// suspects, such a node is passed over for a while, so that first
+    /// attempts go to nodes that serve and the retry budget is not spent on
+    /// the one that does not. Overload (RESOURCE_EXHAUSTED) is the
+    /// cluster's, not the node's, and does not count.
+    fn ran_out(&self, sent: Instant, answers: &Answers) -> bool {
+        let Some(t) = self.attempt_timeout else {
+            return false;
+        };
+        let timed_out = sent.elapsed() >= t && answers.iter().all(Result::is_err);
+        let unavailable = !answers.is_empty()
+            && answers.iter().all(|a| {
+                matches!(
+                    a,
+                    Err((Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _))
+                )
+            });
+        timed_out || unavailable
     }
 
     /// Every complaint's answer when the whole call failed with `status`.
@@ -407,14 +458,22 @@ impl Engine {
         previous_attempts: u32,
     ) -> Result<Answers, tonic::Status> {
         let mut client = self.clients[at].clone();
-        let timeout = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = self.attempt_timeout.map_or(left, |t| t.min(left));
+        // The gRPC deadline covers the server; this covers a call that never
+        // got onto a connection (tonic's timer starts later).
+        let local = timeout + Duration::from_millis(50);
+        let hung = || tonic::Status::deadline_exceeded(format!("no answer within {timeout:?}"));
         if !batch {
             let mut r = tonic::Request::new(pb::SubmitRequest {
                 complaint: complaints.pop(),
             });
             r.set_timeout(timeout);
             mark_retry(r.metadata_mut(), previous_attempts);
-            return match client.submit(r).await {
+            let answer = tokio::time::timeout(local, client.submit(r))
+                .await
+                .unwrap_or_else(|_| Err(hung()));
+            return match answer {
                 Ok(r) => Ok(vec![Ok(r.into_inner().ticket_id)]),
                 Err(s) if never_sent(&s) => Err(s),
                 Err(s) => Ok(self.failed(&s, 1)),
@@ -424,7 +483,10 @@ impl Engine {
         let mut r = tonic::Request::new(pb::SubmitBatchRequest { complaints });
         r.set_timeout(timeout);
         mark_retry(r.metadata_mut(), previous_attempts);
-        let r = client.submit_batch(r).await?;
+        let r = match tokio::time::timeout(local, client.submit_batch(r)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(hung()),
+        };
         let mut answers: Answers = r
             .into_inner()
             .results

@@ -54,6 +54,9 @@ pub struct RunOptions {
     /// The retry budget shared by the run's requests; `None` retries
     /// whenever the deadline and the phase's attempts allow.
     pub retry_budget: Option<RetryBudgetConfig>,
+    /// One attempt's limit within the deadline (`intake load
+    /// --attempt-timeout-ms`); `None`: the whole deadline.
+    pub attempt_timeout: Option<Duration>,
 }
 
 /// A finished run, verified.
@@ -188,7 +191,11 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         (_, Some(c)) => c.lock().await.endpoints(),
         (_, None) => Vec::new(),
     };
-    let engine = Engine::new(engine::clients(&endpoints)?, opts.retry_budget);
+    let engine = Engine::with_attempt_timeout(
+        engine::clients(&endpoints)?,
+        opts.retry_budget,
+        opts.attempt_timeout,
+    );
     let fault_task = cluster
         .as_ref()
         .map(|c| tokio::spawn(faults::run(scenario.faults.clone(), c.clone(), engine.start())));

@@ -229,6 +229,15 @@ impl Router {
     async fn submit_local(&self, batcher: &Batcher, sent: &Submission, attempt: &mut Instant) -> Answers {
         let shard = sent.shard;
         let mut backoff = Duration::from_millis(20);
+        // An election takes a second or two; a node cut off from its peers
+        // (its replicas campaign in vain, or its leader's quorum lease has
+        // lapsed) would wait for one until the deadline, and its client would
+        // have no time left to try a live node. So waiting for a leader stops
+        // at half the time left, with UNAVAILABLE and RetryInfo.
+        let leader_wait = {
+            let now = Instant::now();
+            now + sent.deadline.saturating_duration_since(now) / 2
+        };
         // A node that just proved unreachable is not asked again in the
         // same round, when the replica names the same stale leader.
         let mut unreachable = None;
@@ -263,7 +272,7 @@ impl Router {
                 _ => {}
             }
             unreachable = None;
-            pause_for_leader(shard, sent.deadline, &mut backoff).await?;
+            pause_for_leader(shard, leader_wait, &mut backoff).await?;
         }
     }
 

@@ -40,6 +40,8 @@ enum Command {
     Load(cmd::load::LoadArgs),
     /// Run the reference downstream dispatch sink.
     Sink(cmd::sink::SinkArgs),
+    /// Exit 0 only if a node serves (the container healthcheck).
+    Health(cmd::health::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd::status::run(a).await,
             Command::Load(a) => cmd::load::run(a).await,
             Command::Sink(a) => cmd::sink::run(a).await,
+            Command::Health(a) => cmd::health::run(a).await,
         }
     });
     match result {

@@ -94,6 +94,13 @@ pub struct LoadArgs {
     /// without a budget do: the retry storm a surge brings.
     #[arg(long, conflicts_with = "retry_budget")]
     no_retry_budget: bool,
+    /// Give up on one attempt after this many milliseconds (within the
+    /// deadline) and send the next to another node, as intake-client's
+    /// attempt timeout does; a node that let an attempt run out, or answered
+    /// it UNAVAILABLE, leaves the rotation until a probe finds it answering.
+    /// Default: an attempt may take the whole deadline.
+    #[arg(long)]
+    attempt_timeout_ms: Option<u64>,
     /// Seconds to wait for the sink to have every ticket before checking it.
     #[arg(long, default_value_t = 120)]
     drain_timeout_s: u64,
@@ -166,6 +173,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 max_tokens: args.retry_budget,
                 ..RetryBudgetConfig::default()
             }),
+            attempt_timeout: args.attempt_timeout_ms.map(|ms| Duration::from_millis(ms.max(1))),
         },
     );
     // On Ctrl-C the run is dropped, and with it the spawned processes

@@ -1,5 +1,6 @@
 pub mod demo;
 pub mod get;
+pub mod health;
 pub mod load;
 pub mod signal;
 pub mod sink;

@@ -13,10 +13,10 @@ use intake_sink::{Sink, SinkOptions};
 #[derive(Args, Debug)]
 pub struct SinkArgs {
     /// Where to serve dispatch.v1.DispatchService, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:7100")]
+    #[arg(long, env = "INTAKE_SINK_LISTEN", default_value = "127.0.0.1:7100")]
     listen: String,
     /// The JSON-lines file of delivered tickets (created if absent).
-    #[arg(long)]
+    #[arg(long, env = "INTAKE_SINK_OUT")]
     out: PathBuf,
     /// For tests: share (0..1) of deliveries that fail part-way (a random
     /// prefix of the batch is accepted, the rest refused).
@@ -26,7 +26,7 @@ pub struct SinkArgs {
     #[arg(long, default_value_t = 0)]
     stall_ms: u64,
     /// Seconds between the `sink ...` counter lines on stdout (0: none).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "INTAKE_SINK_REPORT_EVERY", default_value_t = 5)]
     report_every: u64,
 }
 

@@ -21,10 +21,15 @@ pub struct StartArgs {
     /// This node's id (a positive integer, unique in the cluster).
     #[arg(long, env = "INTAKE_NODE_ID")]
     node_id: Option<u64>,
+    /// Take the node id from the host name as a Kubernetes StatefulSet names
+    /// its pods: `NAME-N` (first label) is node N+1, so `intake-0` is node 1.
+    #[arg(long, env = "INTAKE_NODE_ID_FROM_HOSTNAME", num_args = 0..=1, default_missing_value = "true")]
+    node_id_from_hostname: Option<bool>,
     /// Address to serve gRPC on (clients and peers). Default 127.0.0.1:7001.
     #[arg(long, env = "INTAKE_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Address others reach this node at, if not --listen (e.g. behind NAT).
+    /// Address others reach this node at. Default: this node's entry in
+    /// --initial-cluster, else --listen.
     #[arg(long, env = "INTAKE_ADVERTISE")]
     advertise: Option<String>,
     /// Directory for this node's data. Default ./intake-data/node-<id>.
@@ -97,6 +102,7 @@ pub struct StartArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     node_id: Option<u64>,
+    node_id_from_hostname: Option<bool>,
     listen: Option<SocketAddr>,
     advertise: Option<String>,
     data_dir: Option<PathBuf>,
@@ -196,7 +202,18 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
 /// but for reading the district and category files it names, so every value
 /// a config file can hold is checked here, with an error, never a panic.
 fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> {
-    let node_id = args.node_id.or(file.node_id).context("--node-id is required")?;
+    let node_id = match (
+        args.node_id.or(file.node_id),
+        args.node_id_from_hostname.or(file.node_id_from_hostname),
+    ) {
+        (Some(_), Some(true)) => bail!("give --node-id or --node-id-from-hostname, not both"),
+        (Some(id), _) => id,
+        (None, Some(true)) => {
+            let host = hostname().context("--node-id-from-hostname: cannot read the host name")?;
+            node_id_from_hostname(&host)?
+        }
+        (None, _) => bail!("--node-id is required"),
+    };
     if node_id == 0 {
         bail!("--node-id must be a positive integer");
     }
@@ -204,18 +221,23 @@ fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> 
         .listen
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001)));
-    let advertise = args
-        .advertise
-        .or(file.advertise)
-        .unwrap_or_else(|| listen.to_string());
     let data_dir = args
         .data_dir
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(format!("intake-data/node-{node_id}")));
-    let initial_cluster = match args.initial_cluster.or(file.initial_cluster) {
-        Some(s) => parse_initial_cluster(&s)?,
-        None => BTreeMap::from([(node_id, advertise.clone())]),
-    };
+    let initial = args
+        .initial_cluster
+        .or(file.initial_cluster)
+        .map(|s| parse_initial_cluster(&s))
+        .transpose()?;
+    // In a container the node listens on 0.0.0.0 and is reached by a name:
+    // the one --initial-cluster already gives it, so it need not be repeated.
+    let advertise = args
+        .advertise
+        .or(file.advertise)
+        .or_else(|| initial.as_ref().and_then(|m| m.get(&node_id).cloned()))
+        .unwrap_or_else(|| listen.to_string());
+    let initial_cluster = initial.unwrap_or_else(|| BTreeMap::from([(node_id, advertise.clone())]));
     if let Some(addr) = initial_cluster.get(&node_id)
         && *addr != advertise
     {
@@ -278,6 +300,28 @@ fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> 
         cfg.dispatch.target = Some(target);
     }
     Ok(cfg)
+}
+
+/// This host's name: `HOSTNAME` (Kubernetes sets it to the pod's name),
+/// else the kernel's.
+fn hostname() -> std::io::Result<String> {
+    match std::env::var("HOSTNAME") {
+        Ok(h) if !h.trim().is_empty() => Ok(h),
+        _ => std::fs::read_to_string("/proc/sys/kernel/hostname"),
+    }
+}
+
+/// `intake-2` (or `intake-2.intake.ns.svc`) is node 3: StatefulSet
+/// ordinals count from 0, node ids from 1.
+fn node_id_from_hostname(host: &str) -> anyhow::Result<u64> {
+    let first = host.trim().split('.').next().unwrap_or_default();
+    let ordinal = first
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .with_context(|| format!("host name {first:?} does not end in -ORDINAL (as StatefulSet pods' do)"))?;
+    ordinal
+        .checked_add(1)
+        .with_context(|| format!("host name {first:?}: ordinal too large"))
 }
 
 #[cfg(test)]
@@ -373,6 +417,36 @@ mod tests {
             let file: FileConfig = toml::from_str(text).expect(text);
             assert!(node_config(StartArgs::default(), file).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn node_id_comes_from_a_statefulset_pod_name() {
+        assert_eq!(node_id_from_hostname("intake-0").unwrap(), 1);
+        assert_eq!(node_id_from_hostname("intake-2.intake.default.svc\n").unwrap(), 3);
+        assert_eq!(node_id_from_hostname("my-intake-11").unwrap(), 12);
+        for bad in ["intake", "intake-", "intake-x", "", "-18446744073709551615"] {
+            assert!(node_id_from_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn advertise_defaults_to_the_nodes_initial_cluster_entry() {
+        let args = StartArgs {
+            node_id: Some(2),
+            listen: Some("0.0.0.0:7001".parse().unwrap()),
+            initial_cluster: Some("1=node1:7001,2=node2:7001".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            node_config(args, FileConfig::default()).unwrap().advertise,
+            "node2:7001"
+        );
+        let both = StartArgs {
+            node_id: Some(2),
+            node_id_from_hostname: Some(true),
+            ..Default::default()
+        };
+        assert!(node_config(both, FileConfig::default()).is_err());
     }
 
     #[test]
