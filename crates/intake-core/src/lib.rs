@@ -8,6 +8,7 @@ pub mod command;
 pub mod complaint;
 pub mod dispatch;
 pub mod district;
+pub mod incident;
 pub mod poisson;
 pub mod routing;
 pub mod status;
