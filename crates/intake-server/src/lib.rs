@@ -5,6 +5,7 @@
 //! leader's node → the state machine applies it and answers with the ticket.
 
 pub mod admin_service;
+pub mod alert_stream;
 pub mod arrival;
 pub mod bad_frames;
 pub mod batcher;
@@ -12,6 +13,7 @@ pub mod compaction;
 pub mod config;
 pub mod convert;
 pub mod deadline;
+pub mod dispatch_alerts;
 pub mod dispatcher;
 pub mod errors;
 pub mod intake_service;
@@ -20,9 +22,11 @@ pub mod latency;
 pub mod meta;
 pub mod node;
 pub mod observe;
+pub mod ops;
 pub mod router;
 pub mod slowness;
 pub mod streak;
+pub mod surge_watch;
 
 pub use config::{AdmissionConfig, NodeConfig, RaftTuning};
 pub use node::{Node, NodeError};

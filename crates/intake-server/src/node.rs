@@ -24,6 +24,7 @@ use crate::lag::RuntimeLag;
 use crate::meta;
 use crate::observe;
 use crate::router::Router;
+use crate::surge_watch::SurgeWatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -50,6 +51,7 @@ pub struct Node {
     groups: Groups,
     storage: NodeStorage,
     router: Router,
+    surges: SurgeWatch,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -75,6 +77,9 @@ impl Node {
             cache_capacity_bytes: cfg.cache_capacity_bytes,
         })?;
         check_identity(&storage, cfg.node_id).await?;
+        // Before any group starts, so the watch sees every apply.
+        let surges = SurgeWatch::new(&cfg.districts, &cfg.categories);
+        storage.set_apply_hook(Arc::new(surges.clone()));
 
         let raft_config = Arc::new(
             openraft::Config {
@@ -123,14 +128,20 @@ impl Node {
             })?;
         let (stop, stop_rx) = watch::channel(false);
         let districts = Arc::new(cfg.districts.clone());
+        let admin = Arc::new(AdminServiceImpl::new(
+            cfg.node_id,
+            router.clone(),
+            peers.clone(),
+            surges.clone(),
+        ));
         let server = serve(
             &cfg,
             listener,
             &groups,
             &storage,
             &router,
-            &peers,
             districts,
+            admin.clone(),
             stop_rx.clone(),
         )
         .await?;
@@ -166,8 +177,40 @@ impl Node {
             cfg.compaction_interval,
             stop_tasks.clone(),
         ));
+        if let Some(target) = cfg.dispatch.target.clone() {
+            tokio::spawn(crate::dispatch_alerts::run(
+                cfg.node_id,
+                router.clone(),
+                surges.clone(),
+                target,
+                cfg.dispatch.timeout,
+                stop_tasks.clone(),
+            ));
+        }
+        tokio::spawn(crate::surge_watch::run(
+            surges.clone(),
+            cfg.node_id,
+            router.clone(),
+            stop_tasks.clone(),
+        ));
         if let Some(http) = cfg.http {
-            observe::serve_metrics(http).map_err(|e| NodeError::Config(format!("--http {http}: {e}")))?;
+            let metrics =
+                observe::recorder().map_err(|e| NodeError::Config(format!("--http {http}: {e}")))?;
+            let listener = crate::ops::bind(http).await.map_err(|source| NodeError::Bind {
+                addr: http.to_string(),
+                source,
+            })?;
+            crate::ops::spawn(
+                listener,
+                crate::ops::OpsState {
+                    metrics,
+                    surges: surges.clone(),
+                    admin: admin.clone(),
+                    districts: Arc::new(cfg.districts.clone()),
+                    node_id: cfg.node_id,
+                },
+                stop_tasks.clone(),
+            );
         }
         tokio::spawn(observe::report_loop(
             cfg.node_id,
@@ -183,6 +226,7 @@ impl Node {
             groups,
             storage,
             router,
+            surges,
             stop,
             server,
         })
@@ -206,6 +250,11 @@ impl Node {
 
     pub fn storage(&self) -> &NodeStorage {
         &self.storage
+    }
+
+    /// The node's surge detector and its events.
+    pub fn surges(&self) -> &SurgeWatch {
+        &self.surges
     }
 
     /// Stops serving, stops every Raft group, then flushes and closes storage.
@@ -325,8 +374,8 @@ async fn serve(
     groups: &Groups,
     storage: &NodeStorage,
     router: &Router,
-    peers: &PeerPool,
     districts: Arc<intake_core::DistrictTable>,
+    admin: Arc<AdminServiceImpl>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -347,7 +396,6 @@ async fn serve(
         &cfg.admission,
         RuntimeLag::start(stop.clone()),
     );
-    let admin = AdminServiceImpl::new(cfg.node_id, router.clone(), peers.clone());
     let transport = RaftTransportService::new(groups.clone(), storage.clone(), stop.clone());
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -376,7 +424,7 @@ async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))
-        .add_service(AdminServiceServer::new(admin))
+        .add_service(AdminServiceServer::from_arc(admin))
         .add_service(
             RaftTransportServer::new(transport)
                 .max_decoding_message_size(64 * 1024 * 1024)

@@ -12,7 +12,9 @@
 //! sled's own `flush` ends in `sync_file_range` on Linux, which is not durable
 //! across power loss, so no IO is reported complete before our own `fdatasync`.
 
+mod apply_hook;
 mod flusher;
+mod incidents;
 mod keys;
 mod log_store;
 mod migrate;
@@ -21,7 +23,9 @@ pub mod raftlog;
 mod snapshot;
 mod state_machine;
 
+pub use apply_hook::ApplyHook;
 pub use flusher::{FlushStats, Flusher};
+pub use incidents::IncidentSummary;
 pub use log_store::{LogStore, MAX_ENTRY_BYTES};
 pub use node_storage::{NodeStorage, SEGMENT_SIZE_BYTES, StorageConfig, StorageError};
 pub use snapshot::{MAX_SNAPSHOT_BYTES, SnapshotWriter};

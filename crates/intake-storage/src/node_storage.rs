@@ -5,10 +5,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::ShardId;
+use crate::apply_hook::ApplyHook;
 use crate::flusher::Flusher;
 use crate::keys;
 use crate::log_store::LogStore;
@@ -82,6 +83,8 @@ struct Inner {
     /// Makes snapshot file names unique; seeded from the clock so that names
     /// do not repeat across restarts.
     snapshot_seq: AtomicU64,
+    /// Told of every ticket apply creates, once set.
+    apply_hook: OnceLock<Arc<dyn ApplyHook>>,
 }
 
 /// The node's storage. Cheap to clone.
@@ -124,8 +127,19 @@ impl NodeStorage {
                 flusher,
                 node_tree,
                 snapshot_seq: AtomicU64::new(seed),
+                apply_hook: OnceLock::new(),
             }),
         })
+    }
+
+    /// Sets the observer of created tickets (once; later calls are ignored).
+    /// Set it before the Raft groups start so it sees every apply.
+    pub fn set_apply_hook(&self, hook: Arc<dyn ApplyHook>) {
+        let _ = self.inner.apply_hook.set(hook);
+    }
+
+    pub(crate) fn apply_hook(&self) -> Option<&Arc<dyn ApplyHook>> {
+        self.inner.apply_hook.get()
     }
 
     pub fn dir(&self) -> &Path {

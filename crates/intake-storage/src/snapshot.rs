@@ -113,6 +113,9 @@ pub(crate) fn write_file(tree: &sled::Tree, has_state: bool, dir: &Path, id: &st
             keys::CLUSTER_PREFIX,
             keys::HISTORY_PREFIX,
             keys::DISPATCH_PREFIX,
+            crate::incidents::BAND_PREFIX,
+            crate::incidents::MEMBER_PREFIX,
+            crate::incidents::SUMMARY_PREFIX,
         ] {
             for kv in tree.scan_prefix([prefix]) {
                 let (k, v) = kv.map_err(io::Error::other)?;
@@ -228,7 +231,11 @@ fn check_record(key: &[u8], value: &[u8]) -> io::Result<()> {
             postcard::from_bytes::<DispatchState>(value)
                 .map_err(|e| invalid(format!("dispatch state record: {e}")))?;
         }
-        _ => return Err(invalid("snapshot holds a record of no known kind")),
+        _ => {
+            if !crate::incidents::check_record(key, value).map_err(invalid)? {
+                return Err(invalid("snapshot holds a record of no known kind"));
+            }
+        }
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
+use crate::incidents::{self, IncidentSummary};
 use crate::keys::{self, SM_SNAPSHOT, SM_STATE};
 use crate::node_storage::{NodeStorage, StorageError};
 use crate::{ShardId, SnapshotData, TypeConfig, snapshot};
@@ -147,6 +148,24 @@ impl StateMachine {
         }
     }
 
+    /// The incident a ticket was grouped into (its first ticket's id), once
+    /// the incident has two complaints.
+    pub fn incident_of(&self, id: &TicketId) -> Result<Option<TicketId>, StorageError> {
+        if id.shard != self.shard {
+            return Ok(None);
+        }
+        incidents::incident_of(&self.tree, id)
+    }
+
+    /// The `limit` largest incidents with a complaint since `since` (Unix ms).
+    pub fn largest_incidents(
+        &self,
+        since: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<IncidentSummary>, StorageError> {
+        incidents::largest_open(&self.tree, since, limit)
+    }
+
     /// A ticket's status changes, oldest first.
     pub fn ticket_history(&self, id: &TicketId) -> Result<Vec<StatusEvent>, StorageError> {
         if id.shard != self.shard {
@@ -245,6 +264,7 @@ impl StateMachine {
         accepted_at: i64,
         complaints: Vec<Complaint>,
         created: &mut HashMap<String, Ticket>,
+        incidents: &mut incidents::Overlay,
         batch: &mut sled::Batch,
     ) -> Result<Vec<SubmitOutcome>, StorageError> {
         let mut outcomes = Vec::with_capacity(complaints.len());
@@ -274,6 +294,10 @@ impl StateMachine {
             batch.insert(&keys::ticket_key(&id), keys::encode(&ticket)?);
             batch.insert(keys::idem_key(&key), keys::encode(&id)?);
             batch.insert(&keys::age_key(accepted_at, &id), key.as_bytes());
+            incidents::assign(&self.tree, incidents, &ticket, batch)?;
+            if let Some(hook) = self.node.apply_hook() {
+                hook.created(&ticket);
+            }
             created.insert(key, ticket);
             outcomes.push(SubmitOutcome::Created { id, accepted_at });
         }
@@ -407,6 +431,7 @@ impl StateMachine {
             accepted_at,
             complaints,
             &mut run.created,
+            &mut run.incidents,
             &mut run.batch,
         )?;
         run.new_tickets += created_count(&outcomes);
@@ -757,6 +782,7 @@ fn entry_complaints(entry: &Entry) -> usize {
 struct SubmitRun {
     batch: sled::Batch,
     created: HashMap<String, Ticket>,
+    incidents: incidents::Overlay,
     new_tickets: u64,
     last: Option<LogId>,
 }
