@@ -24,8 +24,8 @@
 //! early on is the plain average of what was seen. Three things keep it from
 //! crying wolf:
 //! - The city's own curve (night, morning peak) moves every district
-//!   together. The expected count is scaled by the median, over districts,
-//!   of now / baseline, so a city-wide rise is not a surge of each district;
+//!   together. The expected count is scaled by the upper quartile, over
+//!   districts, of now / baseline, so a city-wide rise is not a surge of each district;
 //!   a category's expectation is scaled by the rest of its district too, so
 //!   a district calling 6x about everything is one district surge, not ten
 //!   category surges.
@@ -66,8 +66,10 @@ pub struct SurgeConfig {
     pub alpha: f64,
     /// A surge is at least this many times its expected count...
     pub min_ratio: f64,
-    /// ...and at least this many complaints in the window.
+    /// ...and at least this many complaints in the window, for this many
+    /// evaluated seconds in a row (a failover's burst lasts one).
     pub min_count: u64,
+    pub raise_hold_s: u32,
     /// Below this many times the expectation a second counts as calm...
     pub clear_ratio: f64,
     /// ...and this many calm seconds in a row clear the surge.
@@ -93,6 +95,7 @@ impl Default for SurgeConfig {
             alpha: 1e-6,
             min_ratio: 3.0,
             min_count: 10,
+            raise_hold_s: 2,
             clear_ratio: 1.5,
             clear_hold_s: 10,
             prior_strength: 5.0,
@@ -186,6 +189,8 @@ pub struct SurgeDetector {
     base_time: f64,
     evaluated: Option<i64>,
     active: HashMap<CellKey, Active>,
+    /// Cells significant in the last evaluated second(s), not yet raised.
+    pending: HashMap<CellKey, u32>,
     rates: Vec<DistrictRate>,
 }
 
@@ -230,6 +235,7 @@ impl SurgeDetector {
             buckets: BTreeMap::new(),
             evaluated: None,
             active: HashMap::new(),
+            pending: HashMap::new(),
             rates: Vec::new(),
         }
     }
@@ -379,7 +385,11 @@ impl SurgeDetector {
                 if total > 0.0 { n / total } else { 1.0 / nc as f64 }
             })
             .collect();
-        // The city's curve: median of now / baseline over districts with data.
+        // The city's curve: the upper quartile of now / baseline over
+        // districts with data. Not the median: when a shard's leader fails
+        // over, its districts' counts pause for seconds and then arrive in
+        // a burst; with a third of the districts paused the median sank and
+        // every other district looked high (seen in rainstorm.toml).
         let mut ratios: Vec<f64> = (0..nd)
             .filter_map(|d| {
                 let mu = w * n_d[d] / t;
@@ -389,8 +399,7 @@ impl SurgeDetector {
         ratios.sort_by(f64::total_cmp);
         let k = match ratios.len() {
             0 => 1.0,
-            n if n % 2 == 1 => ratios[n / 2],
-            n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+            n => ratios[(3 * n / 4).min(n - 1)],
         };
         let m = self.cfg.prior_strength;
         let mut learn_cap = vec![0.0f64; self.base.len()];
@@ -454,7 +463,10 @@ impl SurgeDetector {
         let decay = (-1.0 / self.cfg.baseline_tau_s).exp();
         let now = self.buckets.get(&s);
         for d in 0..nd {
-            let district_surging = self.active.contains_key(&CellKey {
+            // Cells in surge, or significant and waiting to be raised, learn
+            // at most their expectation.
+            let held = |k: CellKey| self.active.contains_key(&k) || self.pending.contains_key(&k);
+            let district_surging = held(CellKey {
                 district: d,
                 category: None,
             });
@@ -462,7 +474,7 @@ impl SurgeDetector {
                 let i = d * nc + c;
                 let mut seen = now.map_or(0.0, |b| f64::from(b[i]));
                 if district_surging
-                    || self.active.contains_key(&CellKey {
+                    || held(CellKey {
                         district: d,
                         category: Some(c),
                     })
@@ -492,8 +504,17 @@ impl SurgeDetector {
             since: since * 1000,
             at: s * 1000,
         };
+        let held = if surging && !self.active.contains_key(&key) {
+            let n = self.pending.entry(key).or_insert(0);
+            *n += 1;
+            *n >= cfg.raise_hold_s
+        } else {
+            self.pending.remove(&key);
+            false
+        };
         match self.active.get_mut(&key) {
-            None if surging => {
+            None if held => {
+                self.pending.remove(&key);
                 self.active.insert(
                     key,
                     Active {

@@ -77,8 +77,12 @@ impl Node {
             cache_capacity_bytes: cfg.cache_capacity_bytes,
         })?;
         check_identity(&storage, cfg.node_id).await?;
-        // Before any group starts, so the watch sees every apply.
-        let surges = SurgeWatch::new(&cfg.districts, &cfg.categories);
+        // Before any group starts, so the watch sees every apply. A node
+        // restarted into a running cluster learns its baselines from
+        // whatever is happening then (perhaps a surge, or the backlog after
+        // one): it stays quiet for two minutes instead of the first 10 s.
+        let restarted = storage.get_meta(CLUSTER_MAP_KEY)?.is_some();
+        let surges = SurgeWatch::new(&cfg.districts, &cfg.categories, restarted);
         storage.set_apply_hook(Arc::new(surges.clone()));
 
         let raft_config = Arc::new(

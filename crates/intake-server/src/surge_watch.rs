@@ -21,6 +21,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::router::Router;
 
+/// Seconds of baseline a restarted node gathers before it alerts.
+const REJOIN_WARMUP_S: f64 = 120.0;
+
 /// Events kept for the dashboard's list of recent changes.
 const RECENT: usize = 64;
 
@@ -43,13 +46,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SurgeWatch {
-    pub fn new(districts: &DistrictTable, categories: &CategoryTable) -> Self {
+    /// `rejoined`: this node restarted into a running cluster (see `node.rs`).
+    pub fn new(districts: &DistrictTable, categories: &CategoryTable, rejoined: bool) -> Self {
         let names = categories
             .emergencies()
             .chain(categories.ordinary())
             .map(String::from);
+        let mut cfg = SurgeConfig::default();
+        if rejoined {
+            cfg.warmup_s = REJOIN_WARMUP_S;
+        }
         let detector = SurgeDetector::new(
-            SurgeConfig::default(),
+            cfg,
             districts.iter().map(|d| d.code.clone()),
             names,
         );
