@@ -56,11 +56,7 @@ impl SurgeWatch {
         if rejoined {
             cfg.warmup_s = REJOIN_WARMUP_S;
         }
-        let detector = SurgeDetector::new(
-            cfg,
-            districts.iter().map(|d| d.code.clone()),
-            names,
-        );
+        let detector = SurgeDetector::new(cfg, districts.iter().map(|d| d.code.clone()), names);
         let (events, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {

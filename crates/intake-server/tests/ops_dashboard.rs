@@ -14,11 +14,23 @@ use common::{TestCluster, complaint, fast_tuning, submit};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+fn progress(what: &str) {
+    println!("ops_dashboard: {what}");
+}
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// One WebDriver call over HTTP/1.1 (Connection: close); the JSON `value`.
+/// One WebDriver call over HTTP/1.1; the JSON `value`. The body is read by
+/// its Content-Length (chromedriver may keep the connection open), and the
+/// whole call is bounded.
 async fn wd(port: u16, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+    tokio::time::timeout(Duration::from_secs(60), wd_call(port, method, path, body))
+        .await
+        .map_err(|_| format!("{method} {path}: no answer in 60 s"))?
+}
+
+async fn wd_call(port: u16, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -28,15 +40,32 @@ async fn wd(port: u16, method: &str, path: &str, body: Option<Value>) -> Result<
         body.len()
     );
     s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out);
-    let (_, body) = text.split_once("\r\n\r\n").ok_or("no HTTP body")?;
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
-    if v["value"]["error"].is_string() {
-        return Err(v["value"].to_string());
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(len) = len
+                && buf.len() >= end + 4 + len
+            {
+                let text = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                let v: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+                if v["value"]["error"].is_string() {
+                    return Err(v["value"].to_string());
+                }
+                return Ok(v["value"].clone());
+            }
+        }
+        let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("connection closed: {}", String::from_utf8_lossy(&buf)));
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(v["value"].clone())
 }
 
 /// Runs `script` in the page; its return value.
@@ -88,6 +117,7 @@ async fn the_ops_page_shows_the_districts_and_a_surge_raised_during_the_test() {
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
+    progress("cluster up");
     let mut driver = tokio::process::Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -97,7 +127,10 @@ async fn the_ops_page_shows_the_districts_and_a_surge_raised_during_the_test() {
         .expect("chromedriver starts");
     let mut ready = false;
     for _ in 0..50 {
-        if wd(port, "GET", "/status", None).await.is_ok_and(|v| v["ready"] == true) {
+        if wd(port, "GET", "/status", None)
+            .await
+            .is_ok_and(|v| v["ready"] == true)
+        {
             ready = true;
             break;
         }
@@ -111,7 +144,9 @@ async fn the_ops_page_shows_the_districts_and_a_surge_raised_during_the_test() {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]
         }
     }}});
-    let session = wd(port, "POST", "/session", Some(caps)).await.expect("a browser session");
+    let session = wd(port, "POST", "/session", Some(caps))
+        .await
+        .expect("a browser session");
     let session = session["sessionId"].as_str().expect("a session id").to_string();
     wd(
         port,
@@ -122,6 +157,7 @@ async fn the_ops_page_shows_the_districts_and_a_surge_raised_during_the_test() {
     .await
     .expect("the page loads");
 
+    progress("page requested");
     // The page renders every district of the table from its first poll.
     assert!(
         wait_until(
@@ -137,15 +173,22 @@ async fn the_ops_page_shows_the_districts_and_a_surge_raised_during_the_test() {
     let title = eval(port, &session, "return document.title").await;
     assert_eq!(title, "Intake ops");
     assert!(
-        eval(port, &session, "return document.querySelector('[data-code=\"110109\"]').innerText")
-            .await
-            .as_str()
-            .is_some_and(|t| t.contains("Mentougou"))
+        eval(
+            port,
+            &session,
+            "return document.querySelector('[data-code=\"110109\"]').innerText"
+        )
+        .await
+        .as_str()
+        .is_some_and(|t| t.contains("Mentougou"))
     );
 
+    progress("districts shown");
     // A baseline: a trickle over every district for the detector's warm-up.
     let mut client = cluster.client(1).await;
-    let districts = ["110101", "110102", "110105", "110106", "110108", "110109", "110111", "110112"];
+    let districts = [
+        "110101", "110102", "110105", "110106", "110108", "110109", "110111", "110112",
+    ];
     for round in 0..14 {
         for (i, d) in districts.iter().enumerate() {
             let mut c = complaint(&format!("base-{round}-{i}"), d, "street light out on the corner");
@@ -154,6 +197,7 @@ async fn the_ops_page_shows_the_districts_and_a_surge_raised_during_the_test() {
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
+    progress("baseline submitted");
     // Then Mentougou floods: 30 reports a second for a few seconds.
     let flood = async {
         for round in 0..8 {
