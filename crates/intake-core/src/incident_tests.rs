@@ -59,7 +59,7 @@ fn chinese(rng: &mut Rng, chars: usize) -> String {
 
 /// English-like for even `n`, Chinese for odd.
 fn text(rng: &mut Rng, n: usize) -> String {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let words = 20 + rng.below(60);
         english(rng, words)
     } else {

@@ -424,12 +424,12 @@ impl SurgeDetector {
                     events,
                 );
             }
-            for c in 0..nc {
+            for (c, &city) in city_share.iter().enumerate() {
                 let i = d * nc + c;
                 // `m` pseudo-complaints of this category, and the district
                 // complaints they stand for at the city's share.
-                let share = if city_share[c] > 0.0 {
-                    (self.base[i] + m) / (n_d[d] + m / city_share[c])
+                let share = if city > 0.0 {
+                    (self.base[i] + m) / (n_d[d] + m / city)
                 } else {
                     self.base[i] / n_d[d].max(1e-9)
                 };
