@@ -8,8 +8,11 @@ pub mod command;
 pub mod complaint;
 pub mod dispatch;
 pub mod district;
+pub mod incident;
+pub mod poisson;
 pub mod routing;
 pub mod status;
+pub mod surge;
 pub mod ticket_id;
 pub mod timestamp;
 pub mod validate;
@@ -24,6 +27,7 @@ pub use routing::{SLOT_COUNT, slot_of};
 pub use status::{
     MAX_STATUS_HISTORY, StatusError, StatusEvent, StatusUpdate, check_transition, validate_update,
 };
+pub use surge::{ActiveSurge, DistrictRate, SurgeConfig, SurgeDetector, SurgeEvent, SurgeKind};
 pub use ticket_id::{TicketId, TicketIdError};
 pub use timestamp::reported_at_millis;
 pub use validate::{FieldViolation, Limits, validate_complaint};

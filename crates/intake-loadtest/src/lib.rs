@@ -5,6 +5,7 @@
 //! (`verify`) and the report (`report`). The binary only parses flags and
 //! prints [`Summary::lines`].
 
+pub mod alerts;
 pub mod cluster;
 pub mod engine;
 pub mod error;
@@ -74,6 +75,8 @@ pub struct Summary {
     pub sink: Option<SinkCheck>,
     /// Things worth knowing that are not counts (e.g. what was undone).
     pub notes: Vec<String>,
+    /// Surges the cluster raised during the run (`WatchAlerts`).
+    pub alerts: Vec<alerts::AlertSpan>,
 }
 
 impl Summary {
@@ -157,6 +160,15 @@ impl Summary {
                 t.resent_unsent
             ));
         }
+        for a in &self.alerts {
+            out.push(format!(
+                "alert district={} category={} raised_s={:.1} cleared_s={}",
+                a.district,
+                a.category,
+                a.raised_s,
+                a.cleared_s.map_or("null".to_string(), |c| format!("{c:.1}"))
+            ));
+        }
         if let Some(s) = &self.sink {
             out.push(format!(
                 "sink_missing={} sink_duplicates={}",
@@ -196,6 +208,7 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         opts.retry_budget,
         opts.attempt_timeout,
     );
+    let alert_watch = alerts::AlertWatch::start(&endpoints, engine.start());
     let fault_task = cluster
         .as_ref()
         .map(|c| tokio::spawn(faults::run(scenario.faults.clone(), c.clone(), engine.start())));
@@ -241,6 +254,7 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         }
         None => None,
     };
+    let alerts = alert_watch.finish();
     if let (Some(c), Some(dir)) = (&cluster, &opts.keep_logs) {
         copy_logs(c.lock().await.dir(), dir, &mut notes);
     }
@@ -255,6 +269,7 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         duplicates,
         sink,
         notes,
+        alerts,
     })
 }
 

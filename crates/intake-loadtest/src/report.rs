@@ -14,6 +14,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::Summary;
+use crate::alerts::AlertSpan;
 use crate::error::LoadError;
 use crate::faults::FaultMark;
 use crate::scenario::Rate;
@@ -75,6 +76,10 @@ pub struct Report {
     pub error_samples: BTreeMap<String, String>,
     pub phases: Vec<PhaseRow>,
     pub faults: Vec<FaultMark>,
+    /// Surges the cluster raised: `{"district", "category", "raised_s",
+    /// "cleared_s"}`, seconds since the run's start, `cleared_s` null while
+    /// still active at the end.
+    pub alerts: Vec<AlertSpan>,
     pub series: Vec<SecondRow>,
     pub notes: Vec<String>,
     /// The last line `intake load` printed.
@@ -149,6 +154,7 @@ impl Report {
             error_samples: s.tally.error_samples.clone(),
             phases,
             faults: s.faults.clone(),
+            alerts: s.alerts.clone(),
             series,
             notes: s.notes.clone(),
             contract: s.contract_line(),
@@ -247,6 +253,26 @@ impl Report {
                 );
             }
         }
+        let _ = writeln!(m, "\n## Surge alerts\n");
+        if self.alerts.is_empty() {
+            let _ = writeln!(m, "None.");
+        } else {
+            let _ = writeln!(
+                m,
+                "| district | category | raised s | cleared s |\n| --- | --- | --- | --- |"
+            );
+            for a in &self.alerts {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {:.1} | {} |",
+                    a.district,
+                    a.category,
+                    a.raised_s,
+                    a.cleared_s
+                        .map_or("still active".to_string(), |c| format!("{c:.1}"))
+                );
+            }
+        }
         let _ = writeln!(m, "\n## Verification\n");
         let _ = writeln!(
             m,
@@ -310,7 +336,7 @@ impl Report {
                 ],
             ),
         ];
-        for (area, (caption, lines)) in panels.iter().zip(plots) {
+        for (n, (area, (caption, lines))) in panels.iter().zip(plots).enumerate() {
             let ymax = lines
                 .iter()
                 .flat_map(|l| l.1.iter().map(|p| p.1))
@@ -348,6 +374,9 @@ impl Report {
                     )))?;
                 }
             }
+            if n == 0 {
+                self.draw_alerts(&mut chart, xmax, ymax)?;
+            }
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::UpperRight)
@@ -356,6 +385,41 @@ impl Report {
                 .draw()?;
         }
         root.present()?;
+        Ok(())
+    }
+}
+
+impl Report {
+    /// Each surge alert as a green bar from raised to cleared (or the end),
+    /// stacked from the top of the panel, labelled with district and category.
+    fn draw_alerts<DB: DrawingBackend>(
+        &self,
+        chart: &mut ChartContext<
+            '_,
+            DB,
+            Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+        >,
+        xmax: f64,
+        ymax: f64,
+    ) -> Result<(), Box<dyn std::error::Error>>
+    where
+        DB::ErrorType: 'static,
+    {
+        let green = RGBColor(0, 150, 60);
+        let rows = self.alerts.len().clamp(1, 24) as f64;
+        for (i, a) in self.alerts.iter().take(24).enumerate() {
+            let y = ymax * (0.93 - 0.45 * i as f64 / rows);
+            let end = a.cleared_s.unwrap_or(xmax);
+            chart.draw_series(LineSeries::new(
+                vec![(a.raised_s, y), (end, y)],
+                green.stroke_width(3),
+            ))?;
+            chart.draw_series(std::iter::once(Text::new(
+                format!("surge {} {}", a.district, a.category),
+                (a.raised_s, y),
+                ("sans-serif", 10).into_font().color(&green),
+            )))?;
+        }
         Ok(())
     }
 }
@@ -415,6 +479,12 @@ mod tests {
                     emergency_errors: 0,
                 })
                 .collect(),
+            alerts: vec![AlertSpan {
+                district: "110109".into(),
+                category: "flood".into(),
+                raised_s: 1.5,
+                cleared_s: None,
+            }],
             notes: vec!["a note".into()],
             contract: "acked=5 rejected=1 errors=1 lost=0 duplicates=0 throughput=2/s p50_ms=3.00 p99_ms=9.00 max_ms=9.50"
                 .into(),
@@ -440,5 +510,10 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
         assert_eq!(json["series"].as_array().unwrap().len(), 3);
         assert_eq!(json["faults"][0]["action"], "kill_leader");
+        assert_eq!(json["alerts"][0]["district"], "110109");
+        assert_eq!(json["alerts"][0]["raised_s"], 1.5);
+        assert!(json["alerts"][0]["cleared_s"].is_null());
+        assert!(svg.contains("surge 110109 flood"), "alert mark missing");
+        assert!(md.contains("| 110109 | flood | 1.5 | still active |"), "{md}");
     }
 }

@@ -64,6 +64,10 @@ pub struct Mix {
     pub batch_share: f64,
     /// Complaints per SubmitBatch request.
     pub batch_size: usize,
+    /// Share of complaints whose text is a near-duplicate (2 % of its
+    /// characters changed) of one of 32 incident texts: callers reporting
+    /// the same incident, for incident grouping.
+    pub near_duplicate_share: f64,
 }
 
 impl Default for Mix {
@@ -76,6 +80,7 @@ impl Default for Mix {
             text_bytes: (400, 400),
             batch_share: 0.0,
             batch_size: 10,
+            near_duplicate_share: 0.0,
         }
     }
 }
@@ -220,6 +225,7 @@ struct RawSection {
     text_bytes: Option<Spanned<(usize, usize)>>,
     batch_share: Option<Spanned<f64>>,
     batch_size: Option<Spanned<usize>>,
+    near_duplicate_share: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -516,6 +522,9 @@ fn mix(s: &RawSection, base: &Mix, cx: &Cx, districts: &DistrictTable) -> Result
     }
     if let Some(b) = &s.batch_share {
         m.batch_share = cx.share(b, "batch_share")?;
+    }
+    if let Some(n) = &s.near_duplicate_share {
+        m.near_duplicate_share = cx.share(n, "near_duplicate_share")?;
     }
     if let Some(b) = &s.batch_size {
         let n = *b.get_ref();

@@ -31,7 +31,13 @@ pub struct Workload {
     /// Random lowercase letters that texts are cut from: cheap enough that
     /// the generator, which shares the machine, does not steal the cluster's CPU.
     text_pool: String,
+    near_duplicate_share: f64,
+    /// Texts of the incidents that near-duplicates repeat.
+    incident_texts: Vec<String>,
 }
+
+/// Incident texts a workload's near-duplicates are drawn from.
+const INCIDENT_TEXTS: usize = 32;
 
 /// A share as `random_bool` accepts it: NaN and out-of-range values would
 /// make it panic.
@@ -72,6 +78,15 @@ impl Workload {
         });
         let pool_len = (2 * mix.text_bytes.1).max(4096);
         let mut rng = rand::rng();
+        let letters = |rng: &mut rand::rngs::ThreadRng, n: usize| -> String {
+            (0..n).map(|_| rng.random_range(b'a'..=b'z') as char).collect()
+        };
+        let incident_texts = (0..INCIDENT_TEXTS)
+            .map(|_| {
+                let n = rng.random_range(mix.text_bytes.0..=mix.text_bytes.1.max(mix.text_bytes.0));
+                letters(&mut rng, n.max(1))
+            })
+            .collect();
         Workload {
             districts: cumulative(weights),
             channels: cumulative(mix.channel_mix.iter().cloned()),
@@ -82,9 +97,9 @@ impl Workload {
             text_bytes: mix.text_bytes,
             batch_share: share(mix.batch_share),
             batch_size: mix.batch_size.max(1),
-            text_pool: (0..pool_len)
-                .map(|_| rng.random_range(b'a'..=b'z') as char)
-                .collect(),
+            text_pool: letters(&mut rng, pool_len),
+            near_duplicate_share: share(mix.near_duplicate_share),
+            incident_texts,
         }
     }
 
@@ -105,6 +120,18 @@ impl Workload {
                 .cloned()
                 .unwrap_or_else(|| "other".to_string())
         };
+        if !self.incident_texts.is_empty() && rng.random_bool(self.near_duplicate_share) {
+            let i = rng.random_range(0..self.incident_texts.len());
+            let text = near_duplicate(&self.incident_texts[i], rng);
+            return pb::Complaint {
+                idempotency_key: uuid::Uuid::new_v4().to_string(),
+                channel,
+                district_code: district,
+                category,
+                text,
+                ..Default::default()
+            };
+        }
         let (lo, hi) = self.text_bytes;
         let n = rng
             .random_range(lo..=hi.max(lo))
@@ -141,6 +168,19 @@ impl Workload {
     }
 }
 
+/// `text` with about 2 % of its characters replaced (at least one).
+fn near_duplicate(text: &str, rng: &mut impl Rng) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    let edits = (chars.len() / 50).max(1);
+    for _ in 0..edits {
+        let i = rng.random_range(0..chars.len().max(1));
+        if let Some(c) = chars.get_mut(i) {
+            *c = rng.random_range(b'a'..=b'z') as char;
+        }
+    }
+    chars.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +212,30 @@ mod tests {
             (got - expected).abs() < 0.02,
             "share {got:.3}, expected {expected:.3}"
         );
+    }
+
+    #[test]
+    fn near_duplicates_group_as_intake_groups_them() {
+        let mix = Mix {
+            near_duplicate_share: 1.0,
+            text_bytes: (80, 600),
+            ..Mix::default()
+        };
+        let w = Workload::new(&mix, &DistrictTable::beijing(), &CategoryTable::default());
+        let mut rng = rand::rng();
+        let texts: Vec<String> = (0..200).map(|_| w.complaint(&mut rng).text).collect();
+        // Every text is close to one of the incident texts.
+        for t in &texts {
+            let sig = intake_core::incident::fingerprint(t).unwrap();
+            let best = w
+                .incident_texts
+                .iter()
+                .filter_map(|s| intake_core::incident::fingerprint(s))
+                .map(|s| intake_core::incident::agreement(&sig, &s))
+                .max()
+                .unwrap();
+            assert!(best >= intake_core::incident::MIN_AGREE, "{best}");
+        }
     }
 
     #[test]

@@ -17,20 +17,24 @@ use intake_storage::NodeId;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Response, Status};
 
+use crate::alert_stream::AlertStream;
 use crate::registry::Registry;
+use crate::surge_watch::SurgeWatch;
 
 pub struct AdminServiceImpl {
     node_id: NodeId,
     registry: Registry,
     peers: PeerPool,
+    surges: SurgeWatch,
 }
 
 impl AdminServiceImpl {
-    pub fn new(node_id: NodeId, registry: Registry, peers: PeerPool) -> Self {
+    pub fn new(node_id: NodeId, registry: Registry, peers: PeerPool, surges: SurgeWatch) -> Self {
         Self {
             node_id,
             registry,
             peers,
+            surges,
         }
     }
 
@@ -56,6 +60,7 @@ impl AdminServiceImpl {
                 })
                 .unwrap_or_default();
             out.push(pb::ShardStatus {
+                incidents: self.incidents(shard),
                 replicated_to,
                 id: shard,
                 leader: m.current_leader,
@@ -81,6 +86,31 @@ impl AdminServiceImpl {
         out
     }
 
+    /// The shard's largest open incidents, from this replica.
+    fn incidents(&self, shard: u32) -> Vec<pb::Incident> {
+        let Some(sm) = self.registry.state_machine(shard) else {
+            return Vec::new();
+        };
+        let since = crate::convert::now_millis() - intake_core::incident::WINDOW_MS;
+        match sm.largest_incidents(since, 5) {
+            Ok(list) => list
+                .into_iter()
+                .map(|i| pb::Incident {
+                    id: i.id.to_string(),
+                    district: i.district,
+                    category: i.category,
+                    complaints: i.count,
+                    first_at: Some(crate::convert::millis_to_timestamp(i.first_at)),
+                    last_at: Some(crate::convert::millis_to_timestamp(i.last_at)),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "cannot read the shard's incidents");
+                Vec::new()
+            }
+        }
+    }
+
     async fn peer_view(&self, id: NodeId, addr: &str) -> Option<Vec<pb::ShardStatus>> {
         let channel = self.peers.forward_channel(id, addr).ok()?;
         let mut client = AdminServiceClient::new(channel);
@@ -102,6 +132,20 @@ fn better(a: &pb::ShardStatus, b: &pb::ShardStatus) -> bool {
 
 #[tonic::async_trait]
 impl AdminService for AdminServiceImpl {
+    type WatchAlertsStream = AlertStream;
+
+    async fn watch_alerts(
+        &self,
+        request: Request<pb::WatchAlertsRequest>,
+    ) -> Result<Response<AlertStream>, Status> {
+        let follow = request.get_ref().follow;
+        Ok(Response::new(crate::alert_stream::watch(
+            &self.surges,
+            self.node_id,
+            follow,
+        )))
+    }
+
     async fn cluster_status(
         &self,
         request: Request<pb::ClusterStatusRequest>,

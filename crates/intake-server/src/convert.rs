@@ -122,6 +122,7 @@ pub fn ticket_to_dispatch(t: &Ticket) -> intake_proto::dispatch::v1::DispatchedT
         lat: c.location.as_ref().map_or(0.0, |l| l.lat),
         lon: c.location.as_ref().map_or(0.0, |l| l.lon),
         has_location: c.location.is_some(),
+        incident_id: String::new(),
     }
 }
 
@@ -134,6 +135,7 @@ pub fn ticket_to_pb(t: &Ticket) -> pb::Ticket {
         status: status_to_pb(t.status) as i32,
         log_index: t.log_index,
         history: Vec::new(),
+        incident_id: String::new(),
     }
 }
 

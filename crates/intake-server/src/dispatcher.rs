@@ -277,7 +277,7 @@ impl ShardTask {
     ) -> Result<usize, String> {
         let mut req = tonic::Request::new(dpb::DeliverRequest {
             shard: self.shard,
-            tickets: tickets.iter().map(ticket_to_dispatch).collect(),
+            tickets: tickets.iter().map(|t| self.with_incident(t)).collect(),
         });
         req.set_timeout(self.cfg.timeout);
         let resp = tokio::time::timeout(self.cfg.timeout, client.deliver(req))
@@ -296,6 +296,19 @@ impl ShardTask {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The downstream's form of a ticket, with its incident when it has one
+    /// (read at delivery: a ticket's incident appears when a second
+    /// complaint matches it, possibly after the ticket was delivered).
+    fn with_incident(&self, t: &Ticket) -> dpb::DispatchedTicket {
+        let mut d = ticket_to_dispatch(t);
+        match self.sm.incident_of(&t.id) {
+            Ok(Some(i)) => d.incident_id = i.to_string(),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(shard = self.shard, error = %e, "cannot read a ticket's incident"),
+        }
+        d
     }
 
     /// Records delivery through Raft; `None` if this node no longer leads

@@ -9,6 +9,7 @@
 
 pub mod admin_service;
 pub mod admission;
+pub mod alert_stream;
 pub mod arrival;
 pub mod bad_frames;
 pub mod batcher;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod convert;
 pub mod deadline;
 pub mod dispatch_board;
+pub mod dispatch_alerts;
 pub mod dispatcher;
 pub mod error;
 pub mod intake_service;
@@ -25,7 +27,9 @@ pub mod meta;
 pub mod node;
 pub mod observe;
 pub mod registry;
+pub mod ops;
 pub mod router;
+pub mod surge_watch;
 
 pub use config::{AdmissionConfig, NodeConfig, RaftTuning};
 pub use error::RequestError;

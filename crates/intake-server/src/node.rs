@@ -26,6 +26,7 @@ use crate::meta;
 use crate::observe;
 use crate::registry::Registry;
 use crate::router::Router;
+use crate::surge_watch::SurgeWatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -52,6 +53,7 @@ pub struct Node {
     groups: Groups,
     storage: NodeStorage,
     registry: Registry,
+    surges: SurgeWatch,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -77,6 +79,13 @@ impl Node {
             cache_capacity_bytes: cfg.cache_capacity_bytes,
         })?;
         check_identity(&storage, cfg.node_id).await?;
+        // Before any group starts, so the watch sees every apply. A node
+        // restarted into a running cluster learns its baselines from
+        // whatever is happening then (perhaps a surge, or the backlog after
+        // one): it stays quiet for two minutes instead of the first 10 s.
+        let restarted = storage.get_meta(CLUSTER_MAP_KEY)?.is_some();
+        let surges = SurgeWatch::new(&cfg.districts, &cfg.categories, restarted);
+        storage.set_apply_hook(Arc::new(surges.clone()));
 
         let raft_config = Arc::new(
             openraft::Config {
@@ -123,7 +132,22 @@ impl Node {
             RuntimeLag::start(stop_rx.clone()),
         ));
         let router = Router::new(registry.clone(), peers.clone(), admission.clone());
-        let server = serve(&cfg, listener, &storage, &router, admission, stop_rx.clone()).await?;
+        let admin = Arc::new(AdminServiceImpl::new(
+            cfg.node_id,
+            registry.clone(),
+            peers.clone(),
+            surges.clone(),
+        ));
+        let server = serve(
+            &cfg,
+            listener,
+            &storage,
+            &router,
+            admission,
+            admin.clone(),
+            stop_rx.clone(),
+        )
+        .await?;
 
         let stop_tasks = stop_rx.clone();
         for shard in &hosted {
@@ -156,8 +180,40 @@ impl Node {
             cfg.compaction_interval,
             stop_tasks.clone(),
         ));
+        if let Some(target) = cfg.dispatch.target.clone() {
+            tokio::spawn(crate::dispatch_alerts::run(
+                cfg.node_id,
+                registry.clone(),
+                surges.clone(),
+                target,
+                cfg.dispatch.timeout,
+                stop_tasks.clone(),
+            ));
+        }
+        tokio::spawn(crate::surge_watch::run(
+            surges.clone(),
+            cfg.node_id,
+            registry.clone(),
+            stop_tasks.clone(),
+        ));
         if let Some(http) = cfg.http {
-            observe::serve_metrics(http).map_err(|e| NodeError::Config(format!("--http {http}: {e}")))?;
+            let metrics =
+                observe::recorder().map_err(|e| NodeError::Config(format!("--http {http}: {e}")))?;
+            let listener = crate::ops::bind(http).await.map_err(|source| NodeError::Bind {
+                addr: http.to_string(),
+                source,
+            })?;
+            crate::ops::spawn(
+                listener,
+                crate::ops::OpsState {
+                    metrics,
+                    surges: surges.clone(),
+                    admin: admin.clone(),
+                    districts: Arc::new(cfg.districts.clone()),
+                    node_id: cfg.node_id,
+                },
+                stop_tasks.clone(),
+            );
         }
         tokio::spawn(observe::report_loop(
             cfg.node_id,
@@ -173,6 +229,7 @@ impl Node {
             groups,
             storage,
             registry,
+            surges,
             stop,
             server,
         })
@@ -197,6 +254,11 @@ impl Node {
 
     pub fn storage(&self) -> &NodeStorage {
         &self.storage
+    }
+
+    /// The node's surge detector and its events.
+    pub fn surges(&self) -> &SurgeWatch {
+        &self.surges
     }
 
     /// Stops serving, stops every Raft group, then flushes and closes storage.
@@ -315,6 +377,7 @@ async fn serve(
     storage: &NodeStorage,
     router: &Router,
     admission: Arc<Admission>,
+    admin: Arc<AdminServiceImpl>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -335,7 +398,6 @@ async fn serve(
         cfg.submit_timeout,
     );
     let registry = router.registry();
-    let admin = AdminServiceImpl::new(cfg.node_id, registry.clone(), router.peers().clone());
     let transport = RaftTransportService::new(registry.groups().clone(), storage.clone(), stop.clone());
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -364,7 +426,7 @@ async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))
-        .add_service(AdminServiceServer::new(admin))
+        .add_service(AdminServiceServer::from_arc(admin))
         .add_service(
             RaftTransportServer::new(transport)
                 .max_decoding_message_size(64 * 1024 * 1024)

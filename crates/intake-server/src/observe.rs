@@ -5,13 +5,12 @@
 //! only (node and shard ids, outcomes, classes), never from request fields.
 
 use openraft::async_runtime::WatchReceiver;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use intake_cluster::Groups;
 use intake_storage::{NodeId, NodeStorage};
 use metrics::Unit;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Submissions refused with RESOURCE_EXHAUSTED by any node of this process
 /// (forwarded ones count on each node that answered them): for `intake
@@ -41,10 +40,17 @@ pub fn record_submit(failed: Option<tonic::Code>, started: std::time::Instant) {
     metrics::histogram!("intake_submit_duration_seconds").record(started.elapsed().as_secs_f64());
 }
 
-/// Serves `/metrics` on `addr`. Only one exporter can exist per process.
-pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// The process's Prometheus recorder, installed on first use (one per
+/// process: nodes started in one process, as in `intake demo` and the
+/// tests, share it). `/metrics` renders it (see `ops.rs`).
+pub fn recorder() -> Result<PrometheusHandle, String> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
         // Latencies get fixed buckets (aggregatable across nodes); other
         // histograms, such as entries per flush, are summaries.
         .set_buckets_for_metric(
@@ -54,12 +60,24 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
             ],
         )
         .map_err(|e| e.to_string())?
-        .install()
+        .install_recorder()
         .map_err(|e| e.to_string())?;
     // Descriptions go to the installed recorder; given before it exists
     // they would be lost.
     describe_all();
-    Ok(())
+    // The exporter's upkeep (draining histograms), which its own HTTP
+    // listener used to do.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
 /// The kind of a metric family, as the `metrics` macros record it.
@@ -217,6 +235,28 @@ pub const FAMILIES: &[Family] = &[
         Unit::Count,
         &["node", "shard"],
         "1 if this node leads the group, else 0.",
+    ),
+    // What the city is calling about, and its surges (surge_watch.rs).
+    family(
+        "intake_complaints_total",
+        Counter,
+        Unit::Count,
+        &["district", "category_class"],
+        "Committed complaints by district code (from the district table) and category class (emergency, ordinary), counted by the node leading the district's shard once each second is final: sum over nodes for the cluster.",
+    ),
+    family(
+        "intake_surges_active",
+        Gauge,
+        Unit::Count,
+        &[],
+        "Surges (a district, or a category within one, far above its baseline) this node's detector holds in progress.",
+    ),
+    family(
+        "intake_dispatch_alerts_total",
+        Counter,
+        Unit::Count,
+        &["outcome"],
+        "Surge alerts sent to the downstream's optional DispatchService.Alert, by outcome: delivered, unimplemented (the downstream lacks the call; not asked again), failed.",
     ),
     // Delivery to the downstream.
     family(

@@ -602,7 +602,13 @@ fn read_ticket(sm: &StateMachine, id: &TicketId) -> Result<Option<pb::Ticket>, R
         return Ok(None);
     };
     let history = sm.ticket_history(id).map_err(internal)?;
-    Ok(Some(ticket_with_history_to_pb(&t, &history)))
+    let mut ticket = ticket_with_history_to_pb(&t, &history);
+    ticket.incident_id = sm
+        .incident_of(id)
+        .map_err(internal)?
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    Ok(Some(ticket))
 }
 
 /// No usable leader for `shard` right now: wait with growing backoff, or

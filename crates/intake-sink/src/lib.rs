@@ -12,6 +12,7 @@
 //! prefix of the batch, as a downstream that fails part-way would) and can
 //! stall each call.
 
+mod alerts;
 mod file;
 
 use std::collections::HashSet;
@@ -26,6 +27,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
+pub use alerts::{AlertRecord, read_alerts};
 pub use file::read_records;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,9 @@ pub struct SinkRecord {
     pub item: u32,
     pub channel: String,
     pub category: String,
+    /// The incident the ticket belongs to, when Intake has grouped it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incident_id: String,
 }
 
 impl SinkRecord {
@@ -79,6 +84,7 @@ impl SinkRecord {
             item: t.item,
             channel: t.channel.clone(),
             category: t.category.clone(),
+            incident_id: t.incident_id.clone(),
         }
     }
 }
@@ -91,6 +97,9 @@ pub struct SinkOptions {
     pub fail_share: f64,
     /// Wait this long before answering each call.
     pub stall: Duration,
+    /// Where `Alert` calls are written (JSON lines); without it they are
+    /// answered UNIMPLEMENTED, as a downstream without the call would.
+    pub alerts_out: Option<PathBuf>,
 }
 
 /// Counters since this process started.
@@ -117,6 +126,7 @@ struct State {
 pub struct Sink {
     state: Arc<Mutex<State>>,
     options: SinkOptions,
+    alerts: Option<Arc<alerts::AlertsFile>>,
 }
 
 impl Sink {
@@ -131,9 +141,14 @@ impl Sink {
             loaded: seen.len() as u64,
             ..SinkStats::default()
         };
+        let alerts = match &options.alerts_out {
+            Some(p) => Some(Arc::new(alerts::AlertsFile::open(p)?)),
+            None => None,
+        };
         Ok(Sink {
             state: Arc::new(Mutex::new(State { file, seen, stats })),
             options,
+            alerts,
         })
     }
 
@@ -142,6 +157,11 @@ impl Sink {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    /// The alerts file, when `alerts_out` was given.
+    pub fn alerts_path(&self) -> Option<&Path> {
+        self.alerts.as_deref().map(alerts::AlertsFile::path)
     }
 
     pub fn stats(&self) -> SinkStats {
@@ -219,6 +239,28 @@ impl Sink {
 
 #[tonic::async_trait]
 impl DispatchService for Sink {
+    async fn alert(
+        &self,
+        request: Request<dpb::AlertRequest>,
+    ) -> Result<Response<dpb::AlertResponse>, Status> {
+        let Some(file) = self.alerts.clone() else {
+            return Err(Status::unimplemented(
+                "this sink keeps no alerts (no --alerts-out)",
+            ));
+        };
+        let req = request.into_inner();
+        let records: Vec<AlertRecord> = req
+            .alerts
+            .iter()
+            .map(|a| AlertRecord::from_pb(req.shard, a))
+            .collect();
+        tokio::task::spawn_blocking(move || file.append(&records))
+            .await
+            .map_err(|e| Status::internal(format!("sink task failed: {e}")))?
+            .map_err(|e| Status::unavailable(format!("sink could not store the alerts: {e}")))?;
+        Ok(Response::new(dpb::AlertResponse {}))
+    }
+
     async fn deliver(
         &self,
         request: Request<dpb::DeliverRequest>,

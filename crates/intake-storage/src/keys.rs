@@ -91,14 +91,23 @@ pub const DISPATCH_PREFIX: u8 = b'd';
 /// Every kind of record a shard's state holds, and so every kind a snapshot
 /// carries and an installed snapshot replaces: the one list, so that a new
 /// kind cannot be added to one side and vanish on the other.
-pub const SNAPSHOT_PREFIXES: [u8; 6] = [
+pub const SNAPSHOT_PREFIXES: [u8; 9] = [
     TICKET_PREFIX,
     IDEM_PREFIX,
     AGE_PREFIX,
     CLUSTER_PREFIX,
     HISTORY_PREFIX,
     DISPATCH_PREFIX,
+    BAND_PREFIX,
+    MEMBER_PREFIX,
+    SUMMARY_PREFIX,
 ];
+
+/// Incident grouping (`incidents.rs`): a MinHash band's latest ticket, a
+/// ticket's incident, an incident's summary.
+pub const BAND_PREFIX: u8 = b'i';
+pub const MEMBER_PREFIX: u8 = b'g';
+pub const SUMMARY_PREFIX: u8 = b'I';
 pub const DISPATCH_KEY: &[u8] = b"dstate";
 
 /// The first ticket key at or after `cursor` (item 256 is the next entry's

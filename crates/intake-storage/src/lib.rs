@@ -13,7 +13,9 @@
 //! across power loss, so no IO is reported complete before our own `fdatasync`.
 
 mod error;
+mod apply_hook;
 mod flusher;
+mod incidents;
 mod keys;
 mod log_store;
 mod migrate;
@@ -23,7 +25,9 @@ mod snapshot;
 mod state_machine;
 
 pub use error::StorageError;
+pub use apply_hook::ApplyHook;
 pub use flusher::{FlushStats, Flusher};
+pub use incidents::IncidentSummary;
 pub use log_store::{LogStore, MAX_ENTRY_BYTES};
 pub use node_storage::{NodeStorage, SEGMENT_SIZE_BYTES, StorageConfig};
 pub use snapshot::{MAX_SNAPSHOT_BYTES, SnapshotWriter};

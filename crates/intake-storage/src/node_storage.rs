@@ -5,16 +5,17 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::ShardId;
+use crate::apply_hook::ApplyHook;
 use crate::error::StorageError;
 use crate::flusher::Flusher;
 use crate::keys;
 use crate::log_store::LogStore;
 use crate::raftlog::LogEngine;
-use crate::snapshot::{self, SnapshotHome, SnapshotWriter};
+use crate::snapshot::{self, ShardHome, SnapshotWriter};
 use crate::state_machine::StateMachine;
 
 /// sled's segment size, shared with the outbox (see `intake_disk`).
@@ -49,6 +50,8 @@ struct Inner {
     /// Makes snapshot file names unique; seeded from the clock so that names
     /// do not repeat across restarts.
     snapshot_seq: Arc<AtomicU64>,
+    /// Told of every ticket apply creates, once set.
+    apply_hook: Arc<OnceLock<Arc<dyn ApplyHook>>>,
 }
 
 /// The node's storage. Cheap to clone.
@@ -91,8 +94,19 @@ impl NodeStorage {
                 flusher,
                 node_tree,
                 snapshot_seq: Arc::new(AtomicU64::new(seed)),
+                apply_hook: Arc::default(),
             }),
         })
+    }
+
+    /// Sets the observer of created tickets (once; later calls are ignored).
+    /// Set it before the Raft groups start so it sees every apply.
+    pub fn set_apply_hook(&self, hook: Arc<dyn ApplyHook>) {
+        let _ = self.inner.apply_hook.set(hook);
+    }
+
+    pub(crate) fn apply_hook(&self) -> Option<&Arc<dyn ApplyHook>> {
+        self.inner.apply_hook.get()
     }
 
     pub fn dir(&self) -> &Path {
@@ -109,10 +123,11 @@ impl NodeStorage {
     pub fn state_machine(&self, shard: ShardId) -> Result<StateMachine, StorageError> {
         let tree = self.inner.db.open_tree(keys::sm_tree(shard))?;
         snapshot::create_dir_synced(&self.snapshot_dir(shard))?;
-        let home = SnapshotHome {
+        let home = ShardHome {
             dir: self.snapshot_dir(shard),
             seq: self.inner.snapshot_seq.clone(),
             flusher: self.inner.flusher.clone(),
+            apply_hook: self.inner.apply_hook.clone(),
         };
         let sm = StateMachine::new(shard, tree, home);
         sm.recover()?;

@@ -224,7 +224,11 @@ fn check_record(key: &[u8], value: &[u8]) -> io::Result<()> {
             postcard::from_bytes::<DispatchState>(value)
                 .map_err(|e| invalid(format!("dispatch state record: {e}")))?;
         }
-        _ => return Err(invalid("snapshot holds a record of no known kind")),
+        _ => {
+            if !crate::incidents::check_record(key, value).map_err(invalid)? {
+                return Err(invalid("snapshot holds a record of no known kind"));
+            }
+        }
     }
     Ok(())
 }
@@ -369,19 +373,20 @@ impl Drop for SnapshotWriter {
     }
 }
 
-/// What a shard's state machine needs of the node to make and install
-/// snapshots: its snapshot directory, unique file names, and sled's group
-/// commit. Handed over by the node's storage, so the state machine need not
-/// know it.
+/// What a shard's state machine needs of the node: for snapshots, its
+/// snapshot directory, unique file names and sled's group commit; for
+/// apply, the node's observer of created tickets. Handed over by the node's
+/// storage, so the state machine need not know it.
 #[derive(Clone)]
-pub struct SnapshotHome {
+pub struct ShardHome {
     pub dir: PathBuf,
     /// Makes snapshot file names unique across the node's shards.
     pub seq: Arc<AtomicU64>,
     pub flusher: Flusher,
+    pub apply_hook: Arc<std::sync::OnceLock<Arc<dyn crate::apply_hook::ApplyHook>>>,
 }
 
-impl SnapshotHome {
+impl ShardHome {
     pub fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }

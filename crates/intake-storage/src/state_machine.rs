@@ -22,8 +22,9 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
+use crate::incidents::{self, IncidentSummary};
 use crate::keys::{self, SM_SNAPSHOT, SM_STATE};
-use crate::snapshot::SnapshotHome;
+use crate::snapshot::ShardHome;
 use crate::{ShardId, SnapshotData, TypeConfig, snapshot};
 
 type LogId = LogIdOf<TypeConfig>;
@@ -51,7 +52,7 @@ pub(crate) struct SnapshotRecord {
 pub struct StateMachine {
     shard: ShardId,
     pub(crate) tree: sled::Tree,
-    home: SnapshotHome,
+    home: ShardHome,
     /// Serialises snapshot builds and installs of this shard, so an older
     /// build can never overwrite the record of a newer install.
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
@@ -70,7 +71,7 @@ impl std::fmt::Debug for StateMachine {
 }
 
 impl StateMachine {
-    pub(crate) fn new(shard: ShardId, tree: sled::Tree, home: SnapshotHome) -> Self {
+    pub(crate) fn new(shard: ShardId, tree: sled::Tree, home: ShardHome) -> Self {
         Self {
             shard,
             tree,
@@ -146,6 +147,24 @@ impl StateMachine {
             Some(v) => keys::decode("dispatch state", &v),
             None => Ok(DispatchState::default()),
         }
+    }
+
+    /// The incident a ticket was grouped into (its first ticket's id), once
+    /// the incident has two complaints.
+    pub fn incident_of(&self, id: &TicketId) -> Result<Option<TicketId>, StorageError> {
+        if id.shard != self.shard {
+            return Ok(None);
+        }
+        incidents::incident_of(&self.tree, id)
+    }
+
+    /// The `limit` largest incidents with a complaint since `since` (Unix ms).
+    pub fn largest_incidents(
+        &self,
+        since: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<IncidentSummary>, StorageError> {
+        incidents::largest_open(&self.tree, since, limit)
     }
 
     /// A ticket's status changes, oldest first.
@@ -246,6 +265,7 @@ impl StateMachine {
         accepted_at: i64,
         complaints: Vec<Complaint>,
         created: &mut HashMap<String, Ticket>,
+        incidents: &mut incidents::Overlay,
         batch: &mut sled::Batch,
     ) -> Result<Vec<SubmitOutcome>, StorageError> {
         let mut outcomes = Vec::with_capacity(complaints.len());
@@ -275,6 +295,10 @@ impl StateMachine {
             batch.insert(&keys::ticket_key(&id), keys::encode(&ticket)?);
             batch.insert(keys::idem_key(&key), keys::encode(&id)?);
             batch.insert(&keys::age_key(accepted_at, &id), key.as_bytes());
+            incidents::assign(&self.tree, incidents, &ticket, batch)?;
+            if let Some(hook) = self.home.apply_hook.get() {
+                hook.created(&ticket);
+            }
             created.insert(key, ticket);
             outcomes.push(SubmitOutcome::Created { id, accepted_at });
         }
@@ -408,6 +432,7 @@ impl StateMachine {
             accepted_at,
             complaints,
             &mut run.created,
+            &mut run.incidents,
             &mut run.batch,
         )?;
         run.new_tickets += created_count(&outcomes);
@@ -751,6 +776,7 @@ fn entry_complaints(entry: &Entry) -> usize {
 struct SubmitRun {
     batch: sled::Batch,
     created: HashMap<String, Ticket>,
+    incidents: incidents::Overlay,
     new_tickets: u64,
     last: Option<LogId>,
 }

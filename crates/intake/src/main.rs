@@ -36,6 +36,8 @@ enum Command {
     UpdateStatus(cmd::update_status::UpdateStatusArgs),
     /// Show the cluster at a glance.
     Status(cmd::status::StatusArgs),
+    /// Surges of complaints per district and category (--follow to watch).
+    Alerts(cmd::alerts::AlertsArgs),
     /// Drive load against a cluster and verify nothing was lost.
     Load(cmd::load::LoadArgs),
     /// Run the reference downstream dispatch sink.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Get(a) => cmd::get::run(a).await,
             Command::UpdateStatus(a) => cmd::update_status::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Alerts(a) => cmd::alerts::run(a).await,
             Command::Load(a) => cmd::load::run(a).await,
             Command::Sink(a) => cmd::sink::run(a).await,
             Command::Health(a) => cmd::health::run(a).await,

@@ -5,6 +5,7 @@ mod dispatch_state;
 mod durability;
 mod fixtures;
 mod idempotency;
+mod incidents;
 mod key_window;
 mod migration;
 mod openraft_suite;

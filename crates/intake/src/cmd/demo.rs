@@ -80,7 +80,13 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
 
     // The sink first, so the first tickets have somewhere to go.
     let sink_file = dir.join("dispatched.jsonl");
-    let sink = Sink::open(&sink_file, SinkOptions::default())?;
+    let sink = Sink::open(
+        &sink_file,
+        SinkOptions {
+            alerts_out: Some(dir.join("alerts.jsonl")),
+            ..SinkOptions::default()
+        },
+    )?;
     let listener = tokio::net::TcpListener::bind(sink_addr)
         .await
         .with_context(|| format!("the sink cannot listen on {sink_addr} (try another --base-port)"))?;
@@ -97,13 +103,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         })
     };
 
-    if let Err(e) = intake_server::observe::serve_metrics(a.http) {
-        tracing::warn!(addr = %a.http, error = %e, "no metrics endpoint");
-    }
     let mut nodes = Vec::new();
     for (id, addr) in &addrs {
         let mut cfg = NodeConfig::new(*id, *addr, dir.join(format!("node-{id}")), initial.clone());
         cfg.cache_capacity_bytes = 32 * 1024 * 1024;
+        // Node 1 serves /metrics (the process's) and the ops dashboard.
+        if *id == 1 {
+            cfg.http = Some(a.http);
+        }
         cfg.dispatch = DispatchConfig {
             target: Some(sink_addr.to_string()),
             ..DispatchConfig::default()
@@ -119,6 +126,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  sink           {sink_addr}, writing {}", sink_file.display());
     println!("  data and log   {}", dir.display());
     println!("  metrics        http://{}/metrics", a.http);
+    println!("  ops dashboard  http://{}/ops", a.http);
     println!("Submit a complaint from another terminal:");
     println!(
         "  intake submit --endpoint {} --district 110105 --category noise --channel app --text \"Drilling at night\"",

@@ -58,6 +58,7 @@ pub fn ticket_json(t: &pb::Ticket) -> serde_json::Value {
         .collect();
     json!({
         "ticket_id": t.ticket_id,
+        "incident_id": (!t.incident_id.is_empty()).then_some(&t.incident_id),
         "shard": t.shard,
         "log_index": t.log_index,
         "status": status,
@@ -109,6 +110,9 @@ pub async fn run(a: GetArgs) -> anyhow::Result<ExitCode> {
             let v = &j[f];
             let shown = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
             println!("{f:<16} {shown}");
+        }
+        if let Some(i) = j["incident_id"].as_str() {
+            println!("{:<16} {i}", "incident_id");
         }
         if let Some(l) = j["location"].as_object() {
             println!(

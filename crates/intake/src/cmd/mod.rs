@@ -1,3 +1,4 @@
+pub mod alerts;
 pub mod demo;
 pub mod get;
 pub mod health;

@@ -25,6 +25,10 @@ pub struct SinkArgs {
     /// For tests: wait this many milliseconds before answering each delivery.
     #[arg(long, default_value_t = 0)]
     stall_ms: u64,
+    /// The JSON-lines file of surge alerts received (DispatchService.Alert);
+    /// default: alerts.jsonl beside --out.
+    #[arg(long)]
+    alerts_out: Option<PathBuf>,
     /// Seconds between the `sink ...` counter lines on stdout (0: none).
     #[arg(long, env = "INTAKE_SINK_REPORT_EVERY", default_value_t = 5)]
     report_every: u64,
@@ -36,6 +40,11 @@ pub async fn run(a: SinkArgs) -> anyhow::Result<ExitCode> {
         SinkOptions {
             fail_share: a.fail_share,
             stall: Duration::from_millis(a.stall_ms),
+            alerts_out: Some(
+                a.alerts_out
+                    .clone()
+                    .unwrap_or_else(|| a.out.with_file_name("alerts.jsonl")),
+            ),
         },
     )?;
     let listener = tokio::net::TcpListener::bind(&a.listen)

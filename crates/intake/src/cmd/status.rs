@@ -34,6 +34,14 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> serde_json::Value {
             "applied": sh.applied,
             "term": sh.term,
             "districts": sh.districts,
+            "incidents": sh.incidents.iter().map(|i| json!({
+                "id": i.id,
+                "district": i.district,
+                "category": i.category,
+                "complaints": i.complaints,
+                "first_at": i.first_at.as_ref().map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000),
+                "last_at": i.last_at.as_ref().map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000),
+            })).collect::<Vec<_>>(),
             "dispatch_lag": sh.dispatch_lag.as_ref().map(|d| json!({
                 "tickets": d.tickets,
                 "seconds": d.seconds,
@@ -94,6 +102,18 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("\nDispatch:");
         for w in waiting {
             println!("  {w}");
+        }
+    }
+    let mut incidents: Vec<&pb::Incident> = s.shards.iter().flat_map(|sh| &sh.incidents).collect();
+    incidents.sort_by(|a, b| b.complaints.cmp(&a.complaints).then(a.id.cmp(&b.id)));
+    if !incidents.is_empty() {
+        println!("\nLargest open incidents (near-duplicate complaints):");
+        println!("  INCIDENT   DISTRICT  CATEGORY             COMPLAINTS");
+        for i in incidents.iter().take(5) {
+            println!(
+                "  {:<10} {:<9} {:<20} {}",
+                i.id, i.district, i.category, i.complaints
+            );
         }
     }
     println!("\n(as seen by node {})", s.node_id);
