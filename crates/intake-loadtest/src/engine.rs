@@ -22,6 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
 use crate::error::LoadError;
+use crate::http::HttpDoors;
 use crate::scenario::{Phase, Rate};
 use crate::tally::{Outcome, Tally, histogram};
 use crate::workload::{Request, Workload};
@@ -97,6 +98,9 @@ struct PhaseCtx {
 
 pub struct Engine {
     clients: Vec<IntakeServiceClient<Channel>>,
+    /// `--protocol http`: complaints go to these doors instead (same order
+    /// as `clients`, which still serve verification's look-ups).
+    http: Option<HttpDoors>,
     /// The clients' keys in `health`, by index.
     names: Vec<String>,
     /// Endpoints that refused connections, as `intake-client` tracks them.
@@ -113,7 +117,17 @@ impl Engine {
     /// The clock of the run starts now: per-second series and fault times
     /// count from here.
     pub fn new(clients: Vec<IntakeServiceClient<Channel>>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
+        Self::with_http(clients, None, budget)
+    }
+
+    /// As `new`, submitting through the HTTP doors when `http` is given.
+    pub fn with_http(
+        clients: Vec<IntakeServiceClient<Channel>>,
+        http: Option<HttpDoors>,
+        budget: Option<RetryBudgetConfig>,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
+            http,
             names: (0..clients.len()).map(|i| i.to_string()).collect(),
             health: EndpointHealth::new(),
             clients,
@@ -409,6 +423,13 @@ impl Engine {
         deadline: Instant,
         previous_attempts: u32,
     ) -> Result<Answers, tonic::Status> {
+        if let Some(doors) = &self.http {
+            let answers = doors.send(at, batch, complaints, deadline).await?;
+            for (code, _) in answers.iter().filter_map(|a| a.as_ref().err()) {
+                self.sample_error(*code, "(HTTP)");
+            }
+            return Ok(answers);
+        }
         let mut client = self.clients[at].clone();
         let timeout = deadline.saturating_duration_since(Instant::now());
         if !batch {

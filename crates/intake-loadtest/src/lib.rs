@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod faults;
+pub mod http;
 pub mod report;
 pub mod scenario;
 pub mod tally;
@@ -54,6 +55,20 @@ pub struct RunOptions {
     /// The retry budget shared by the run's requests; `None` retries
     /// whenever the deadline and the phase's attempts allow.
     pub retry_budget: Option<RetryBudgetConfig>,
+    /// The door complaints go through.
+    pub protocol: Protocol,
+    /// With `Endpoints` and `Protocol::Http`: each node's HTTP door
+    /// (`--api`), in the order of the gRPC endpoints.
+    pub api_endpoints: Vec<String>,
+}
+
+/// Which of a node's doors the load goes through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    /// The HTTP/JSON API (`intake-http`).
+    Http,
 }
 
 /// A finished run, verified.
@@ -188,7 +203,25 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         (_, Some(c)) => c.lock().await.endpoints(),
         (_, None) => Vec::new(),
     };
-    let engine = Engine::new(engine::clients(&endpoints)?, opts.retry_budget);
+    let doors = match (opts.protocol, &cluster) {
+        (Protocol::Grpc, _) => None,
+        (Protocol::Http, Some(c)) => Some(c.lock().await.api_endpoints()),
+        (Protocol::Http, None) => Some(opts.api_endpoints.clone()),
+    };
+    if let Some(d) = &doors
+        && d.len() != endpoints.len()
+    {
+        return Err(LoadError::Invalid(format!(
+            "--protocol http needs one --api-endpoint per --endpoint ({} and {})",
+            d.len(),
+            endpoints.len()
+        )));
+    }
+    let engine = Engine::with_http(
+        engine::clients(&endpoints)?,
+        doors.map(|d| http::HttpDoors::new(&d)),
+        opts.retry_budget,
+    );
     let fault_task = cluster
         .as_ref()
         .map(|c| tokio::spawn(faults::run(scenario.faults.clone(), c.clone(), engine.start())));

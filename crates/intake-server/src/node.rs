@@ -52,6 +52,9 @@ pub struct Node {
     router: Router,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The gRPC door's service, shared with other doors (the HTTP API) so
+    /// they pass through the same validation, admission and idempotency.
+    intake: Arc<IntakeServiceImpl>,
 }
 
 const NODE_ID_KEY: &str = "node_id";
@@ -123,7 +126,7 @@ impl Node {
             })?;
         let (stop, stop_rx) = watch::channel(false);
         let districts = Arc::new(cfg.districts.clone());
-        let server = serve(
+        let (server, intake) = serve(
             &cfg,
             listener,
             &groups,
@@ -185,7 +188,13 @@ impl Node {
             router,
             stop,
             server,
+            intake,
         })
+    }
+
+    /// This node's `intake.v1.IntakeService`, to call in-process.
+    pub fn intake_service(&self) -> Arc<IntakeServiceImpl> {
+        self.intake.clone()
     }
 
     pub fn id(&self) -> NodeId {
@@ -328,7 +337,13 @@ async fn serve(
     peers: &PeerPool,
     districts: Arc<intake_core::DistrictTable>,
     mut stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, NodeError> {
+) -> Result<
+    (
+        JoinHandle<Result<(), tonic::transport::Error>>,
+        Arc<IntakeServiceImpl>,
+    ),
+    NodeError,
+> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<IntakeServiceServer<IntakeServiceImpl>>()
@@ -338,7 +353,7 @@ async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
-    let intake = IntakeServiceImpl::new(
+    let intake = Arc::new(IntakeServiceImpl::new(
         router.clone(),
         districts.clone(),
         Arc::new(cfg.categories.clone()),
@@ -346,7 +361,7 @@ async fn serve(
         cfg.submit_timeout,
         &cfg.admission,
         RuntimeLag::start(stop.clone()),
-    );
+    ));
     let admin = AdminServiceImpl::new(cfg.node_id, router.clone(), peers.clone());
     let transport = RaftTransportService::new(groups.clone(), storage.clone(), stop.clone());
     let router = tonic::transport::Server::builder()
@@ -375,7 +390,7 @@ async fn serve(
         .layer(crate::bad_frames::BadFramesLayer)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))
+        .add_service(IntakeServiceServer::from_arc(intake.clone()).max_decoding_message_size(8 * 1024 * 1024))
         .add_service(AdminServiceServer::new(admin))
         .add_service(
             RaftTransportServer::new(transport)
@@ -386,10 +401,8 @@ async fn serve(
     // ours, and without TCP_NODELAY small Raft responses wait out Nagle and
     // delayed ACKs (~40 ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Ok(tokio::spawn(router.serve_with_incoming_shutdown(
-        incoming,
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        },
-    )))
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    Ok((server, intake))
 }

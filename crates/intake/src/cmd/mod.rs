@@ -1,3 +1,4 @@
+pub mod api;
 pub mod demo;
 pub mod get;
 pub mod load;
