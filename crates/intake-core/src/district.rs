@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// Beijing's districts, GB/T 2260 codes, 2020 census population.
 pub const BEIJING_CSV: &str = include_str!("../data/beijing-districts.csv");
 
+/// Approximate centre of each Beijing district (`code,lat,lon`), for placing
+/// a reported point in a district (Open311's `lat`/`long`).
+pub const BEIJING_CENTROIDS_CSV: &str = include_str!("../data/beijing-district-centroids.csv");
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct District {
     pub code: String,

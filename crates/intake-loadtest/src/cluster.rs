@@ -61,6 +61,8 @@ pub struct LocalCluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
     addrs: BTreeMap<u64, String>,
+    /// Each node's HTTP door (`--api`), for `--protocol http`.
+    api_addrs: BTreeMap<u64, String>,
     nodes: BTreeMap<u64, Proc>,
     sink_addr: String,
     sink_out: PathBuf,
@@ -90,8 +92,10 @@ impl LocalCluster {
             .tempdir()
             .map_err(|e| LoadError::io("creating a temporary directory", e))?;
         let mut addrs = BTreeMap::new();
+        let mut api_addrs = BTreeMap::new();
         for id in 1..=n {
             addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
+            api_addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
         }
         let sink_out = dir.path().join("sink.jsonl");
         let mut c = LocalCluster {
@@ -101,6 +105,7 @@ impl LocalCluster {
             dir,
             nodes: addrs.keys().map(|id| (*id, Proc::none())).collect(),
             addrs,
+            api_addrs,
             sink: Proc::none(),
             killed: Vec::new(),
         };
@@ -119,6 +124,11 @@ impl LocalCluster {
 
     pub fn endpoints(&self) -> Vec<String> {
         self.addrs.values().cloned().collect()
+    }
+
+    /// The nodes' HTTP doors, in the order of [`Self::endpoints`].
+    pub fn api_endpoints(&self) -> Vec<String> {
+        self.api_addrs.values().cloned().collect()
     }
 
     pub fn node_ids(&self) -> Vec<u64> {
@@ -183,6 +193,10 @@ impl LocalCluster {
             .arg(self.dir.path().join(format!("node-{id}")))
             .args(["--initial-cluster", &self.initial_cluster()])
             .args(["--dispatch", &self.sink_addr])
+            .args([
+                "--api",
+                self.api_addrs.get(&id).map_or("127.0.0.1:0", String::as_str),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

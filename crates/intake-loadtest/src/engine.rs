@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
 use crate::error::LoadError;
+use crate::http::HttpDoors;
 use crate::scenario::{Phase, Rate};
 use crate::tally::{Outcome, Tally, histogram};
 use crate::workload::{Request, Workload};
@@ -94,6 +95,9 @@ struct PhaseCtx {
 
 pub struct Engine {
     clients: Vec<IntakeServiceClient<Channel>>,
+    /// `--protocol http`: complaints go to these doors instead (same order
+    /// as `clients`, which still serve verification's look-ups).
+    http: Option<HttpDoors>,
     /// The clients' keys in `health`, by index.
     names: Vec<String>,
     /// Endpoints that refused connections, as `intake-client` tracks them.
@@ -113,7 +117,7 @@ impl Engine {
     /// The clock of the run starts now: per-second series and fault times
     /// count from here.
     pub fn new(clients: Vec<IntakeServiceClient<Channel>>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
-        Self::with_attempt_timeout(clients, budget, None)
+        Self::build(clients, budget, None, None)
     }
 
     /// As [`Engine::new`], each attempt limited to `attempt_timeout`: a node
@@ -126,7 +130,28 @@ impl Engine {
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
     ) -> Arc<Engine> {
+        Self::build(clients, budget, attempt_timeout, None)
+    }
+
+    /// As `new`, submitting through the HTTP doors when `http` is given.
+    pub fn with_http(
+        clients: Vec<IntakeServiceClient<Channel>>,
+        http: Option<HttpDoors>,
+        budget: Option<RetryBudgetConfig>,
+    ) -> Arc<Engine> {
+        Self::build(clients, budget, None, http)
+    }
+
+    /// Every option at once: the retry budget, one attempt's limit, and the
+    /// HTTP doors to submit through (gRPC when `None`).
+    pub fn build(
+        clients: Vec<IntakeServiceClient<Channel>>,
+        budget: Option<RetryBudgetConfig>,
+        attempt_timeout: Option<Duration>,
+        http: Option<HttpDoors>,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
+            http,
             names: (0..clients.len()).map(|i| i.to_string()).collect(),
             health: EndpointHealth::new(),
             clients,
@@ -457,6 +482,13 @@ impl Engine {
         deadline: Instant,
         previous_attempts: u32,
     ) -> Result<Answers, tonic::Status> {
+        if let Some(doors) = &self.http {
+            let answers = doors.send(at, batch, complaints, deadline).await?;
+            for (code, _) in answers.iter().filter_map(|a| a.as_ref().err()) {
+                self.sample_error(*code, "(HTTP)");
+            }
+            return Ok(answers);
+        }
         let mut client = self.clients[at].clone();
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = self.attempt_timeout.map_or(left, |t| t.min(left));

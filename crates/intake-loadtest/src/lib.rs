@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod faults;
+pub mod http;
 pub mod report;
 pub mod scenario;
 pub mod tally;
@@ -58,6 +59,20 @@ pub struct RunOptions {
     /// One attempt's limit within the deadline (`intake load
     /// --attempt-timeout-ms`); `None`: the whole deadline.
     pub attempt_timeout: Option<Duration>,
+    /// The door complaints go through.
+    pub protocol: Protocol,
+    /// With `Endpoints` and `Protocol::Http`: each node's HTTP door
+    /// (`--api`), in the order of the gRPC endpoints.
+    pub api_endpoints: Vec<String>,
+}
+
+/// Which of a node's doors the load goes through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    /// The HTTP/JSON API (`intake-http`).
+    Http,
 }
 
 /// A finished run, verified.
@@ -203,10 +218,25 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         (_, Some(c)) => c.lock().await.endpoints(),
         (_, None) => Vec::new(),
     };
-    let engine = Engine::with_attempt_timeout(
+    let doors = match (opts.protocol, &cluster) {
+        (Protocol::Grpc, _) => None,
+        (Protocol::Http, Some(c)) => Some(c.lock().await.api_endpoints()),
+        (Protocol::Http, None) => Some(opts.api_endpoints.clone()),
+    };
+    if let Some(d) = &doors
+        && d.len() != endpoints.len()
+    {
+        return Err(LoadError::Invalid(format!(
+            "--protocol http needs one --api-endpoint per --endpoint ({} and {})",
+            d.len(),
+            endpoints.len()
+        )));
+    }
+    let engine = Engine::build(
         engine::clients(&endpoints)?,
         opts.retry_budget,
         opts.attempt_timeout,
+        doors.map(|d| http::HttpDoors::new(&d)),
     );
     let alert_watch = alerts::AlertWatch::start(&endpoints, engine.start());
     let fault_task = cluster

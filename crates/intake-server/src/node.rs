@@ -56,6 +56,9 @@ pub struct Node {
     surges: SurgeWatch,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The gRPC door's service, shared with other doors (the HTTP API) so
+    /// they pass through the same validation, admission and idempotency.
+    intake: Arc<IntakeServiceImpl>,
 }
 
 const NODE_ID_KEY: &str = "node_id";
@@ -138,7 +141,7 @@ impl Node {
             peers.clone(),
             surges.clone(),
         ));
-        let server = serve(
+        let (server, intake) = serve(
             &cfg,
             listener,
             &storage,
@@ -232,7 +235,13 @@ impl Node {
             surges,
             stop,
             server,
+            intake,
         })
+    }
+
+    /// This node's `intake.v1.IntakeService`, to call in-process.
+    pub fn intake_service(&self) -> Arc<IntakeServiceImpl> {
+        self.intake.clone()
     }
 
     pub fn id(&self) -> NodeId {
@@ -379,7 +388,13 @@ async fn serve(
     admission: Arc<Admission>,
     admin: Arc<AdminServiceImpl>,
     mut stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, NodeError> {
+) -> Result<
+    (
+        JoinHandle<Result<(), tonic::transport::Error>>,
+        Arc<IntakeServiceImpl>,
+    ),
+    NodeError,
+> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<IntakeServiceServer<IntakeServiceImpl>>()
@@ -389,14 +404,14 @@ async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
-    let intake = IntakeServiceImpl::new(
+    let intake = Arc::new(IntakeServiceImpl::new(
         router.clone(),
         admission,
         Arc::new(cfg.districts.clone()),
         Arc::new(cfg.categories.clone()),
         cfg.limits.clone(),
         cfg.submit_timeout,
-    );
+    ));
     let registry = router.registry();
     let transport = RaftTransportService::new(registry.groups().clone(), storage.clone(), stop.clone());
     let router = tonic::transport::Server::builder()
@@ -425,7 +440,7 @@ async fn serve(
         .layer(crate::bad_frames::BadFramesLayer)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))
+        .add_service(IntakeServiceServer::from_arc(intake.clone()).max_decoding_message_size(8 * 1024 * 1024))
         .add_service(AdminServiceServer::from_arc(admin))
         .add_service(
             RaftTransportServer::new(transport)
@@ -436,10 +451,8 @@ async fn serve(
     // ours, and without TCP_NODELAY small Raft responses wait out Nagle and
     // delayed ACKs (~40 ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Ok(tokio::spawn(router.serve_with_incoming_shutdown(
-        incoming,
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        },
-    )))
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    Ok((server, intake))
 }

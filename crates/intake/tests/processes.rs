@@ -704,6 +704,42 @@ fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage(
     drop(sink);
 }
 
+/// `intake start --api`: the node serves the HTTP doors over its own
+/// service; a complaint posted there reads back through gRPC.
+#[test]
+fn start_with_api_serves_the_http_doors() {
+    let mut c = Cluster::new(1);
+    let api = format!("127.0.0.1:{}", free_port());
+    c.extra = vec!["--api".into(), api.clone()];
+    c.start(1);
+    c.wait_leader(Duration::from_secs(30));
+    let body = r#"{"district_code":"110105","category":"noise","text":"via --api"}"#;
+    let end = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&api).unwrap();
+        write!(
+            s,
+            "POST /v1/complaints HTTP/1.0\r\nHost: {api}\r\nContent-Type: application/json\r\nIdempotency-Key: api-1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        if out.starts_with("HTTP/1.0 201") || out.starts_with("HTTP/1.1 201") {
+            break out;
+        }
+        assert!(Instant::now() < end, "no 201 from --api: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let json = answer.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let ticket = v["ticket_id"].as_str().unwrap();
+    let t = get_json(&c.addrs[&1], ticket, false).expect("the ticket over gRPC");
+    assert_eq!(t["channel"], "web", "{t}");
+    assert!(http_get(&api, "/v1/openapi.json").contains("\"openapi\""));
+}
+
 /// A base port P with P, P+1, P+2 and P+99 free right now.
 fn free_base_port() -> u16 {
     for _ in 0..200 {
@@ -725,6 +761,7 @@ fn free_base_port() -> u16 {
 fn demo_runs_a_cluster_and_sink_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port();
+    let api_port = free_base_port();
     let http = format!("127.0.0.1:{}", free_port());
     let out = std::fs::File::create(dir.path().join("demo.out")).unwrap();
     let mut demo = Proc {
@@ -737,6 +774,8 @@ fn demo_runs_a_cluster_and_sink_and_stops_cleanly_on_ctrl_c() {
                 &http,
                 "--traffic",
                 "20",
+                "--api-port",
+                &api_port.to_string(),
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -778,6 +817,13 @@ fn demo_runs_a_cluster_and_sink_and_stops_cleanly_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The HTTP doors of the second node: the web page, and the same ticket.
+    let api = format!("127.0.0.1:{}", api_port + 1);
+    assert!(http_get(&api, "/").contains("Report a problem"));
+    assert!(
+        http_get(&api, &format!("/v1/tickets/{ticket}")).contains(&format!("\"ticket_id\":\"{ticket}\""))
+    );
+
     // Ctrl-C: everything stops within seconds, exit 0.
     let pid = demo.child.id().to_string();
     assert!(
@@ -800,7 +846,7 @@ fn demo_runs_a_cluster_and_sink_and_stops_cleanly_on_ctrl_c() {
     };
     assert!(status.success(), "demo exited with {status}");
     let shown = std::fs::read_to_string(dir.path().join("demo.out")).unwrap();
-    for want in ["throughput", "SHARD", "caught up", "stopped;"] {
+    for want in ["throughput", "SHARD", "caught up", "stopped;", "HTTP API"] {
         assert!(shown.contains(want), "demo output lacks {want:?}:\n{shown}");
     }
 }

@@ -38,6 +38,10 @@ pub struct DemoArgs {
     /// Prometheus metrics of the demo process on this address.
     #[arg(long, default_value = "127.0.0.1:9100")]
     http: SocketAddr,
+    /// First HTTP API port (JSON API, Open311, web page): node N serves on
+    /// this port + N - 1.
+    #[arg(long, default_value_t = 8080)]
+    api_port: u16,
 }
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -104,6 +108,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut nodes = Vec::new();
+    let mut doors = Vec::new();
     for (id, addr) in &addrs {
         let mut cfg = NodeConfig::new(*id, *addr, dir.join(format!("node-{id}")), initial.clone());
         cfg.cache_capacity_bytes = 32 * 1024 * 1024;
@@ -118,6 +123,17 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting node {id} on {addr} (try another --base-port)"))?;
+        let api = SocketAddr::from(([127, 0, 0, 1], api_port(&a, *id)?));
+        let door = crate::cmd::api::start(
+            api,
+            &node,
+            DistrictTable::beijing(),
+            CategoryTable::default(),
+            stop_rx.clone(),
+        )
+        .await
+        .context("try another --api-port")?;
+        doors.push(door);
         nodes.push(node);
     }
     let endpoints: Vec<String> = addrs.values().map(ToString::to_string).collect();
@@ -127,12 +143,22 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  data and log   {}", dir.display());
     println!("  metrics        http://{}/metrics", a.http);
     println!("  ops dashboard  http://{}/ops", a.http);
+    println!(
+        "  HTTP API       http://127.0.0.1:{}/ (web page, /v1, /open311/v2; also :{} and :{})",
+        a.api_port,
+        api_port(&a, 2)?,
+        api_port(&a, 3)?
+    );
     println!("Submit a complaint from another terminal:");
     println!(
         "  intake submit --endpoint {} --district 110105 --category noise --channel app --text \"Drilling at night\"",
         endpoints[0]
     );
     println!("  intake get --endpoint {} <ticket id>", endpoints[0]);
+    println!(
+        "  curl -s http://127.0.0.1:{}/v1/complaints -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' -d '{{\"district_code\":\"110105\",\"category\":\"noise\",\"text\":\"Drilling at night\"}}'",
+        a.api_port
+    );
     println!("Ctrl-C stops everything.\n");
 
     let traffic =
@@ -146,12 +172,23 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = traffic {
         let _ = t.await;
     }
+    for door in doors {
+        let _ = tokio::time::timeout(Duration::from_secs(5), door).await;
+    }
     for node in nodes {
         node.shutdown().await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), sink_task).await;
     println!("stopped; the sink holds {} tickets", sink.held());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Node `id`'s HTTP API port.
+fn api_port(a: &DemoArgs, id: u64) -> anyhow::Result<u16> {
+    u16::try_from(id - 1)
+        .ok()
+        .and_then(|i| a.api_port.checked_add(i))
+        .with_context(|| format!("--api-port {} leaves no room for node {id}", a.api_port))
 }
 
 /// Synthetic complaints at `rate` per second, districts weighted by

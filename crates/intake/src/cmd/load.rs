@@ -39,6 +39,14 @@ pub struct LoadArgs {
     /// against them, and kill them at the end; needed for scenario faults.
     #[arg(long)]
     spawn: Option<u64>,
+    /// The door complaints go through: grpc, or http (the nodes' JSON API,
+    /// `intake start --api`; with --endpoints give --api-endpoints too).
+    #[arg(long, default_value = "grpc", value_parser = ["grpc", "http"])]
+    protocol: String,
+    /// With --protocol http and --endpoints: each node's --api HOST:PORT,
+    /// in the same order as --endpoints.
+    #[arg(long, value_delimiter = ',')]
+    api_endpoints: Vec<String>,
     /// A scenario file (TOML: phases and faults); replaces --rate,
     /// --duration, --concurrency, --batch, --text-bytes, --emergency-share,
     /// --deadline-ms and --max-attempts.
@@ -169,6 +177,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             sink_file: args.sink_file.clone(),
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
             keep_logs: args.report.clone(),
+            protocol: if args.protocol == "http" {
+                intake_loadtest::Protocol::Http
+            } else {
+                intake_loadtest::Protocol::Grpc
+            },
+            api_endpoints: args.api_endpoints.clone(),
             retry_budget: (!args.no_retry_budget).then(|| RetryBudgetConfig {
                 max_tokens: args.retry_budget,
                 ..RetryBudgetConfig::default()
@@ -198,6 +212,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     for n in &summary.notes {
         eprintln!("note: {n}");
+    }
+    if args.protocol == "http" {
+        eprintln!("note: complaints went through the nodes' HTTP/JSON door (--protocol http)");
     }
     for line in summary.lines() {
         println!("{line}");

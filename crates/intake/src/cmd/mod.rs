@@ -1,4 +1,5 @@
 pub mod alerts;
+pub mod api;
 pub mod demo;
 pub mod get;
 pub mod health;

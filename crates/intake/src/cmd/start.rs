@@ -42,6 +42,10 @@ pub struct StartArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "INTAKE_HTTP")]
     http: Option<SocketAddr>,
+    /// Serve the HTTP/JSON API, Open311 GeoReport v2 and the citizen web
+    /// page at http://HOST:PORT/.
+    #[arg(long, env = "INTAKE_API")]
+    api: Option<SocketAddr>,
     /// District table CSV (code,name_zh,name_en,population). Default: Beijing.
     #[arg(long, env = "INTAKE_DISTRICTS")]
     districts: Option<PathBuf>,
@@ -108,6 +112,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     initial_cluster: Option<String>,
     http: Option<SocketAddr>,
+    api: Option<SocketAddr>,
     districts: Option<PathBuf>,
     shards: Option<u32>,
     replicas: Option<usize>,
@@ -176,11 +181,18 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     };
     init_logging(args.log_json.or(file.log_json).unwrap_or(false));
 
+    let api = args.api.or(file.api);
     let cfg = node_config(args, file)?;
     if crate::cmd::wiped::is_empty(&cfg.data_dir) {
         crate::cmd::wiped::refuse_if_known(cfg.node_id, &cfg.data_dir, &cfg.initial_cluster).await?;
     }
+    let (districts, categories) = (cfg.districts.clone(), cfg.categories.clone());
     let node = Node::start(cfg).await?;
+    let (api_stop, api_stopped) = tokio::sync::watch::channel(false);
+    let api = match api {
+        Some(addr) => Some(crate::cmd::api::start(addr, &node, districts, categories, api_stopped).await?),
+        None => None,
+    };
     tokio::select! {
         _ = crate::cmd::signal::stop() => {}
         // After a failed fsync the kernel may have dropped written pages, and
@@ -194,6 +206,10 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         }
     }
     tracing::info!("stopping");
+    let _ = api_stop.send(true);
+    if let Some(api) = api {
+        let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
+    }
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -358,12 +374,13 @@ mod tests {
     }
 
     /// Every key but node_id, which each file below sets first.
-    const KEYS: [&str; 18] = [
+    const KEYS: [&str; 19] = [
         "listen",
         "advertise",
         "data_dir",
         "initial_cluster",
         "http",
+        "api",
         "shards",
         "replicas",
         "cache_mb",
