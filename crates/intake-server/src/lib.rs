@@ -6,6 +6,7 @@
 
 pub mod admin_service;
 pub mod arrival;
+pub mod auth;
 pub mod bad_frames;
 pub mod batcher;
 pub mod compaction;
@@ -23,6 +24,7 @@ pub mod observe;
 pub mod router;
 pub mod slowness;
 pub mod streak;
+pub mod tls;
 
 pub use config::{AdmissionConfig, NodeConfig, RaftTuning};
 pub use node::{Node, NodeError};

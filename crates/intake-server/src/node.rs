@@ -18,12 +18,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin_service::AdminServiceImpl;
+use crate::auth::{GateLayer, Guarded};
 use crate::config::NodeConfig;
 use crate::intake_service::IntakeServiceImpl;
 use crate::lag::RuntimeLag;
 use crate::meta;
 use crate::observe;
 use crate::router::Router;
+use crate::tls::TlsReloader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -91,7 +93,18 @@ impl Node {
         );
 
         let map = load_or_bootstrap_map(&storage, &cfg).await?;
+        let tls = TlsReloader::load(cfg.tls.clone()).map_err(|e| NodeError::Config(format!("TLS: {e}")))?;
+        if tls.as_ref().is_some_and(|t| !t.mutual()) && map.members.len() > 1 {
+            return Err(NodeError::Config(
+                "--tls-cert on a cluster of several nodes needs --peer-ca, --peer-cert and --peer-key too: \
+                 the port speaks TLS to peers as well, and they verify each other with the cluster CA"
+                    .into(),
+            ));
+        }
         let peers = PeerPool::new();
+        if let Some(t) = &tls {
+            peers.set_tls(t.current().peer_client.clone());
+        }
         let groups = Groups::default();
         let router = Router::new(
             cfg.node_id,
@@ -123,9 +136,16 @@ impl Node {
             })?;
         let (stop, stop_rx) = watch::channel(false);
         let districts = Arc::new(cfg.districts.clone());
+        if let Some(t) = &tls {
+            let peers = peers.clone();
+            t.spawn_watch(stop_rx.clone(), move |state| {
+                peers.set_tls(state.peer_client.clone())
+            });
+        }
         let server = serve(
             &cfg,
             listener,
+            tls,
             &groups,
             &storage,
             &router,
@@ -322,12 +342,13 @@ async fn initialize_if_new(
 async fn serve(
     cfg: &NodeConfig,
     listener: TcpListener,
+    tls: Option<TlsReloader>,
     groups: &Groups,
     storage: &NodeStorage,
     router: &Router,
     peers: &PeerPool,
     districts: Arc<intake_core::DistrictTable>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -373,9 +394,16 @@ async fn serve(
         .layer(crate::deadline::DeadlineLayer)
         // Unreadable framing on the public API is INVALID_ARGUMENT, not INTERNAL.
         .layer(crate::bad_frames::BadFramesLayer)
+        // Who may call what; every refusal is answered here (crate::auth).
+        .layer(GateLayer::new(
+            cfg.auth.clone(),
+            tls.as_ref().is_some_and(TlsReloader::mutual),
+        ))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(IntakeServiceServer::new(intake).max_decoding_message_size(8 * 1024 * 1024))
+        .add_service(
+            IntakeServiceServer::new(Guarded::new(intake)).max_decoding_message_size(8 * 1024 * 1024),
+        )
         .add_service(AdminServiceServer::new(admin))
         .add_service(
             RaftTransportServer::new(transport)
@@ -385,11 +413,18 @@ async fn serve(
     // Server::tcp_nodelay covers only sockets tonic binds itself; these are
     // ours, and without TCP_NODELAY small Raft responses wait out Nagle and
     // delayed ACKs (~40 ms).
+    let mut stopped = stop.clone();
+    let stopped = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    if let Some(tls) = tls {
+        let incoming = crate::tls::incoming(listener, tls, stop.clone());
+        return Ok(tokio::spawn(
+            router.serve_with_incoming_shutdown(incoming, stopped),
+        ));
+    }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Ok(tokio::spawn(router.serve_with_incoming_shutdown(
-        incoming,
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        },
-    )))
+    Ok(tokio::spawn(
+        router.serve_with_incoming_shutdown(incoming, stopped),
+    ))
 }

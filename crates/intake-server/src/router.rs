@@ -802,6 +802,8 @@ fn set_hops<T>(req: &mut tonic::Request<T>, hops: u32) {
     if let Ok(v) = tonic::metadata::MetadataValue::try_from(hops.to_string()) {
         req.metadata_mut().insert(HOPS_HEADER, v);
     }
+    // Without mutual TLS the next node checks the caller's token again.
+    crate::auth::attach_caller_token(req);
 }
 
 /// gRPC's header for a retried call (gRFC A6): how many attempts came

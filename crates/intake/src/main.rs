@@ -40,6 +40,8 @@ enum Command {
     Load(cmd::load::LoadArgs),
     /// Run the reference downstream dispatch sink.
     Sink(cmd::sink::SinkArgs),
+    /// Tokens for `intake start --auth`.
+    Auth(cmd::auth::AuthArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd::status::run(a).await,
             Command::Load(a) => cmd::load::run(a).await,
             Command::Sink(a) => cmd::sink::run(a).await,
+            Command::Auth(a) => cmd::auth::run(a).await,
         }
     });
     match result {
