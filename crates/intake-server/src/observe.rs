@@ -111,7 +111,7 @@ pub const FAMILIES: &[Family] = &[
         Counter,
         Unit::Count,
         &["code"],
-        "Calls the authentication gate refused, by answer: unauthenticated (no or unknown token, or not a peer on an internal service), permission_denied (role), resource_exhausted (the token's rate limit).",
+        "Calls the authentication gate refused, by answer: unauthenticated (no or unknown token, or not a peer on an internal service), permission_denied (role), resource_exhausted (the token's rate limit), plaintext (a call without TLS to a TLS port).",
     ),
     family(
         "intake_submit_total",

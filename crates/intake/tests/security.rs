@@ -34,9 +34,9 @@ fn free_port() -> u16 {
 fn intake(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("INTAKE_TOKEN")
         .env_remove("INTAKE_CA")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -94,7 +94,7 @@ fn cli_speaks_tls_with_tokens_and_sighup_reloads_certificates() {
     std::fs::write(
         &auth,
         format!(
-            "[[token]]\nname = \"app\"\nsha256 = \"{}\"\nrole = \"adapter\"\nchannels = [\"app\"]\n\n\
+            "[[token]]\nname = \"app\"\nsha256 = \"{}\"\nrole = \"adapter\"\nchannels = [\"phone\", \"app\", \"web\"]\n\n\
              [[token]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"ops\"\n",
             hash("adapter-secret"),
             hash("ops-secret")
@@ -190,6 +190,31 @@ fn cli_speaks_tls_with_tokens_and_sighup_reloads_certificates() {
         "{}",
         text(&out)
     );
+
+    // `intake load` speaks TLS with a token too.
+    let out = intake(
+        &[
+            "load",
+            "--endpoints",
+            &addr,
+            "--ca",
+            old_ca_arg,
+            "--token",
+            "adapter-secret",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+        ],
+        &[],
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(last.contains("lost=0") && !last.contains("acked=0 "), "{last}");
 
     // New certificate from another CA, same file sizes, old mtimes: only a
     // SIGHUP can make the node notice.

@@ -84,7 +84,13 @@ impl GateLayer {
     /// The caller of a request, or the status that refuses it.
     fn decide(&self, req: &http::Request<impl Sized>) -> Result<Caller, Status> {
         let path = req.uri().path();
-        let peer = req.extensions().get::<ConnInfo>().is_some_and(|c| c.peer);
+        let conn = req.extensions().get::<ConnInfo>();
+        if conn.is_some_and(|c| c.plaintext) {
+            return Err(Status::failed_precondition(
+                "this node serves TLS only: connect with TLS (intake: --ca FILE, the CA that signed the node's certificate)",
+            ));
+        }
+        let peer = conn.is_some_and(|c| c.peer);
         if path.starts_with(INTERNAL_PREFIX) {
             if self.mutual && !peer {
                 return Err(Status::unauthenticated(
@@ -199,6 +205,7 @@ fn code_label(code: Code) -> &'static str {
         Code::Unauthenticated => "unauthenticated",
         Code::PermissionDenied => "permission_denied",
         Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "plaintext",
         _ => "other",
     }
 }

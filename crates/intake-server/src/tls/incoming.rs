@@ -28,12 +28,38 @@ pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
     /// The connection presented a certificate the cluster CA signed.
     pub peer: bool,
+    /// The client spoke plaintext HTTP/2 to this TLS port. Such a
+    /// connection is served only so that every call on it can be told why
+    /// it is refused, instead of seeing the connection break.
+    pub plaintext: bool,
 }
 
-/// One accepted TLS connection.
+/// One accepted connection: TLS, or a plaintext client's (see
+/// [`ConnInfo::plaintext`]).
 pub struct TlsConn {
-    inner: TlsStream<TcpStream>,
+    inner: Io,
     info: ConnInfo,
+}
+
+enum Io {
+    Tls(Box<TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+/// Delegates to whichever stream the connection has.
+macro_rules! io {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &mut $self.inner {
+            Io::Tls(t) => {
+                let $s = Pin::new(t.as_mut());
+                $e
+            }
+            Io::Plain(p) => {
+                let $s = Pin::new(p);
+                $e
+            }
+        }
+    };
 }
 
 impl tonic::transport::server::Connected for TlsConn {
@@ -50,21 +76,21 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        io!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for TlsConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        io!(self, s => s.poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        io!(self, s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        io!(self, s => s.poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -72,11 +98,14 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        io!(self, s => s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            Io::Tls(t) => t.is_write_vectored(),
+            Io::Plain(p) => p.is_write_vectored(),
+        }
     }
 }
 
@@ -107,6 +136,24 @@ pub fn incoming(listener: TcpListener, tls: TlsReloader, mut stop: watch::Receiv
             let state = tls.current();
             let tx = tx.clone();
             tokio::spawn(async move {
+                // A TLS ClientHello starts 0x16; a plaintext HTTP/2 client
+                // starts with its preface, "PRI * HTTP/2.0".
+                let mut first = [0u8; 3];
+                let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+                if matches!(peeked, Ok(Ok(3))) && &first == b"PRI" {
+                    let info = ConnInfo {
+                        remote: Some(remote),
+                        peer: false,
+                        plaintext: true,
+                    };
+                    let _ = tx
+                        .send(Ok(TlsConn {
+                            inner: Io::Plain(tcp),
+                            info,
+                        }))
+                        .await;
+                    return;
+                }
                 let acceptor = tokio_rustls::TlsAcceptor::from(state.server.clone());
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -121,10 +168,11 @@ pub fn incoming(listener: TcpListener, tls: TlsReloader, mut stop: watch::Receiv
                 };
                 let peer = state.is_peer(stream.get_ref().1.peer_certificates());
                 let conn = TlsConn {
-                    inner: stream,
+                    inner: Io::Tls(Box::new(stream)),
                     info: ConnInfo {
                         remote: Some(remote),
                         peer,
+                        plaintext: false,
                     },
                 };
                 let _ = tx.send(Ok(conn)).await;
