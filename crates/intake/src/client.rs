@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 /// How the CLI reaches a node: TLS and a token, on every client subcommand.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Clone, Default)]
 pub struct Conn {
     /// CA certificate (PEM) that signed the nodes' certificates: speak TLS.
     #[arg(long, env = "INTAKE_CA")]
@@ -27,6 +27,18 @@ pub struct Conn {
     /// Bearer token for nodes started with --auth.
     #[arg(long, env = "INTAKE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 impl Conn {

@@ -132,10 +132,10 @@ fn hangups() -> Hangups {
 
 async fn next_hangup(hup: &mut Hangups) {
     #[cfg(unix)]
-    if let Some(s) = hup {
-        if s.recv().await.is_some() {
-            return;
-        }
+    if let Some(s) = hup
+        && s.recv().await.is_some()
+    {
+        return;
     }
     std::future::pending::<()>().await
 }
