@@ -79,6 +79,7 @@ impl Client {
             config.connect_timeout,
             config.map_refresh_interval,
             config.suspect_for,
+            config.security.clone(),
         )?);
         routing.refresh_soon();
         Ok(Client {
@@ -307,7 +308,8 @@ impl Client {
             Ok(c) => c,
             Err(e) => return all(Status::unavailable(e.to_string())),
         };
-        let mut client = IntakeServiceClient::new(channel);
+        let mut client =
+            IntakeServiceClient::with_interceptor(channel, self.inner.routing.security().interceptor());
         // The gRPC deadline covers the server; the local timeout covers a
         // connect that hangs before any request is sent.
         let local = timeout + Duration::from_millis(50);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::retry::RetryBudgetConfig;
+use crate::security::Security;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -27,6 +28,8 @@ pub struct ClientConfig {
     /// outlast an election, or a stopped leader that its followers still
     /// name keeps being tried first and drains the retry budget.
     pub suspect_for: Duration,
+    /// TLS (the nodes' CA, a client certificate) and the bearer token.
+    pub security: Security,
 }
 
 impl ClientConfig {
@@ -41,6 +44,7 @@ impl ClientConfig {
             retry_budget: RetryBudgetConfig::default(),
             map_refresh_interval: Duration::from_millis(500),
             suspect_for: Duration::from_secs(3),
+            security: Security::default(),
         }
     }
 }

@@ -74,6 +74,7 @@ mod outbox;
 mod redact;
 mod retry;
 mod routing;
+mod security;
 
 pub use client::{Client, MAX_BATCH_ITEMS, Submitted};
 pub use config::ClientConfig;
@@ -83,3 +84,4 @@ pub use intake_proto::pb;
 pub use outbox::{MAX_RECORD_BYTES, Outbox, OutboxConfig, OutboxError, OutboxEvent};
 pub use redact::key_tag;
 pub use retry::{RetryBudget, RetryBudgetConfig, backoff};
+pub use security::{Authorize, Security};

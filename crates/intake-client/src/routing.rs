@@ -17,10 +17,11 @@ use std::time::Duration;
 use intake_proto::pb;
 use intake_proto::pb::admin_service_client::AdminServiceClient;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::ClientError;
 use crate::health::EndpointHealth;
+use crate::security::Security;
 
 /// What the client knows of the cluster: for each district, the address of
 /// its shard's leader.
@@ -49,6 +50,7 @@ impl ShardMap {
 /// endpoints share channels.
 fn normalize(addr: &str) -> String {
     addr.trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/')
         .to_string()
 }
@@ -70,6 +72,8 @@ pub(crate) struct Routing {
     next: AtomicUsize,
     refreshing: AtomicBool,
     last_refresh: Mutex<Option<Instant>>,
+    /// TLS and token for every channel and call.
+    security: Security,
 }
 
 impl Routing {
@@ -78,6 +82,7 @@ impl Routing {
         connect_timeout: Duration,
         refresh_interval: Duration,
         suspect_for: Duration,
+        security: Security,
     ) -> Result<Self, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints".into()));
@@ -94,6 +99,7 @@ impl Routing {
             next: AtomicUsize::new(0),
             refreshing: AtomicBool::new(false),
             last_refresh: Mutex::new(None),
+            security,
         };
         // Fail now on a malformed endpoint rather than on the first call.
         for e in &routing.endpoints {
@@ -108,13 +114,19 @@ impl Routing {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ClientError::Config(format!("bad endpoint {addr:?}: {e}")))?
+        let channel = self
+            .security
+            .endpoint(addr)?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// TLS and token settings of this client's calls.
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     /// The known leader of `district`'s shard, unless it failed lately.
@@ -211,7 +223,7 @@ impl Routing {
         let Ok(channel) = self.channel(&addr) else {
             return;
         };
-        let mut admin = AdminServiceClient::new(channel);
+        let mut admin = AdminServiceClient::with_interceptor(channel, self.security.interceptor());
         let mut req = tonic::Request::new(pb::ClusterStatusRequest { local: false });
         req.set_timeout(Duration::from_secs(2));
         match tokio::time::timeout(Duration::from_secs(3), admin.cluster_status(req)).await {

@@ -6,13 +6,13 @@
 //! control window and the peer's per-connection call limit, and heartbeats
 //! and appends wait behind them or are shed, which slows every commit.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use intake_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use intake_storage::NodeId;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Tonic channels multiplex concurrent RPCs over one HTTP/2 connection and
 /// reconnect by themselves, so a channel is made once per peer address and
@@ -21,11 +21,25 @@ use tonic::transport::{Channel, Endpoint};
 pub struct PeerPool {
     channels: Arc<DashMap<NodeId, (String, Channel)>>,
     forwards: Arc<DashMap<NodeId, (String, Channel)>>,
+    /// The client side of mutual TLS between nodes, when it is on.
+    tls: Arc<RwLock<Option<ClientTlsConfig>>>,
 }
 
 impl PeerPool {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Connects to peers with `tls` from now on (`None`: plaintext). Open
+    /// channels are dropped, so the next call dials with the new
+    /// certificate; calls in flight finish on the old connection.
+    pub fn set_tls(&self, tls: Option<ClientTlsConfig>) {
+        *self
+            .tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tls;
+        self.channels.clear();
+        self.forwards.clear();
     }
 
     /// The Raft transport client for `target` at `addr`.
@@ -40,16 +54,17 @@ impl PeerPool {
     /// The Raft channel to `target` at `addr`. A changed address replaces
     /// the channel.
     pub fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        Self::get_or_make(&self.channels, target, addr)
+        self.get_or_make(&self.channels, target, addr)
     }
 
     /// The channel for forwarded client requests and status queries to
     /// `target` at `addr`, apart from Raft's.
     pub fn forward_channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        Self::get_or_make(&self.forwards, target, addr)
+        self.get_or_make(&self.forwards, target, addr)
     }
 
     fn get_or_make(
+        &self,
         channels: &DashMap<NodeId, (String, Channel)>,
         target: NodeId,
         addr: &str,
@@ -59,7 +74,16 @@ impl PeerPool {
         {
             return Ok(entry.1.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let tls = self
+            .tls
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let endpoint = match tls {
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+        };
+        let channel = endpoint
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))

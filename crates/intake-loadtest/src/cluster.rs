@@ -415,7 +415,7 @@ impl Drop for LocalCluster {
 pub async fn cluster_status(endpoints: &[String]) -> Option<pb::ClusterStatusResponse> {
     for e in endpoints {
         let Ok(ch) = channel(e) else { continue };
-        let mut c = AdminServiceClient::new(ch);
+        let mut c = AdminServiceClient::with_interceptor(ch, crate::engine::auth());
         let mut req = tonic::Request::new(pb::ClusterStatusRequest { local: false });
         req.set_timeout(Duration::from_secs(2));
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(3), c.cluster_status(req)).await {

@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use intake_client::{EndpointHealth, RetryBudget, RetryBudgetConfig, never_sent};
+use intake_client::{Authorize, EndpointHealth, RetryBudget, RetryBudgetConfig, Security, never_sent};
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
 use intake_proto::pb;
@@ -20,6 +21,7 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
@@ -32,14 +34,33 @@ use crate::workload::{Request, Workload};
 /// Responses can be large (batches); the default 4 MiB is not enough.
 const MAX_DECODING_BYTES: usize = 16 * 1024 * 1024;
 
+/// TLS and token for every connection of this process. One run talks to one
+/// cluster, and the endpoints are opened deep inside the engine, the
+/// verifier and the spawned cluster's probes: set once by `intake load`
+/// before it starts, rather than threaded through each of them.
+static SECURITY: OnceLock<Security> = OnceLock::new();
+
+/// Uses `security` for every connection from now on; only the first call
+/// counts.
+pub fn set_security(security: Security) {
+    let _ = SECURITY.set(security);
+}
+
+fn security() -> Security {
+    SECURITY.get().cloned().unwrap_or_default()
+}
+
+/// The token interceptor for this run's calls.
+pub fn auth() -> Authorize {
+    security().interceptor()
+}
+
+/// A client of the public service with this run's token.
+pub type Intake = IntakeServiceClient<InterceptedService<Channel, Authorize>>;
+
 /// The endpoint with this tool's connection settings.
 fn endpoint(endpoint: &str) -> Result<Endpoint, LoadError> {
-    let url = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    let ep = Endpoint::from_shared(url).map_err(|e| LoadError::Endpoint {
+    let ep = security().endpoint(endpoint).map_err(|e| LoadError::Endpoint {
         endpoint: endpoint.to_string(),
         message: e.to_string(),
     })?;
@@ -65,13 +86,18 @@ pub async fn check_reachable(endpoints: &[String]) -> Result<(), LoadError> {
     Ok(())
 }
 
-pub fn clients(endpoints: &[String]) -> Result<Vec<IntakeServiceClient<Channel>>, LoadError> {
+pub fn clients(endpoints: &[String]) -> Result<Vec<Intake>, LoadError> {
     if endpoints.is_empty() {
         return Err(LoadError::Invalid("no endpoints to send load to".into()));
     }
     endpoints
         .iter()
-        .map(|e| Ok(IntakeServiceClient::new(channel(e)?).max_decoding_message_size(MAX_DECODING_BYTES)))
+        .map(|e| {
+            Ok(
+                IntakeServiceClient::with_interceptor(channel(e)?, security().interceptor())
+                    .max_decoding_message_size(MAX_DECODING_BYTES),
+            )
+        })
         .collect()
 }
 
@@ -94,7 +120,7 @@ struct PhaseCtx {
 }
 
 pub struct Engine {
-    clients: Vec<IntakeServiceClient<Channel>>,
+    clients: Vec<Intake>,
     /// `--protocol http`: complaints go to these doors instead (same order
     /// as `clients`, which still serve verification's look-ups).
     http: Option<HttpDoors>,
@@ -116,7 +142,7 @@ pub struct Engine {
 impl Engine {
     /// The clock of the run starts now: per-second series and fault times
     /// count from here.
-    pub fn new(clients: Vec<IntakeServiceClient<Channel>>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
+    pub fn new(clients: Vec<Intake>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
         Self::build(clients, budget, None, None)
     }
 
@@ -126,7 +152,7 @@ impl Engine {
     /// one that answers UNAVAILABLE) leaves the rotation until a probe finds
     /// it answering, as a refusing node does.
     pub fn with_attempt_timeout(
-        clients: Vec<IntakeServiceClient<Channel>>,
+        clients: Vec<Intake>,
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
     ) -> Arc<Engine> {
@@ -135,7 +161,7 @@ impl Engine {
 
     /// As `new`, submitting through the HTTP doors when `http` is given.
     pub fn with_http(
-        clients: Vec<IntakeServiceClient<Channel>>,
+        clients: Vec<Intake>,
         http: Option<HttpDoors>,
         budget: Option<RetryBudgetConfig>,
     ) -> Arc<Engine> {
@@ -145,7 +171,7 @@ impl Engine {
     /// Every option at once: the retry budget, one attempt's limit, and the
     /// HTTP doors to submit through (gRPC when `None`).
     pub fn build(
-        clients: Vec<IntakeServiceClient<Channel>>,
+        clients: Vec<Intake>,
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
         http: Option<HttpDoors>,
@@ -167,7 +193,7 @@ impl Engine {
         self.start
     }
 
-    pub fn clients(&self) -> &[IntakeServiceClient<Channel>] {
+    pub fn clients(&self) -> &[Intake] {
         &self.clients
     }
 

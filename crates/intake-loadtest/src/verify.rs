@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use intake_proto::pb;
-use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::cluster::cluster_status;
 use crate::error::LoadError;
@@ -25,7 +23,7 @@ const LOOKUP_ATTEMPTS: usize = 5;
 /// Every acknowledged key must resolve, through the cluster, to a ticket
 /// that carries that key; a key answered with two different ids is a
 /// duplicate. Returns (lost, duplicates).
-pub async fn acked(clients: &[IntakeServiceClient<Channel>], tally: &Tally) -> (u64, u64) {
+pub async fn acked(clients: &[crate::engine::Intake], tally: &Tally) -> (u64, u64) {
     let mut lost = 0;
     let mut duplicates = 0;
     let mut checks = Vec::new();

@@ -116,6 +116,7 @@ impl AdminServiceImpl {
         let mut client = AdminServiceClient::new(channel);
         let mut req = Request::new(pb::ClusterStatusRequest { local: true });
         req.set_timeout(Duration::from_millis(800));
+        crate::auth::attach_caller_token(&mut req);
         let call = tokio::time::timeout(Duration::from_millis(1000), client.cluster_status(req));
         match call.await {
             Ok(Ok(r)) => Some(r.into_inner().shards),

@@ -135,6 +135,11 @@ pub struct NodeConfig {
     pub compaction_interval: Duration,
     /// Delivery of committed tickets to the downstream.
     pub dispatch: DispatchConfig,
+    /// TLS on the gRPC port and mutual TLS between nodes; default off.
+    pub tls: crate::tls::TlsFiles,
+    /// Tokens and roles (`--auth`); `None`: the node is open to anyone who
+    /// reaches its port.
+    pub auth: Option<std::sync::Arc<crate::auth::AuthTable>>,
 }
 
 /// Delivery to the downstream dispatch system.
@@ -192,6 +197,8 @@ impl NodeConfig {
             key_retention: Duration::from_secs(7 * 24 * 3600),
             compaction_interval: Duration::from_secs(600),
             dispatch: DispatchConfig::default(),
+            tls: crate::tls::TlsFiles::default(),
+            auth: None,
         }
     }
 }

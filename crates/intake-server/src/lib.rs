@@ -11,6 +11,7 @@ pub mod admin_service;
 pub mod admission;
 pub mod alert_stream;
 pub mod arrival;
+pub mod auth;
 pub mod bad_frames;
 pub mod batcher;
 pub mod compaction;
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod ops;
 pub mod router;
 pub mod surge_watch;
+pub mod tls;
 
 pub use config::{AdmissionConfig, NodeConfig, RaftTuning};
 pub use error::RequestError;

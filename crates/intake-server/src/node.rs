@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::admin_service::AdminServiceImpl;
 use crate::admission::Admission;
 use crate::admission::lag::RuntimeLag;
+use crate::auth::{GateLayer, Guarded};
 use crate::config::NodeConfig;
 use crate::intake_service::IntakeServiceImpl;
 use crate::meta;
@@ -27,6 +28,7 @@ use crate::observe;
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::surge_watch::SurgeWatch;
+use crate::tls::TlsReloader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -105,7 +107,18 @@ impl Node {
         );
 
         let map = load_or_bootstrap_map(&storage, &cfg).await?;
+        let tls = TlsReloader::load(cfg.tls.clone()).map_err(|e| NodeError::Config(format!("TLS: {e}")))?;
+        if tls.as_ref().is_some_and(|t| !t.mutual()) && map.members.len() > 1 {
+            return Err(NodeError::Config(
+                "--tls-cert on a cluster of several nodes needs --peer-ca, --peer-cert and --peer-key too: \
+                 the port speaks TLS to peers as well, and they verify each other with the cluster CA"
+                    .into(),
+            ));
+        }
         let peers = PeerPool::new();
+        if let Some(t) = &tls {
+            peers.set_tls(t.current().peer_client.clone());
+        }
         let groups = Groups::default();
         let registry = Registry::new(cfg.node_id, groups.clone(), map.clone());
         let mut hosted: Vec<ShardId> = map.shards_on(cfg.node_id);
@@ -141,9 +154,16 @@ impl Node {
             peers.clone(),
             surges.clone(),
         ));
+        if let Some(t) = &tls {
+            let peers = peers.clone();
+            t.spawn_watch(stop_rx.clone(), move |state| {
+                peers.set_tls(state.peer_client.clone())
+            });
+        }
         let (server, intake) = serve(
             &cfg,
             listener,
+            tls,
             &storage,
             &router,
             admission,
@@ -383,11 +403,12 @@ async fn initialize_if_new(
 async fn serve(
     cfg: &NodeConfig,
     listener: TcpListener,
+    tls: Option<TlsReloader>,
     storage: &NodeStorage,
     router: &Router,
     admission: Arc<Admission>,
     admin: Arc<AdminServiceImpl>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<
     (
         JoinHandle<Result<(), tonic::transport::Error>>,
@@ -438,9 +459,16 @@ async fn serve(
         .layer(crate::deadline::DeadlineLayer)
         // Unreadable framing on the public API is INVALID_ARGUMENT, not INTERNAL.
         .layer(crate::bad_frames::BadFramesLayer)
+        // Who may call what; every refusal is answered here (crate::auth).
+        .layer(GateLayer::new(
+            cfg.auth.clone(),
+            tls.as_ref().is_some_and(TlsReloader::mutual),
+        ))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(IntakeServiceServer::from_arc(intake.clone()).max_decoding_message_size(8 * 1024 * 1024))
+        .add_service(
+            IntakeServiceServer::new(Guarded::new(intake.clone())).max_decoding_message_size(8 * 1024 * 1024),
+        )
         .add_service(AdminServiceServer::from_arc(admin))
         .add_service(
             RaftTransportServer::new(transport)
@@ -450,9 +478,20 @@ async fn serve(
     // Server::tcp_nodelay covers only sockets tonic binds itself; these are
     // ours, and without TCP_NODELAY small Raft responses wait out Nagle and
     // delayed ACKs (~40 ms).
+    let mut stopped = stop.clone();
+    let stopped = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    if let Some(tls) = tls {
+        let incoming = crate::tls::incoming(listener, tls, stop.clone());
+        return Ok((
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+            intake,
+        ));
+    }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }));
-    Ok((server, intake))
+    Ok((
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+        intake,
+    ))
 }

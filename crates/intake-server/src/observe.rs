@@ -123,6 +123,13 @@ use Kind::{Counter, Gauge, Histogram};
 pub const FAMILIES: &[Family] = &[
     // The door.
     family(
+        "intake_auth_refused_total",
+        Counter,
+        Unit::Count,
+        &["code"],
+        "Calls the authentication gate refused, by answer: unauthenticated (no or unknown token, or not a peer on an internal service), permission_denied (role), resource_exhausted (the token's rate limit), plaintext (a call without TLS to a TLS port).",
+    ),
+    family(
         "intake_submit_total",
         Counter,
         Unit::Count,

@@ -337,7 +337,7 @@ impl Router {
             let mut req = tonic::Request::new(pb::SubmitBatchRequest {
                 complaints: sent.complaints.iter().map(complaint_to_pb).collect(),
             });
-            set_hops(req.metadata_mut(), sent.hops + 1);
+            forwarded(&mut req, sent.hops + 1);
             mark_retry(req.metadata_mut(), u32::from(sent.retry));
             req.set_timeout(deadline.saturating_duration_since(Instant::now()));
             let resp = client
@@ -426,7 +426,7 @@ impl Router {
             ticket_id: id.to_string(),
             local: false,
         });
-        set_hops(req.metadata_mut(), hops + 1);
+        forwarded(&mut req, hops + 1);
         req.set_timeout(GET_TIMEOUT);
         match client.get_ticket(req).await {
             Ok(resp) => Ok(resp.into_inner().ticket),
@@ -528,7 +528,7 @@ impl Router {
             note: u.note.clone(),
             reported_at: Some(millis_to_timestamp(u.reported_at)),
         });
-        set_hops(req.metadata_mut(), hops + 1);
+        forwarded(&mut req, hops + 1);
         req.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let expired = RequestError::Expired(Expiry::UpdateMayHaveCommitted);
         let answer = tokio::time::timeout_at(deadline, client.update_status(req))
@@ -558,6 +558,13 @@ pub struct Submission {
 enum Proposal {
     NotLeader(ForwardToLeader<TypeConfig>),
     Failed(RequestError),
+}
+
+/// Marks a request this node forwards: one hop more, and (without mutual
+/// TLS) the caller's token, so that the next node checks it again.
+fn forwarded<T>(req: &mut tonic::Request<T>, hops: u32) {
+    set_hops(req.metadata_mut(), hops);
+    crate::auth::attach_caller_token(req);
 }
 
 /// Proposes through the local batcher, until the deadline.

@@ -44,6 +44,8 @@ enum Command {
     Sink(cmd::sink::SinkArgs),
     /// Exit 0 only if a node serves (the container healthcheck).
     Health(cmd::health::HealthArgs),
+    /// Tokens for `intake start --auth`.
+    Auth(cmd::auth::AuthArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
             Command::Load(a) => cmd::load::run(a).await,
             Command::Sink(a) => cmd::sink::run(a).await,
             Command::Health(a) => cmd::health::run(a).await,
+            Command::Auth(a) => cmd::auth::run(a).await,
         }
     });
     match result {

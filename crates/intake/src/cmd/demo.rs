@@ -204,7 +204,7 @@ async fn traffic(endpoints: Vec<String>, rate: f64, mut stop: watch::Receiver<bo
     let ordinary: Vec<String> = table.ordinary().map(String::from).collect();
     let mut clients = Vec::new();
     for e in &endpoints {
-        if let Ok(c) = client::intake(e).await {
+        if let Ok(c) = client::intake(e, &Default::default()).await {
             clients.push(c);
         }
     }
@@ -309,7 +309,7 @@ async fn screen(endpoint: String, sink: Sink, mut stop: watch::Receiver<bool>) {
 }
 
 async fn status(endpoint: &str) -> anyhow::Result<pb::ClusterStatusResponse> {
-    let mut c = client::admin(endpoint).await?;
+    let mut c = client::admin(endpoint, &Default::default()).await?;
     let mut req = tonic::Request::new(pb::ClusterStatusRequest { local: false });
     req.set_timeout(Duration::from_secs(2));
     Ok(c.cluster_status(req).await?.into_inner())

@@ -13,6 +13,8 @@ pub struct GetArgs {
     /// Any node of the cluster, HOST:PORT.
     #[arg(long, env = "INTAKE_ENDPOINT", default_value = "127.0.0.1:7001")]
     endpoint: String,
+    #[command(flatten)]
+    conn: client::Conn,
     /// The ticket id, e.g. 0-8A3.
     ticket_id: String,
     /// Print JSON.
@@ -77,7 +79,7 @@ pub fn ticket_json(t: &pb::Ticket) -> serde_json::Value {
 }
 
 pub async fn run(a: GetArgs) -> anyhow::Result<ExitCode> {
-    let mut c = client::intake(&a.endpoint).await?;
+    let mut c = client::intake(&a.endpoint, &a.conn.security()?).await?;
     let req = pb::GetTicketRequest {
         ticket_id: a.ticket_id.clone(),
         local: a.local,

@@ -35,6 +35,9 @@ pub struct LoadArgs {
         conflicts_with = "spawn"
     )]
     endpoints: Vec<String>,
+    /// TLS and token for an external cluster (--endpoints).
+    #[command(flatten)]
+    conn: crate::client::Conn,
     /// Start N nodes and a reference sink on loopback (temporary data), run
     /// against them, and kill them at the end; needed for scenario faults.
     #[arg(long)]
@@ -152,6 +155,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         "--retry-budget {} must be a number of tokens, 0 or more",
         args.retry_budget
     );
+    intake_loadtest::engine::set_security(args.conn.security()?);
     let mut scenario = match &args.scenario {
         Some(path) => intake_loadtest::scenario::load(path, &DistrictTable::beijing())?,
         None => flags_scenario(&args),

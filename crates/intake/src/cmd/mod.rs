@@ -1,5 +1,6 @@
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod demo;
 pub mod get;
 pub mod health;

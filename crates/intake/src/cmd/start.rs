@@ -8,11 +8,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use intake_core::{CategoryTable, DistrictTable};
+use intake_server::auth::AuthTable;
+use intake_server::tls::{PeerFiles, TlsFiles};
 use intake_server::{Node, NodeConfig};
 use serde::Deserialize;
 
@@ -93,6 +96,28 @@ pub struct StartArgs {
     /// sled cache size in MiB. Default 128.
     #[arg(long, env = "INTAKE_CACHE_MB")]
     cache_mb: Option<u64>,
+    /// TLS certificate chain (PEM) the gRPC port presents to clients, with
+    /// --tls-key. Reloaded on SIGHUP or when the file changes.
+    #[arg(long, env = "INTAKE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "INTAKE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS between nodes: the cluster CA (PEM). Only connections with
+    /// a certificate it signed reach the Raft transport or forward requests.
+    #[arg(long, env = "INTAKE_PEER_CA")]
+    peer_ca: Option<PathBuf>,
+    /// This node's certificate (PEM) for peer connections, signed by
+    /// --peer-ca; also the port's certificate when --tls-cert is absent.
+    #[arg(long, env = "INTAKE_PEER_CERT")]
+    peer_cert: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert.
+    #[arg(long, env = "INTAKE_PEER_KEY")]
+    peer_key: Option<PathBuf>,
+    /// Tokens and their roles (TOML, README "Security"). Absent: the node is
+    /// open to anyone who can reach its port, and says so when it starts.
+    #[arg(long, env = "INTAKE_AUTH")]
+    auth: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "INTAKE_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     log_json: Option<bool>,
@@ -127,6 +152,12 @@ struct FileConfig {
     max_runtime_lag_ms: Option<u64>,
     emergency_runtime_lag_ms: Option<u64>,
     dispatch: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    peer_ca: Option<PathBuf>,
+    peer_cert: Option<PathBuf>,
+    peer_key: Option<PathBuf>,
+    auth: Option<PathBuf>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -182,9 +213,29 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_json.or(file.log_json).unwrap_or(false));
 
     let api = args.api.or(file.api);
+    let auth_file = args.auth.clone().or(file.auth.clone());
     let cfg = node_config(args, file)?;
+    // The first line says whether anyone at all may call this node.
+    match (&cfg.auth, &auth_file) {
+        (Some(table), Some(path)) => tracing::info!(
+            tokens = table.len(),
+            file = %path.display(),
+            tls = cfg.tls.enabled(),
+            peer_mtls = cfg.tls.peer.is_some(),
+            "authentication on: calls need a token from the --auth file"
+        ),
+        _ => tracing::warn!(
+            tls = cfg.tls.enabled(),
+            peer_mtls = cfg.tls.peer.is_some(),
+            "authentication off (no --auth): anyone who can reach this node's port may submit, read and update tickets"
+        ),
+    }
     if crate::cmd::wiped::is_empty(&cfg.data_dir) {
-        crate::cmd::wiped::refuse_if_known(cfg.node_id, &cfg.data_dir, &cfg.initial_cluster).await?;
+        let peer = match &cfg.tls.peer {
+            Some(p) => intake_client::Security::from_files(Some(&p.ca), Some(&p.cert), Some(&p.key), None)?,
+            None => intake_client::Security::default(),
+        };
+        crate::cmd::wiped::refuse_if_known(cfg.node_id, &cfg.data_dir, &cfg.initial_cluster, &peer).await?;
     }
     let (districts, categories) = (cfg.districts.clone(), cfg.categories.clone());
     let node = Node::start(cfg).await?;
@@ -309,6 +360,18 @@ fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> 
         cfg.admission.emergency_runtime_lag = Duration::from_millis(ms.max(1));
     }
 
+    cfg.tls = tls_files(
+        (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)),
+        (
+            args.peer_ca.or(file.peer_ca),
+            args.peer_cert.or(file.peer_cert),
+            args.peer_key.or(file.peer_key),
+        ),
+    )?;
+    if let Some(path) = args.auth.or(file.auth) {
+        cfg.auth = Some(Arc::new(AuthTable::load(&path)?));
+    }
+
     if let Some(target) = args.dispatch.or(file.dispatch) {
         if !target.contains(':') {
             bail!("--dispatch {target:?} must be HOST:PORT");
@@ -338,6 +401,27 @@ fn node_id_from_hostname(host: &str) -> anyhow::Result<u64> {
     ordinal
         .checked_add(1)
         .with_context(|| format!("host name {first:?}: ordinal too large"))
+}
+
+/// TLS settings from the five paths: a server pair and a peer triple, each
+/// complete or absent. (The HTTP door, `--api`, takes the same
+/// `cfg.tls`: `intake_server::tls::TlsReloader` gives it a rustls
+/// configuration that follows the files.)
+fn tls_files(
+    server: (Option<PathBuf>, Option<PathBuf>),
+    peer: (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+) -> anyhow::Result<TlsFiles> {
+    let server = match server {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    let peer = match peer {
+        (Some(ca), Some(cert), Some(key)) => Some(PeerFiles { ca, cert, key }),
+        (None, None, None) => None,
+        _ => bail!("--peer-ca, --peer-cert and --peer-key go together"),
+    };
+    Ok(TlsFiles { server, peer })
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ pub struct StatusArgs {
     /// Any node of the cluster, HOST:PORT.
     #[arg(long, env = "INTAKE_ENDPOINT", default_value = "127.0.0.1:7001")]
     endpoint: String,
+    #[command(flatten)]
+    conn: client::Conn,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -54,7 +56,7 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> serde_json::Value {
 }
 
 pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut c = client::admin(&a.endpoint).await?;
+    let mut c = client::admin(&a.endpoint, &a.conn.security()?).await?;
     let s = match c.cluster_status(pb::ClusterStatusRequest { local: false }).await {
         Ok(r) => r.into_inner(),
         Err(status) => {

@@ -14,6 +14,8 @@ pub struct SubmitArgs {
     /// Any node of the cluster, HOST:PORT.
     #[arg(long, env = "INTAKE_ENDPOINT", default_value = "127.0.0.1:7001")]
     endpoint: String,
+    #[command(flatten)]
+    conn: client::Conn,
     #[arg(long)]
     district: String,
     #[arg(long)]
@@ -65,7 +67,7 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         }),
         attachment_urls: a.attachments,
     };
-    let mut c = client::intake(&a.endpoint).await?;
+    let mut c = client::intake(&a.endpoint, &a.conn.security()?).await?;
     let mut req = tonic::Request::new(pb::SubmitRequest {
         complaint: Some(complaint),
     });

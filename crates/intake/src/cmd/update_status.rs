@@ -24,6 +24,8 @@ pub struct UpdateStatusArgs {
     /// Any node of the cluster, HOST:PORT.
     #[arg(long, env = "INTAKE_ENDPOINT", default_value = "127.0.0.1:7001")]
     endpoint: String,
+    #[command(flatten)]
+    conn: client::Conn,
     /// The ticket id, e.g. 0-8A3Q.
     ticket_id: String,
     #[arg(long, value_enum)]
@@ -46,7 +48,7 @@ pub async fn run(a: UpdateStatusArgs) -> anyhow::Result<ExitCode> {
         Status::Resolved => pb::TicketStatus::Resolved,
         Status::Rejected => pb::TicketStatus::Rejected,
     };
-    let mut c = client::intake(&a.endpoint).await?;
+    let mut c = client::intake(&a.endpoint, &a.conn.security()?).await?;
     let mut req = tonic::Request::new(pb::UpdateStatusRequest {
         ticket_id: a.ticket_id,
         status: status as i32,

@@ -26,9 +26,16 @@ pub fn is_empty(dir: &Path) -> bool {
 
 /// Asks every other initial member whether it has replicated to `me`.
 /// Fails with the operator's message if one has.
-pub async fn refuse_if_known(me: u64, dir: &Path, peers: &BTreeMap<u64, String>) -> anyhow::Result<()> {
+/// `peer` is how this node reaches its peers (their CA and its own peer
+/// certificate when mutual TLS is on): as a peer, it needs no token.
+pub async fn refuse_if_known(
+    me: u64,
+    dir: &Path,
+    peers: &BTreeMap<u64, String>,
+    peer: &intake_client::Security,
+) -> anyhow::Result<()> {
     for (id, addr) in peers.iter().filter(|(id, _)| **id != me) {
-        let Some(view) = local_view(addr).await else {
+        let Some(view) = local_view(addr, peer).await else {
             continue;
         };
         if let Some(shard) = view
@@ -50,9 +57,9 @@ pub async fn refuse_if_known(me: u64, dir: &Path, peers: &BTreeMap<u64, String>)
 }
 
 /// The peer's own view of its shards, or `None` if it does not answer soon.
-async fn local_view(addr: &str) -> Option<pb::ClusterStatusResponse> {
+async fn local_view(addr: &str, peer: &intake_client::Security) -> Option<pb::ClusterStatusResponse> {
     let ask = async {
-        let mut admin = client::admin(addr).await.ok()?;
+        let mut admin = client::admin(addr, peer).await.ok()?;
         let reply = admin
             .cluster_status(pb::ClusterStatusRequest { local: true })
             .await

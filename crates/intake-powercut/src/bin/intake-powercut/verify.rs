@@ -15,8 +15,6 @@ use clap::Args;
 use intake_loadtest::cluster::cluster_status;
 use intake_loadtest::tally::Tally;
 use intake_loadtest::verify;
-use intake_proto::pb::intake_service_client::IntakeServiceClient;
-use tonic::transport::Endpoint;
 
 use crate::BoxError;
 
@@ -106,15 +104,7 @@ pub async fn run(a: VerifyArgs) -> Result<ExitCode, BoxError> {
     let tally = read_acked(&a.acked)?;
     let deadline = Instant::now() + Duration::from_secs(a.wait_s);
     let (led, shards) = leaders(&a.endpoints, deadline).await;
-    let clients = a
-        .endpoints
-        .iter()
-        .map(|e| {
-            Ok(IntakeServiceClient::new(
-                Endpoint::from_shared(format!("http://{e}"))?.connect_lazy(),
-            ))
-        })
-        .collect::<Result<Vec<_>, BoxError>>()?;
+    let clients = intake_loadtest::engine::clients(&a.endpoints)?;
     let (lost, answered_twice) = verify::acked(&clients, &tally).await;
     let keys = tally.tickets.len() as u64;
     let mut sink_missing = 0;
