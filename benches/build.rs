@@ -1,5 +1,6 @@
 //! Compiles the driver's protos (etcd's KV.Put slice and the no-op service)
 //! with protox, so the benches build without a system `protoc` or etcd.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::path::PathBuf;
 

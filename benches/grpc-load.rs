@@ -14,6 +14,7 @@
 //! JetStream publish to an R3 file stream with a `Nats-Msg-Id` (dedup id),
 //! acknowledged by the stream. `grpc-load serve-noop --listen ADDR` serves
 //! the no-op service for at most `--max-seconds`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -1,6 +1,7 @@
 //! The client over TLS with a token: it submits through a node that serves
 //! TLS and checks tokens, and a missing token is a definite refusal, not
 //! something to retry.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 #[path = "../../intake-server/tests/common/mod.rs"]
 mod common;

@@ -3,6 +3,7 @@
 //! times, and the district and category tables. Besides "no panic", each
 //! property checks what its parser promises. Cases per property: proptest's
 //! default (256), `PROPTEST_CASES=N` for longer runs (docs/fuzzing.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use intake_core::timestamp::{EARLIEST_REPORTED_AT, MAX_REPORTED_AHEAD_MS};
 use intake_core::{

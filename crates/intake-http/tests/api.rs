@@ -1,6 +1,7 @@
 //! The JSON API against real nodes: the same guarantees as gRPC (durable
 //! tickets, idempotent retries, field violations, shedding with a retry
 //! delay), and no 500 for anything a client can send.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! installs both).
 //!
 //! `INTAKE_WRITE_SCREENSHOTS=1` writes the pages' screenshots to docs/.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

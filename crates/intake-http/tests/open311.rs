@@ -1,6 +1,7 @@
 //! Open311 GeoReport v2 against real nodes, driven by a client that is not
 //! ours (tests/open311/client.py: PyPI `georeport` for look-ups, FixMyStreet's
 //! request shape for POSTs), in JSON and XML; and its error forms.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

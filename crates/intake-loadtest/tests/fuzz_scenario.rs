@@ -3,6 +3,7 @@
 //! an odd one, a line dropped or the end cut off, is a scenario or an
 //! error naming its line, never a panic. A scenario that parses can be
 //! scaled and timed. 256 cases per property; `PROPTEST_CASES=N` for more.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use intake_core::DistrictTable;
 use intake_loadtest::scenario::parse;

@@ -166,7 +166,6 @@ impl Node {
             tls,
             &storage,
             &router,
-            admission,
             admin.clone(),
             stop_rx.clone(),
         )
@@ -406,7 +405,6 @@ async fn serve(
     tls: Option<TlsReloader>,
     storage: &NodeStorage,
     router: &Router,
-    admission: Arc<Admission>,
     admin: Arc<AdminServiceImpl>,
     stop: watch::Receiver<bool>,
 ) -> Result<
@@ -427,7 +425,7 @@ async fn serve(
         .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
     let intake = Arc::new(IntakeServiceImpl::new(
         router.clone(),
-        admission,
+        router.admission().clone(),
         Arc::new(cfg.districts.clone()),
         Arc::new(cfg.categories.clone()),
         cfg.limits.clone(),

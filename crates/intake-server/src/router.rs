@@ -74,6 +74,11 @@ impl Router {
         &self.registry
     }
 
+    /// The node's admission state, shared with its door.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
     /// The node's connections to its peers.
     pub fn peers(&self) -> &PeerPool {
         &self.peers

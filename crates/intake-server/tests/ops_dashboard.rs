@@ -4,6 +4,7 @@
 //! test raises by submitting a burst of flood reports in one district.
 //! Skips, saying why, when chromedriver or Chromium is not installed
 //! (`.ci/run` installs both).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! TLS, mutual TLS between nodes, tokens and roles, over real gRPC on
 //! loopback with certificates made at run time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 mod common;
 #[path = "common/pki.rs"]

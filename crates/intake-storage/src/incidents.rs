@@ -20,8 +20,8 @@ use intake_core::incident::{self, IncidentEntry};
 use intake_core::{Ticket, TicketId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-use crate::keys;
 use crate::error::StorageError;
+use crate::keys;
 
 pub use keys::BAND_PREFIX;
 pub use keys::MEMBER_PREFIX;

@@ -12,8 +12,8 @@
 //! sled's own `flush` ends in `sync_file_range` on Linux, which is not durable
 //! across power loss, so no IO is reported complete before our own `fdatasync`.
 
-mod error;
 mod apply_hook;
+mod error;
 mod flusher;
 mod incidents;
 mod keys;
@@ -24,8 +24,8 @@ pub mod raftlog;
 mod snapshot;
 mod state_machine;
 
-pub use error::StorageError;
 pub use apply_hook::ApplyHook;
+pub use error::StorageError;
 pub use flusher::{FlushStats, Flusher};
 pub use incidents::IncidentSummary;
 pub use log_store::{LogStore, MAX_ENTRY_BYTES};

@@ -105,10 +105,6 @@ impl NodeStorage {
         let _ = self.inner.apply_hook.set(hook);
     }
 
-    pub(crate) fn apply_hook(&self) -> Option<&Arc<dyn ApplyHook>> {
-        self.inner.apply_hook.get()
-    }
-
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

@@ -2,6 +2,7 @@
 //! and sends `--token`/`INTAKE_TOKEN`; a plaintext CLI against a TLS node
 //! fails and says why; SIGHUP makes the node read replaced certificates
 //! (whose files look unchanged, so the file watch cannot be what found them).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 #[path = "../../intake-server/tests/common/pki.rs"]
 mod pki;

@@ -19,6 +19,8 @@ pub enum Reason {
     /// The shard's queue (here, or at its leader) is full, or would not
     /// drain before the deadline.
     ShardAtCapacity(ShardId),
+    /// The caller's token is over its rate limit (`--auth`).
+    RateLimited(String),
     /// Another node refused it; its words are passed on.
     Peer(String),
 }
@@ -63,6 +65,7 @@ impl fmt::Display for Refusal {
                 )
             }
             Reason::ShardAtCapacity(s) => write!(f, "shard {s} is at capacity; {RETRY}"),
+            Reason::RateLimited(token) => write!(f, "token {token:?} is over its rate limit"),
             Reason::Peer(message) => f.write_str(message),
         }
     }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
@@ -18,6 +18,8 @@ use tonic::{Code, Status};
 use super::forward::with_caller_token;
 use super::table::{AuthTable, Principal, Role};
 use crate::HOPS_HEADER;
+use crate::admission::{Reason, Refusal};
+use crate::error::RequestError;
 use crate::tls::ConnInfo;
 
 /// Who is calling, for the handlers behind the gate.
@@ -126,11 +128,8 @@ impl GateLayer {
         if let (Some(limit), false) = (&principal.limit, forwarded)
             && let Err(wait) = limit.take(Instant::now())
         {
-            return Err(crate::errors::with_retry(
-                Code::ResourceExhausted,
-                format!("token {:?} is over its rate limit", principal.name),
-                wait.max(Duration::from_millis(1)),
-            ));
+            let refused = Refusal::new(Reason::RateLimited(principal.name.clone()), wait);
+            return Err(RequestError::Refused(refused).to_status());
         }
         Ok(Caller::Token(principal))
     }

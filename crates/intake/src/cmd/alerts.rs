@@ -21,6 +21,8 @@ pub struct AlertsArgs {
     /// Any node of the cluster, HOST:PORT.
     #[arg(long, env = "INTAKE_ENDPOINT", default_value = "127.0.0.1:7001")]
     endpoint: String,
+    #[command(flatten)]
+    conn: client::Conn,
     /// Keep watching: print each change as it happens.
     #[arg(long)]
     follow: bool,
@@ -71,7 +73,7 @@ pub fn line(e: &pb::AlertEvent, as_json: bool) -> String {
 }
 
 pub async fn run(a: AlertsArgs) -> anyhow::Result<ExitCode> {
-    let mut c = client::admin(&a.endpoint).await?;
+    let mut c = client::admin(&a.endpoint, &a.conn.security()?).await?;
     let mut stream = match c.watch_alerts(pb::WatchAlertsRequest { follow: a.follow }).await {
         Ok(r) => r.into_inner(),
         Err(status) => {

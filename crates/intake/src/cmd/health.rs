@@ -30,6 +30,8 @@ pub struct HealthArgs {
     /// else 127.0.0.1:7001.
     #[arg(long, env = "INTAKE_HEALTH_ENDPOINT")]
     endpoint: Option<String>,
+    #[command(flatten)]
+    conn: client::Conn,
     /// Only check that the node's gRPC server answers (a liveness probe).
     #[arg(long)]
     live: bool,
@@ -49,8 +51,12 @@ fn default_endpoint(listen: Option<&str>) -> String {
 
 /// `Ok(what)` when healthy, `Err(why)` when not; the outer error when the
 /// node could not be reached at all.
-async fn check(endpoint: &str, live: bool) -> anyhow::Result<Result<String, String>> {
-    let channel = client::channel(endpoint).await?;
+async fn check(
+    endpoint: &str,
+    live: bool,
+    security: &intake_client::Security,
+) -> anyhow::Result<Result<String, String>> {
+    let channel = client::channel(endpoint, security).await?;
     let health = HealthClient::new(channel.clone())
         .check(tonic_health::pb::HealthCheckRequest {
             service: "intake.v1.IntakeService".to_string(),
@@ -97,7 +103,11 @@ pub async fn run(a: HealthArgs) -> anyhow::Result<ExitCode> {
     let endpoint = a
         .endpoint
         .unwrap_or_else(|| default_endpoint(std::env::var("INTAKE_LISTEN").ok().as_deref()));
-    let outcome = tokio::time::timeout(Duration::from_millis(a.timeout_ms), check(&endpoint, a.live)).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_millis(a.timeout_ms),
+        check(&endpoint, a.live, &a.conn.security()?),
+    )
+    .await;
     let verdict = match outcome {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => Err(format!("{e:#}")),
