@@ -419,6 +419,15 @@ pub async fn report_loop(
         // since the Raft log left sled they are rare, so the family starts
         // at zero like the other rare-event counters.
         metrics::counter!("intake_storage_flushes_total").increment(0);
+        // Refusals by the auth gate are rare too (and absent on an open node).
+        for code in [
+            "unauthenticated",
+            "permission_denied",
+            "resource_exhausted",
+            "plaintext",
+        ] {
+            metrics::counter!("intake_auth_refused_total", "code" => code).increment(0);
+        }
         storage.report_metrics();
         if let Some(bytes) = resident_bytes() {
             metrics::gauge!("process_resident_memory_bytes").set(bytes as f64);
