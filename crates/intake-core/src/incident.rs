@@ -40,7 +40,7 @@ const SHINGLE: usize = 3;
 /// A MinHash signature.
 pub type Signature = [u32; HASHES];
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
@@ -56,6 +56,45 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The shingle hashes met so far in one text: open addressing over a table
+/// at least twice the text's length, so it never fills.
+struct SeenHashes {
+    slots: Vec<u64>,
+    shift: u32,
+    zero: bool,
+}
+
+impl SeenHashes {
+    fn for_items(n: usize) -> Self {
+        let size = (2 * n).max(16).next_power_of_two();
+        Self {
+            slots: vec![0; size],
+            shift: 64 - size.trailing_zeros(),
+            zero: false,
+        }
+    }
+
+    /// Whether `h` is new (and now seen).
+    fn insert(&mut self, h: u64) -> bool {
+        if h == 0 {
+            // 0 marks an empty slot.
+            return !std::mem::replace(&mut self.zero, true);
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+        loop {
+            match self.slots[i] {
+                0 => {
+                    self.slots[i] = h;
+                    return true;
+                }
+                x if x == h => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+}
+
 /// The signature of `text`, or `None` when it is too short to group.
 pub fn fingerprint(text: &str) -> Option<Signature> {
     let chars: Vec<char> = text
@@ -69,12 +108,18 @@ pub fn fingerprint(text: &str) -> Option<Signature> {
     let mut sig = [u32::MAX; HASHES];
     let mut bytes = Vec::with_capacity(12);
     let mut buf = [0u8; 4];
+    let mut seen = SeenHashes::for_items(chars.len());
     for w in chars.windows(SHINGLE) {
         bytes.clear();
         for c in w {
             bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
         }
         let base = fnv1a(&bytes);
+        // A shingle seen before cannot lower any place: MinHash is over the
+        // set of shingles, and the 24 mixes are most of the cost.
+        if !seen.insert(base) {
+            continue;
+        }
         for (i, slot) in sig.iter_mut().enumerate() {
             let h = (mix(base ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 32) as u32;
             *slot = (*slot).min(h);

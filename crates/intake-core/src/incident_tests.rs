@@ -226,3 +226,52 @@ fn an_incident_closes_after_the_window() {
     assert_eq!(choose(&sig, WINDOW_MS + 1, &[open]), None);
     assert_eq!(choose(&other, 10, &[open]), None);
 }
+
+/// The fingerprint as first written, without skipping repeated shingles:
+/// the signature must not change (replicas of either version group alike).
+fn fingerprint_without_skipping(text: &str) -> Option<Signature> {
+    let chars: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    if chars.len() < SHINGLE + MIN_SHINGLES - 1 {
+        return None;
+    }
+    let mut sig = [u32::MAX; HASHES];
+    let mut buf = [0u8; 4];
+    for w in chars.windows(SHINGLE) {
+        let mut bytes = Vec::new();
+        for c in w {
+            bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+        let base = fnv1a(&bytes);
+        for (i, slot) in sig.iter_mut().enumerate() {
+            let h = (mix(base ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 32) as u32;
+            *slot = (*slot).min(h);
+        }
+    }
+    Some(sig)
+}
+
+#[test]
+fn skipping_repeated_shingles_changes_no_signature() {
+    let mut rng = Rng(11);
+    let mut texts: Vec<String> = vec!["x".repeat(400), "ab".repeat(300), "水".repeat(50), String::new()];
+    for _ in 0..300 {
+        let n = 5 + rng.below(120);
+        let alphabet = 1 + rng.below(26);
+        texts.push(
+            (0..n)
+                .map(|_| char::from(b'a' + rng.below(alphabet) as u8))
+                .collect(),
+        );
+        let words: Vec<&str> = (0..1 + rng.below(40))
+            .map(|_| WORDS[rng.below(WORDS.len())])
+            .collect();
+        texts.push(words.join(" "));
+    }
+    for t in &texts {
+        assert_eq!(fingerprint(t), fingerprint_without_skipping(t), "{t:?}");
+    }
+}

@@ -9,6 +9,7 @@ pub mod complaint;
 pub mod dispatch;
 pub mod district;
 pub mod incident;
+pub mod incident_index;
 pub mod poisson;
 pub mod routing;
 pub mod status;

@@ -1,22 +1,26 @@
-//! Incident grouping in apply (the logic is `intake_core::incident`): the
-//! band index and the incident records of one shard's tree, read and
-//! written in the same batch as the tickets, so every replica, and every
-//! snapshot, groups alike.
+//! Incident grouping in apply (the logic is `intake_core::incident`, the
+//! band index `intake_core::incident_index`): the incident records of one
+//! shard's tree, written in the same batch as the tickets, so every
+//! replica, and every snapshot, groups alike.
 //!
 //! Records (all in `sm.{shard}`, all in snapshots):
-//! - `i` district 0 category 0 band(1) value(4 BE) incident(9): the open
-//!   incident with that band value, value postcard(IncidentEntry);
+//! - `j` incident position(9): an incident the band index holds,
+//!   postcard(OpenRecord); the index is rebuilt from these when the shard
+//!   is opened or a snapshot installed, and one leaves with its incident
+//!   when the index evicts it (so the records stay bounded too);
 //! - `g` ticket position(9): the incident a ticket belongs to, value
 //!   postcard(TicketId); written for every member once an incident has two;
 //! - `I` incident position(9): postcard(IncidentSummary), once it has two.
 //!
-//! Band records of closed incidents are skipped when read (older than the
-//! window); `CompactKeys` is where they would be removed (not done yet: ~12
-//! small records per grouped-or-not ticket, beside a ticket of ~500 bytes).
+//! Earlier versions kept each band of each incident as an `i` record
+//! (twelve per incident, rewritten on every join: most of the bytes apply
+//! wrote); a tree or snapshot that still has them is converted to `j`
+//! records the first time the index is loaded, in the batch being applied.
 
 use std::collections::HashMap;
 
 use intake_core::incident::{self, IncidentEntry};
+use intake_core::incident_index::{self, IncidentIndex};
 use intake_core::{Ticket, TicketId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +29,7 @@ use crate::keys;
 
 pub use keys::BAND_PREFIX;
 pub use keys::MEMBER_PREFIX;
+pub use keys::OPEN_PREFIX;
 pub use keys::SUMMARY_PREFIX;
 
 /// What `intake status` and the dashboard list about an incident.
@@ -38,22 +43,12 @@ pub struct IncidentSummary {
     pub last_at: UnixMillis,
 }
 
-fn band_prefix(district: &str, category: &str, band: (u8, u32)) -> Vec<u8> {
-    let mut k = Vec::with_capacity(district.len() + category.len() + 8 + 9);
-    k.push(BAND_PREFIX);
-    k.extend_from_slice(district.as_bytes());
-    k.push(0);
-    k.extend_from_slice(category.as_bytes());
-    k.push(0);
-    k.push(band.0);
-    k.extend_from_slice(&band.1.to_be_bytes());
-    k
-}
-
-fn position(id: &TicketId) -> [u8; 9] {
-    let mut p = [0u8; 9];
-    p.copy_from_slice(&keys::ticket_key(id)[1..]);
-    p
+/// An incident the band index holds (`j` record).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenRecord {
+    pub district: String,
+    pub category: String,
+    pub entry: IncidentEntry,
 }
 
 pub fn member_key(id: &TicketId) -> [u8; 10] {
@@ -68,12 +63,69 @@ pub fn summary_key(id: &TicketId) -> [u8; 10] {
     k
 }
 
-/// Band records written earlier in the same sled batch (a run of entries
-/// is one batch, so the tree does not show them yet), and summaries.
+pub fn open_key(id: &TicketId) -> [u8; 10] {
+    let mut k = keys::ticket_key(id);
+    k[0] = OPEN_PREFIX;
+    k
+}
+
+/// Summaries written earlier in the same sled batch (a run of entries is
+/// one batch, so the tree does not show them yet).
 #[derive(Default)]
 pub struct Overlay {
-    bands: HashMap<Vec<u8>, HashMap<[u8; 9], IncidentEntry>>,
     summaries: HashMap<TicketId, IncidentSummary>,
+}
+
+/// The band index as the tree's records say, rebuilt. Records of the
+/// earlier layout (`i`) are converted and records the index leaves out
+/// removed, both in `batch`, the batch being applied.
+pub fn load_index(tree: &sled::Tree, batch: &mut sled::Batch) -> Result<IncidentIndex, StorageError> {
+    let mut stored: HashMap<TicketId, OpenRecord> = HashMap::new();
+    for kv in tree.scan_prefix([OPEN_PREFIX]) {
+        let (_, v) = kv?;
+        let r: OpenRecord = keys::decode("open incident", &v)?;
+        stored.insert(r.entry.incident, r);
+    }
+    let mut converted = false;
+    for kv in tree.scan_prefix([BAND_PREFIX]) {
+        let (k, v) = kv?;
+        let entry: IncidentEntry = keys::decode("incident band", &v)?;
+        batch.remove(k.as_ref());
+        converted = true;
+        // `i` district 0 category 0 band(1) value(4) incident(9)
+        let mut parts = k.get(1..).unwrap_or_default().splitn(3, |b| *b == 0);
+        let (Some(d), Some(c)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let record = OpenRecord {
+            district: String::from_utf8_lossy(d).into_owned(),
+            category: String::from_utf8_lossy(c).into_owned(),
+            entry,
+        };
+        // Every band of an incident was rewritten together; keep the newest.
+        let newer = stored
+            .get(&entry.incident)
+            .is_none_or(|old| (old.entry.count, old.entry.last_at) < (entry.count, entry.last_at));
+        if newer {
+            stored.insert(entry.incident, record);
+        }
+    }
+    let records: Vec<OpenRecord> = stored.values().cloned().collect();
+    let (index, left_out) = IncidentIndex::rebuild(
+        incident_index::DEFAULT_CAPACITY,
+        records
+            .iter()
+            .map(|r| (r.district.clone(), r.category.clone(), r.entry)),
+    );
+    if converted {
+        for r in &records {
+            batch.insert(&open_key(&r.entry.incident), keys::encode(r)?);
+        }
+    }
+    for id in left_out {
+        batch.remove(&open_key(&id));
+    }
+    Ok(index)
 }
 
 /// Links `ticket` to an open incident of its district and category, or
@@ -81,6 +133,7 @@ pub struct Overlay {
 /// has two complaints or more.
 pub fn assign(
     tree: &sled::Tree,
+    index: &mut IncidentIndex,
     overlay: &mut Overlay,
     ticket: &Ticket,
     batch: &mut sled::Batch,
@@ -89,46 +142,16 @@ pub fn assign(
     let Some(sig) = incident::fingerprint(&c.text) else {
         return Ok(None);
     };
-    let bands = incident::bands(&sig);
-    let mut candidates: HashMap<[u8; 9], IncidentEntry> = HashMap::new();
-    for b in bands {
-        let prefix = band_prefix(&c.district, &c.category, b);
-        for kv in tree.scan_prefix(&prefix) {
-            let (_, v) = kv?;
-            let e: IncidentEntry = keys::decode("incident band", &v)?;
-            candidates.insert(position(&e.incident), e);
-        }
-        if let Some(m) = overlay.bands.get(&prefix) {
-            candidates.extend(m.iter().map(|(k, v)| (*k, *v)));
-        }
-    }
-    let mut list: Vec<IncidentEntry> = candidates.into_values().collect();
-    // Deterministic order for `choose`'s ties, whatever the maps did.
-    list.sort_by_key(|e| (e.incident.log_index, e.incident.item));
-    let entry = match incident::choose(&sig, ticket.accepted_at, &list) {
-        Some(mut e) => {
-            e.last_at = ticket.accepted_at;
-            e.count = e.count.saturating_add(1);
-            e
-        }
-        None => IncidentEntry {
-            incident: ticket.id,
-            signature: sig,
-            last_at: ticket.accepted_at,
-            count: 1,
-        },
+    let assigned = index.assign(&c.district, &c.category, &sig, ticket.id, ticket.accepted_at);
+    let entry = assigned.entry;
+    let record = OpenRecord {
+        district: c.district.clone(),
+        category: c.category.clone(),
+        entry,
     };
-    let value = keys::encode(&entry)?;
-    for b in incident::bands(&entry.signature) {
-        let prefix = band_prefix(&c.district, &c.category, b);
-        let mut key = prefix.clone();
-        key.extend_from_slice(&position(&entry.incident));
-        batch.insert(key, value.clone());
-        overlay
-            .bands
-            .entry(prefix)
-            .or_default()
-            .insert(position(&entry.incident), entry);
+    batch.insert(&open_key(&entry.incident), keys::encode(&record)?);
+    if let Some(gone) = assigned.evicted {
+        batch.remove(&open_key(&gone));
     }
     if entry.count < 2 {
         return Ok(None);
@@ -153,7 +176,7 @@ pub fn assign(
     };
     let summary = IncidentSummary {
         count: summary.count.saturating_add(1),
-        last_at: ticket.accepted_at,
+        last_at: entry.last_at,
         ..summary
     };
     batch.insert(&summary_key(&entry.incident), keys::encode(&summary)?);
@@ -195,6 +218,9 @@ pub fn check_record(key: &[u8], value: &[u8]) -> Result<bool, String> {
         Some(&BAND_PREFIX) => postcard::from_bytes::<IncidentEntry>(value)
             .map(|_| true)
             .map_err(|e| format!("incident band record: {e}")),
+        Some(&OPEN_PREFIX) if key.len() == 10 => postcard::from_bytes::<OpenRecord>(value)
+            .map(|_| true)
+            .map_err(|e| format!("open incident record: {e}")),
         Some(&MEMBER_PREFIX) if key.len() == 10 => postcard::from_bytes::<TicketId>(value)
             .map(|_| true)
             .map_err(|e| format!("incident member record: {e}")),

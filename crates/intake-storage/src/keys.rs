@@ -91,7 +91,7 @@ pub const DISPATCH_PREFIX: u8 = b'd';
 /// Every kind of record a shard's state holds, and so every kind a snapshot
 /// carries and an installed snapshot replaces: the one list, so that a new
 /// kind cannot be added to one side and vanish on the other.
-pub const SNAPSHOT_PREFIXES: [u8; 9] = [
+pub const SNAPSHOT_PREFIXES: [u8; 10] = [
     TICKET_PREFIX,
     IDEM_PREFIX,
     AGE_PREFIX,
@@ -99,13 +99,16 @@ pub const SNAPSHOT_PREFIXES: [u8; 9] = [
     HISTORY_PREFIX,
     DISPATCH_PREFIX,
     BAND_PREFIX,
+    OPEN_PREFIX,
     MEMBER_PREFIX,
     SUMMARY_PREFIX,
 ];
 
-/// Incident grouping (`incidents.rs`): a MinHash band's latest ticket, a
-/// ticket's incident, an incident's summary.
+/// Incident grouping (`incidents.rs`): an incident the band index holds, a
+/// ticket's incident, an incident's summary; and the band records of
+/// earlier versions, converted to `j` records when read.
 pub const BAND_PREFIX: u8 = b'i';
+pub const OPEN_PREFIX: u8 = b'j';
 pub const MEMBER_PREFIX: u8 = b'g';
 pub const SUMMARY_PREFIX: u8 = b'I';
 pub const DISPATCH_KEY: &[u8] = b"dstate";

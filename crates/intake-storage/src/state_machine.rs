@@ -26,6 +26,7 @@ use crate::incidents::{self, IncidentSummary};
 use crate::keys::{self, SM_SNAPSHOT, SM_STATE};
 use crate::snapshot::ShardHome;
 use crate::{ShardId, SnapshotData, TypeConfig, snapshot};
+use intake_core::incident_index::IncidentIndex;
 
 type LogId = LogIdOf<TypeConfig>;
 type Entry = EntryOf<TypeConfig>;
@@ -60,6 +61,14 @@ pub struct StateMachine {
     /// are mutable once status updates exist, so the scan must see the tree
     /// at exactly the applied id it records, not filter by creating index.
     pub(crate) apply_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The incident band index (`intake_core::incident_index`), loaded from
+    /// the tree's records at the first apply and dropped whenever the tree
+    /// is replaced from a snapshot, so it always mirrors the records.
+    incidents: Arc<parking_lot::Mutex<Option<IncidentIndex>>>,
+    /// The last applied membership as `apply` left it, so that each call
+    /// need not read and decode the applied state from the tree; dropped,
+    /// like the index, whenever a snapshot replaces the tree.
+    membership: Arc<parking_lot::Mutex<Option<Membership>>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -78,6 +87,8 @@ impl StateMachine {
             home,
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
             apply_lock: Arc::new(tokio::sync::Mutex::new(())),
+            incidents: Arc::new(parking_lot::Mutex::new(None)),
+            membership: Arc::new(parking_lot::Mutex::new(None)),
         }
     }
 
@@ -269,6 +280,11 @@ impl StateMachine {
         batch: &mut sled::Batch,
     ) -> Result<Vec<SubmitOutcome>, StorageError> {
         let mut outcomes = Vec::with_capacity(complaints.len());
+        let mut guard = self.incidents.lock();
+        let index = match guard.take() {
+            Some(ix) => guard.insert(ix),
+            None => guard.insert(incidents::load_index(&self.tree, batch)?),
+        };
         for (i, complaint) in complaints.into_iter().enumerate() {
             // Ids number items in 8 bits; the proposer never packs more.
             let Ok(item) = u8::try_from(i) else {
@@ -295,7 +311,7 @@ impl StateMachine {
             batch.insert(&keys::ticket_key(&id), keys::encode(&ticket)?);
             batch.insert(keys::idem_key(&key), keys::encode(&id)?);
             batch.insert(&keys::age_key(accepted_at, &id), key.as_bytes());
-            incidents::assign(&self.tree, incidents, &ticket, batch)?;
+            incidents::assign(&self.tree, index, incidents, &ticket, batch)?;
             if let Some(hook) = self.home.apply_hook.get() {
                 hook.created(&ticket);
             }
@@ -537,10 +553,18 @@ impl StateMachine {
                     File::open(snapshot::snap_path(&dir, &rec.id))?,
                     &rec.meta,
                 )?;
+                self.forget_cached();
             }
         }
         snapshot::remove_others(&dir, record.as_ref().map(|r| r.id.as_str()))?;
         Ok(())
+    }
+
+    /// Drops what is kept in memory of the tree's contents, after the tree
+    /// was replaced from a snapshot.
+    fn forget_cached(&self) {
+        *self.incidents.lock() = None;
+        *self.membership.lock() = None;
     }
 
     fn open_snapshot(&self, rec: SnapshotRecord) -> io::Result<Snapshot> {
@@ -635,6 +659,8 @@ impl StateMachine {
         })
         .await
         .map_err(join_error)??;
+        // The tree now holds the snapshot's incidents and membership.
+        self.forget_cached();
         self.home.flusher.flush(0).await?;
         snapshot::remove_others(&dir, Some(&rec.id))
     }
@@ -692,7 +718,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let _applying = self.apply_lock.lock().await;
-        let (_, mut membership) = self.read_state()?;
+        let cached = self.membership.lock().take();
+        let mut membership = match cached {
+            Some(m) => m,
+            None => self.read_state()?.1,
+        };
         while let Some(first) = entries.next().await {
             // Whatever else is ready joins this group: one sled batch and at
             // most one hand-off of the worker for all of it.
@@ -716,6 +746,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
+        *self.membership.lock() = Some(membership);
         Ok(())
     }
 

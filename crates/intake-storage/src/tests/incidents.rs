@@ -106,3 +106,65 @@ async fn other_districts_categories_and_short_texts_stay_apart() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_reopened_shard_rebuilds_its_index_and_groups_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut membership = StoredMembershipOf::<TypeConfig>::default();
+    {
+        let node = super::fixtures::open_at(dir.path());
+        let sm = node.state_machine(2).unwrap();
+        sm.apply_entry(submit(1, 1_000, vec![complaint("a", BURST)]), &mut membership)
+            .unwrap();
+        // One record per incident now, no band records.
+        assert_eq!(sm.tree.scan_prefix([crate::keys::OPEN_PREFIX]).count(), 1);
+        assert_eq!(sm.tree.scan_prefix([crate::keys::BAND_PREFIX]).count(), 0);
+        node.shutdown().await;
+    }
+    let node = super::fixtures::open_at(dir.path());
+    let sm = node.state_machine(2).unwrap();
+    sm.apply_entry(
+        submit(2, 2_000, vec![complaint("b", BURST_AGAIN)]),
+        &mut membership,
+    )
+    .unwrap();
+    let first = TicketId::new(2, 1, 0);
+    assert_eq!(sm.incident_of(&TicketId::new(2, 2, 0)).unwrap(), Some(first));
+    assert_eq!(sm.largest_incidents(0, 1).unwrap()[0].count, 2);
+    node.shutdown().await;
+}
+
+/// A tree written by the previous version (twelve `i` band records per
+/// incident) is converted on first use: the old incident is still joined.
+#[tokio::test]
+async fn band_records_of_the_earlier_layout_are_converted_and_still_joined() {
+    use intake_core::incident::{self, IncidentEntry};
+    let (_dir, node) = new_node();
+    let sm = node.state_machine(5).unwrap();
+    let old = TicketId::new(5, 1, 0);
+    let entry = IncidentEntry {
+        incident: old,
+        signature: incident::fingerprint(BURST).unwrap(),
+        last_at: 1_000,
+        count: 1,
+    };
+    let mut position = crate::keys::ticket_key(&old).to_vec();
+    position.remove(0);
+    for b in incident::bands(&entry.signature) {
+        let mut key = vec![crate::keys::BAND_PREFIX];
+        key.extend_from_slice(b"110105\0noise\0");
+        key.push(b.0);
+        key.extend_from_slice(&b.1.to_be_bytes());
+        key.extend_from_slice(&position);
+        sm.tree.insert(key, postcard::to_stdvec(&entry).unwrap()).unwrap();
+    }
+    let mut membership = StoredMembershipOf::<TypeConfig>::default();
+    sm.apply_entry(
+        submit(2, 2_000, vec![complaint("b", BURST_AGAIN)]),
+        &mut membership,
+    )
+    .unwrap();
+    assert_eq!(sm.incident_of(&TicketId::new(5, 2, 0)).unwrap(), Some(old));
+    assert_eq!(sm.tree.scan_prefix([crate::keys::BAND_PREFIX]).count(), 0);
+    assert_eq!(sm.tree.scan_prefix([crate::keys::OPEN_PREFIX]).count(), 1);
+}
