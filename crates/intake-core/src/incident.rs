@@ -40,8 +40,14 @@ const SHINGLE: usize = 3;
 /// A MinHash signature.
 pub type Signature = [u32; HASHES];
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_from(FNV_OFFSET, bytes)
+}
+
+/// FNV-1a continued from `h` over `bytes`.
+fn fnv1a_from(mut h: u64, bytes: &[u8]) -> u64 {
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -97,24 +103,26 @@ impl SeenHashes {
 
 /// The signature of `text`, or `None` when it is too short to group.
 pub fn fingerprint(text: &str) -> Option<Signature> {
-    let chars: Vec<char> = text
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect();
+    let mut chars: Vec<char> = Vec::with_capacity(text.len());
+    for c in text.chars().filter(|c| c.is_alphanumeric()) {
+        // ASCII first: `to_lowercase`'s iterator costs more than the rest.
+        if c.is_ascii() {
+            chars.push(c.to_ascii_lowercase());
+        } else {
+            chars.extend(c.to_lowercase());
+        }
+    }
     if chars.len() < SHINGLE + MIN_SHINGLES - 1 {
         return None;
     }
     let mut sig = [u32::MAX; HASHES];
-    let mut bytes = Vec::with_capacity(12);
-    let mut buf = [0u8; 4];
     let mut seen = SeenHashes::for_items(chars.len());
     for w in chars.windows(SHINGLE) {
-        bytes.clear();
-        for c in w {
-            bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-        }
-        let base = fnv1a(&bytes);
+        // FNV-1a of the shingle's UTF-8 bytes, folded char by char.
+        let base = w.iter().fold(FNV_OFFSET, |h, c| {
+            let mut buf = [0u8; 4];
+            fnv1a_from(h, c.encode_utf8(&mut buf).as_bytes())
+        });
         // A shingle seen before cannot lower any place: MinHash is over the
         // set of shingles, and the 24 mixes are most of the cost.
         if !seen.insert(base) {

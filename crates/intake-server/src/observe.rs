@@ -338,6 +338,13 @@ pub const FAMILIES: &[Family] = &[
         "Bytes written to the Raft log engine's segment files.",
     ),
     family(
+        "intake_sm_write_round_batches",
+        Histogram,
+        Unit::Count,
+        &[],
+        "Shard state-machine batches written in one sled transaction by the node's writer.",
+    ),
+    family(
         "intake_raftlog_round_seconds",
         Histogram,
         Unit::Seconds,

@@ -21,6 +21,7 @@ mod log_store;
 mod migrate;
 mod node_storage;
 pub mod raftlog;
+mod sm_writer;
 mod snapshot;
 mod state_machine;
 

@@ -46,6 +46,7 @@ struct Inner {
     log: LogEngine,
     dir: PathBuf,
     flusher: Flusher,
+    writer: crate::sm_writer::SmWriter,
     node_tree: sled::Tree,
     /// Makes snapshot file names unique; seeded from the clock so that names
     /// do not repeat across restarts.
@@ -82,6 +83,7 @@ impl NodeStorage {
         let node_tree = db.open_tree(keys::NODE_TREE)?;
         let log = crate::migrate::open_engine(&db, &cfg.dir.join(LOG_DIR))?;
         let flusher = Flusher::start(db.clone(), data_file);
+        let writer = crate::sm_writer::SmWriter::start()?;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -92,6 +94,7 @@ impl NodeStorage {
                 log,
                 dir: cfg.dir,
                 flusher,
+                writer,
                 node_tree,
                 snapshot_seq: Arc::new(AtomicU64::new(seed)),
                 apply_hook: Arc::default(),
@@ -123,6 +126,7 @@ impl NodeStorage {
             dir: self.snapshot_dir(shard),
             seq: self.inner.snapshot_seq.clone(),
             flusher: self.inner.flusher.clone(),
+            writer: self.inner.writer.clone(),
             apply_hook: self.inner.apply_hook.clone(),
         };
         let sm = StateMachine::new(shard, tree, home);

@@ -383,6 +383,8 @@ pub struct ShardHome {
     /// Makes snapshot file names unique across the node's shards.
     pub seq: Arc<AtomicU64>,
     pub flusher: Flusher,
+    /// Writes applies' batches, several shards' at once.
+    pub writer: crate::sm_writer::SmWriter,
     pub apply_hook: Arc<std::sync::OnceLock<Arc<dyn crate::apply_hook::ApplyHook>>>,
 }
 

@@ -458,8 +458,17 @@ impl StateMachine {
 
     /// Writes a run of `Submit` effects with the delivery state and the
     /// applied state, in one atomic batch.
-    fn finish_run(&self, mut run: SubmitRun, membership: &Membership) -> io::Result<()> {
-        let Some(last) = run.last else { return Ok(()) };
+    fn finish_run(&self, run: SubmitRun, membership: &Membership) -> io::Result<()> {
+        match self.seal_run(run, membership)? {
+            Some(batch) => self.tree.apply_batch(batch).map_err(io::Error::other),
+            None => Ok(()),
+        }
+    }
+
+    /// A run's batch, completed with the delivery state and the applied
+    /// state; `None` for an empty run.
+    fn seal_run(&self, mut run: SubmitRun, membership: &Membership) -> io::Result<Option<sled::Batch>> {
+        let Some(last) = run.last else { return Ok(None) };
         if run.new_tickets > 0 {
             let mut state = self.dispatch_state()?;
             state.created += run.new_tickets;
@@ -467,7 +476,35 @@ impl StateMachine {
         }
         let state: AppliedState = (Some(last), membership.clone());
         run.batch.insert(SM_STATE, keys::encode(&state)?);
-        self.tree.apply_batch(run.batch).map_err(io::Error::other)
+        Ok(Some(run.batch))
+    }
+
+    /// A group of `Submit` entries only (the common case): its responses
+    /// and its one batch, not yet written. `None` if the group holds any
+    /// other entry, whose apply reads what the entries before it wrote.
+    fn stage_submits(
+        &self,
+        entries: &mut Vec<Entry>,
+        membership: &Membership,
+    ) -> io::Result<Option<(Vec<CommandResponse>, Option<sled::Batch>)>> {
+        let only_submits = entries
+            .iter()
+            .all(|e| matches!(e.payload, EntryPayload::Normal(Command::Submit { .. })));
+        if !only_submits {
+            return Ok(None);
+        }
+        let mut run = SubmitRun::default();
+        let mut responses = Vec::with_capacity(entries.len());
+        for entry in entries.drain(..) {
+            if let EntryPayload::Normal(Command::Submit {
+                accepted_at,
+                complaints,
+            }) = entry.payload
+            {
+                responses.push(self.add_submit(&mut run, entry.log_id, accepted_at, complaints)?);
+            }
+        }
+        Ok(Some((responses, self.seal_run(run, membership)?)))
     }
 
     /// Applies one entry atomically with the applied state; `membership` is
@@ -734,11 +771,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             let complaints: usize = group.iter().map(|(e, _)| entry_complaints(e)).sum();
-            let (entries_only, responders): (Vec<Entry>, Vec<_>) = group.into_iter().unzip();
-            let responses = if complaints > BLOCKING_APPLY_COMPLAINTS {
-                blocking(|| self.apply_group(entries_only, &mut membership))?
+            let (mut entries_only, responders): (Vec<Entry>, Vec<_>) = group.into_iter().unzip();
+            let big = complaints > BLOCKING_APPLY_COMPLAINTS;
+            // Submits only: staged here, written by the node's writer with
+            // other shards' batches. Anything else: applied in place.
+            let staged = if big {
+                blocking(|| self.stage_submits(&mut entries_only, &membership))?
             } else {
-                self.apply_group(entries_only, &mut membership)?
+                self.stage_submits(&mut entries_only, &membership)?
+            };
+            let responses = match staged {
+                Some((responses, batch)) => {
+                    if let Some(batch) = batch {
+                        self.home.writer.apply(&self.tree, batch).await?;
+                    }
+                    responses
+                }
+                None if big => blocking(|| self.apply_group(entries_only, &mut membership))?,
+                None => self.apply_group(entries_only, &mut membership)?,
             };
             for (responder, response) in responders.into_iter().zip(responses) {
                 if let Some(r) = responder {

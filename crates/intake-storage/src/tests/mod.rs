@@ -9,4 +9,5 @@ mod incidents;
 mod key_window;
 mod migration;
 mod openraft_suite;
+mod sm_writer;
 mod snapshots;
