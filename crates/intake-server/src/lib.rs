@@ -22,6 +22,7 @@ pub mod dispatch_alerts;
 pub mod dispatch_board;
 pub mod dispatcher;
 pub mod error;
+pub mod forwarder;
 pub mod intake_service;
 pub mod limits;
 pub mod meta;

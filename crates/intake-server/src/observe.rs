@@ -338,6 +338,13 @@ pub const FAMILIES: &[Family] = &[
         "Bytes written to the Raft log engine's segment files.",
     ),
     family(
+        "intake_forward_call_submissions",
+        Histogram,
+        Unit::Count,
+        &[],
+        "Forwarded submissions that shared one SubmitBatch call to a peer.",
+    ),
+    family(
         "intake_sm_write_round_batches",
         Histogram,
         Unit::Count,

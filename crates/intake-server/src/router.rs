@@ -26,7 +26,7 @@ use intake_core::{
 };
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
-use intake_proto::wire::{mark_retry, set_hops};
+use intake_proto::wire::set_hops;
 use intake_storage::{NodeId, ShardId, StateMachine, TypeConfig};
 use openraft::ReadPolicy;
 use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
@@ -38,6 +38,7 @@ use crate::convert::{
     complaint_to_pb, millis_to_timestamp, now_millis, status_to_pb, ticket_with_history_to_pb,
 };
 use crate::error::{Expiry, RequestError};
+use crate::forwarder::{Forward, Forwarder};
 use crate::limits::MAX_HOPS;
 use crate::registry::Registry;
 
@@ -53,6 +54,7 @@ pub struct Router {
     registry: Registry,
     peers: PeerPool,
     admission: Arc<Admission>,
+    forwarder: Forwarder,
 }
 
 /// Where a request goes after a local replica refused it.
@@ -65,6 +67,7 @@ impl Router {
     pub fn new(registry: Registry, peers: PeerPool, admission: Arc<Admission>) -> Self {
         Self {
             registry,
+            forwarder: Forwarder::new(peers.clone()),
             peers,
             admission,
         }
@@ -334,38 +337,19 @@ impl Router {
         }
     }
 
+    /// Forwards to `node`, in one call with whatever else waits for it
+    /// ([`Forwarder`]).
     async fn forward_submit(&self, node: NodeId, addr: &str, sent: &Submission) -> Answers {
         let started = Instant::now();
-        let deadline = sent.deadline;
-        let call = async {
-            let mut client = self.client(node, addr)?;
-            let mut req = tonic::Request::new(pb::SubmitBatchRequest {
-                complaints: sent.complaints.iter().map(complaint_to_pb).collect(),
-            });
-            forwarded(&mut req, sent.hops + 1);
-            mark_retry(req.metadata_mut(), u32::from(sent.retry));
-            req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            let resp = client
-                .submit_batch(req)
-                .await
-                .map_err(|s| RequestError::from_peer(&s, deadline, Expiry::MayHaveCommitted))?
-                .into_inner();
-            if resp.results.len() != sent.complaints.len() {
-                return Err(RequestError::Internal(
-                    "leader answered a different number of items".into(),
-                ));
-            }
-            Ok(resp
-                .results
-                .into_iter()
-                .map(|r| item_from_peer(r, deadline))
-                .collect())
+        let forward = Forward {
+            complaints: sent.complaints.iter().map(complaint_to_pb).collect(),
+            class: sent.class,
+            hops: sent.hops + 1,
+            retry: sent.retry,
+            deadline: sent.deadline,
+            token: crate::auth::caller_token(),
         };
-        // The local timer also covers the wait for the channel to take the
-        // call, which tonic's grpc-timeout timer does not.
-        let result = tokio::time::timeout_at(deadline, call)
-            .await
-            .unwrap_or(Err(RequestError::Expired(Expiry::MayHaveCommitted)));
+        let result = self.forwarder.send(node, addr, forward).await;
         metrics::histogram!("intake_forward_seconds").record(started.elapsed().as_secs_f64());
         if sent.class == Priority::Ordinary {
             self.note_peer_shedding(sent.shard, &result);
@@ -671,7 +655,7 @@ fn item_result(shard: ShardId, o: SubmitOutcome) -> ItemResult {
     }
 }
 
-fn item_from_peer(r: pb::SubmitResult, deadline: Instant) -> ItemResult {
+pub(crate) fn item_from_peer(r: pb::SubmitResult, deadline: Instant) -> ItemResult {
     match r.outcome {
         Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok),
         Some(pb::submit_result::Outcome::Error(e)) => Err(RequestError::from_peer_item(e, deadline)),

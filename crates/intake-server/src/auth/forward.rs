@@ -15,6 +15,11 @@ pub(super) async fn with_caller_token<F: Future>(token: Option<MetadataValue<Asc
     CALLER_TOKEN.scope(token, f).await
 }
 
+/// The caller's `authorization`, for a request forwarded from another task.
+pub fn caller_token() -> Option<MetadataValue<Ascii>> {
+    CALLER_TOKEN.try_with(|t| t.clone()).ok().flatten()
+}
+
 /// Adds the caller's `authorization` to a request this node forwards on its
 /// behalf; nothing when the caller had none (open node, or a peer).
 pub fn attach_caller_token<T>(req: &mut tonic::Request<T>) {

@@ -21,7 +21,7 @@ mod guard;
 mod limit;
 mod table;
 
-pub use forward::attach_caller_token;
+pub use forward::{attach_caller_token, caller_token};
 pub use gate::{Caller, GateLayer};
 pub use guard::Guarded;
 pub use table::{AuthError, AuthTable, Principal, Role, hash_token};

@@ -1,0 +1,327 @@
+//! Submissions forwarded to another node's leaders, batched per peer: the
+//! ones waiting for the same node share one `SubmitBatch` call.
+//!
+//! Why: when adapters reach any node, two of three complaints arrive at a
+//! node that does not lead their shard, and each cost a call of its own to
+//! the leader's node — a stream, a task and a handful of wake-ups on both
+//! sides (issue 15: "forwarded client requests are batched per peer too").
+//! Each peer gets a lane: a bounded queue and at most [`CALLS_PER_PEER`]
+//! calls in flight. What queues while those are busy leaves together in
+//! the next call, so batches grow with the load and an idle lane adds no
+//! wait at all.
+//!
+//! Only submissions that the leader's node would treat alike share a call:
+//! same class (admission at the door sees one class per call), hop count,
+//! retry mark and caller token, and deadlines close enough that the
+//! earliest, which the call carries, costs the others little (a quarter of
+//! their time left at most). Each submission still gets its own answer, in
+//! order, and gives up at its own deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use intake_cluster::PeerPool;
+use intake_core::Priority;
+use intake_proto::pb;
+use intake_proto::pb::intake_service_client::IntakeServiceClient;
+use intake_proto::wire::{mark_retry, set_hops};
+use intake_storage::NodeId;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::metadata::{Ascii, MetadataValue};
+
+use crate::error::{Expiry, RequestError};
+use crate::limits::MAX_BATCH_ITEMS;
+use crate::router::ItemResult;
+
+/// Calls in flight to one peer at most; more submissions wait and join.
+pub const CALLS_PER_PEER: usize = 4;
+/// Submissions waiting for one peer at most; beyond, the caller is refused
+/// at once (the peer is far behind).
+const LANE_QUEUE: usize = 4096;
+/// Complaints per forwarded call at most (the leader's limit per call).
+const ITEMS_PER_CALL: usize = MAX_BATCH_ITEMS / 4;
+
+type Answers = Result<Vec<ItemResult>, RequestError>;
+
+/// One submission on its way to a peer.
+pub struct Forward {
+    pub complaints: Vec<pb::Complaint>,
+    pub class: Priority,
+    pub hops: u32,
+    pub retry: bool,
+    pub deadline: Instant,
+    /// The caller's `authorization`, forwarded without mutual TLS.
+    pub token: Option<MetadataValue<Ascii>>,
+}
+
+struct Job {
+    forward: Forward,
+    reply: oneshot::Sender<Answers>,
+}
+
+struct Lane {
+    addr: String,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The node's lanes to its peers. Cheap to clone.
+#[derive(Clone)]
+pub struct Forwarder {
+    peers: PeerPool,
+    lanes: Arc<DashMap<NodeId, Lane>>,
+}
+
+impl Forwarder {
+    pub fn new(peers: PeerPool) -> Self {
+        Self {
+            peers,
+            lanes: Arc::new(DashMap::new()),
+        }
+    }
+
+    /// Sends `forward` to `node` at `addr` with whatever else waits for it,
+    /// and returns this submission's answers, or an error for all of them.
+    pub async fn send(&self, node: NodeId, addr: &str, forward: Forward) -> Answers {
+        let deadline = forward.deadline;
+        let (reply, answer) = oneshot::channel();
+        let job = Job { forward, reply };
+        let jobs = self.lane(node, addr);
+        jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => RequestError::Unreachable(format!(
+                "node {node} has {LANE_QUEUE} forwarded submissions waiting"
+            )),
+            mpsc::error::TrySendError::Closed(_) => {
+                RequestError::Unreachable(format!("no lane to node {node}"))
+            }
+        })?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answers)) => answers,
+            // The lane ended (node shutting down) before answering.
+            Ok(Err(_)) => Err(RequestError::Expired(Expiry::MayHaveCommitted)),
+            Err(_) => Err(RequestError::Expired(Expiry::MayHaveCommitted)),
+        }
+    }
+
+    /// The lane to `node`, made (and its task started) on first use, or
+    /// anew when the node's address changed.
+    fn lane(&self, node: NodeId, addr: &str) -> mpsc::Sender<Job> {
+        if let Some(l) = self.lanes.get(&node)
+            && l.addr == addr
+            && !l.jobs.is_closed()
+        {
+            return l.jobs.clone();
+        }
+        let (jobs, rx) = mpsc::channel(LANE_QUEUE);
+        tokio::spawn(run_lane(self.peers.clone(), node, addr.to_string(), rx));
+        self.lanes.insert(
+            node,
+            Lane {
+                addr: addr.to_string(),
+                jobs: jobs.clone(),
+            },
+        );
+        jobs
+    }
+}
+
+/// Takes what waits, in calls of compatible submissions, at most
+/// [`CALLS_PER_PEER`] at once. Ends when the lane is dropped.
+async fn run_lane(peers: PeerPool, node: NodeId, addr: String, mut rx: mpsc::Receiver<Job>) {
+    let slots = Arc::new(Semaphore::new(CALLS_PER_PEER));
+    let mut carried: Vec<Job> = Vec::new();
+    loop {
+        // A free slot first: what arrives meanwhile joins the next call.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        if carried.is_empty() {
+            match rx.recv().await {
+                Some(job) => carried.push(job),
+                None => return,
+            }
+        }
+        while carried.len() < ITEMS_PER_CALL {
+            match rx.try_recv() {
+                Ok(job) => carried.push(job),
+                Err(_) => break,
+            }
+        }
+        let (call, rest) = take_call(std::mem::take(&mut carried), Instant::now());
+        carried = rest;
+        let (peers, addr) = (peers.clone(), addr.clone());
+        tokio::spawn(async move {
+            send_call(&peers, node, &addr, call).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Whether `b` may share a call that carries `a`'s deadline and metadata.
+fn compatible(a: &Forward, b: &Forward, now: Instant) -> bool {
+    let slack = a.deadline.saturating_duration_since(now) / 4;
+    a.class == b.class
+        && a.hops == b.hops
+        && a.retry == b.retry
+        && a.token == b.token
+        && b.deadline >= a.deadline
+        && b.deadline <= a.deadline + slack
+}
+
+/// Splits off the next call: the submission with the earliest deadline and
+/// every compatible one, up to [`ITEMS_PER_CALL`] complaints; the rest wait.
+/// Submissions already past their deadline are answered at once.
+fn take_call(jobs: Vec<Job>, now: Instant) -> (Vec<Job>, Vec<Job>) {
+    let (mut jobs, expired): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|j| j.forward.deadline > now && !j.reply.is_closed());
+    for j in expired {
+        let _ = j.reply.send(Err(RequestError::Expired(Expiry::NotStored)));
+    }
+    jobs.sort_by_key(|j| j.forward.deadline);
+    let mut call: Vec<Job> = Vec::new();
+    let mut rest = Vec::new();
+    let mut items = 0;
+    for job in jobs {
+        let fits = match call.first() {
+            None => true,
+            Some(first) => {
+                compatible(&first.forward, &job.forward, now)
+                    && items + job.forward.complaints.len() <= ITEMS_PER_CALL
+            }
+        };
+        if fits {
+            items += job.forward.complaints.len();
+            call.push(job);
+        } else {
+            rest.push(job);
+        }
+    }
+    (call, rest)
+}
+
+/// One `SubmitBatch` call for `call`'s submissions; each gets its slice of
+/// the answer, or the call's error.
+async fn send_call(peers: &PeerPool, node: NodeId, addr: &str, call: Vec<Job>) {
+    let Some(first) = call.first() else { return };
+    let deadline = first.forward.deadline;
+    let (hops, retry, token) = (
+        first.forward.hops,
+        first.forward.retry,
+        first.forward.token.clone(),
+    );
+    let mut sizes = Vec::with_capacity(call.len());
+    let mut replies = Vec::with_capacity(call.len());
+    let mut complaints = Vec::new();
+    for job in call {
+        sizes.push(job.forward.complaints.len());
+        complaints.extend(job.forward.complaints);
+        replies.push(job.reply);
+    }
+    metrics::histogram!("intake_forward_call_submissions").record(sizes.len() as f64);
+    let total = complaints.len();
+    let answer = async {
+        let channel = peers
+            .forward_channel(node, addr)
+            .map_err(|e| RequestError::Unreachable(e.to_string()))?;
+        let mut client = IntakeServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        let mut req = tonic::Request::new(pb::SubmitBatchRequest { complaints });
+        set_hops(req.metadata_mut(), hops);
+        if let Some(t) = token {
+            req.metadata_mut().insert("authorization", t);
+        }
+        mark_retry(req.metadata_mut(), u32::from(retry));
+        req.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
+        let resp = client
+            .submit_batch(req)
+            .await
+            .map_err(|s| RequestError::from_peer(&s, deadline, Expiry::MayHaveCommitted))?
+            .into_inner();
+        if resp.results.len() != total {
+            return Err(RequestError::Internal(
+                "leader answered a different number of items".into(),
+            ));
+        }
+        Ok(resp.results)
+    };
+    // The local timer also covers the wait for the channel to take the
+    // call, which tonic's grpc-timeout timer does not.
+    let answer = tokio::time::timeout_at(deadline, answer)
+        .await
+        .unwrap_or(Err(RequestError::Expired(Expiry::MayHaveCommitted)));
+    match answer {
+        Ok(results) => {
+            let mut results = results.into_iter();
+            for (size, reply) in sizes.into_iter().zip(replies) {
+                let mine = results
+                    .by_ref()
+                    .take(size)
+                    .map(|r| crate::router::item_from_peer(r, deadline))
+                    .collect();
+                let _ = reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(class: Priority, deadline: Instant, items: usize) -> (Job, oneshot::Receiver<Answers>) {
+        let (reply, rx) = oneshot::channel();
+        let forward = Forward {
+            complaints: vec![pb::Complaint::default(); items],
+            class,
+            hops: 1,
+            retry: false,
+            deadline,
+            token: None,
+        };
+        (Job { forward, reply }, rx)
+    }
+
+    #[tokio::test]
+    async fn a_call_takes_the_earliest_and_those_that_can_share_its_deadline() {
+        let now = Instant::now();
+        let s = Duration::from_secs(1);
+        let (early, _a) = job(Priority::Ordinary, now + 2 * s, 1);
+        let (close, _b) = job(Priority::Ordinary, now + 2 * s + s / 4, 2);
+        let (late, _c) = job(Priority::Ordinary, now + 5 * s, 1);
+        let (emergency, _d) = job(Priority::Emergency, now + 2 * s + s / 8, 1);
+        let (call, rest) = take_call(vec![late, close, emergency, early], now);
+        let deadlines: Vec<Instant> = call.iter().map(|j| j.forward.deadline).collect();
+        assert_eq!(deadlines, vec![now + 2 * s, now + 2 * s + s / 4]);
+        assert!(call.iter().all(|j| j.forward.class == Priority::Ordinary));
+        assert_eq!(rest.len(), 2);
+        // The rest leave in calls of their own.
+        let (next, rest) = take_call(rest, now);
+        assert_eq!(next.len(), 1);
+        assert_eq!(rest.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_stops_at_its_item_limit_and_the_expired_are_answered_at_once() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(2);
+        let (big, _a) = job(Priority::Ordinary, later, ITEMS_PER_CALL - 1);
+        let (two, _b) = job(Priority::Ordinary, later, 2);
+        let (gone, gone_rx) = job(Priority::Ordinary, now, 1);
+        let (call, rest) = take_call(vec![big, two, gone], now);
+        assert_eq!((call.len(), rest.len()), (1, 1));
+        assert!(matches!(
+            gone_rx.await,
+            Ok(Err(RequestError::Expired(Expiry::NotStored)))
+        ));
+    }
+}
