@@ -20,14 +20,27 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("--api {addr}: cannot listen"))?;
-    let door = intake_http::Door::new(node.intake_service(), districts, categories);
+    // Behind the gRPC port's gate (tokens, roles, channels, rate limits);
+    // the public look-ups (web page, Open311 `GET requests`) need none.
+    let door = intake_http::Door::new(node.gated_intake_service(), districts, categories)
+        .with_public_lookups(node.intake_service());
     let router = intake_http::router(door);
-    tracing::info!(%addr, "HTTP API, Open311 and web page");
+    let tls = node.tls().cloned();
+    tracing::info!(%addr, tls = tls.is_some(), "HTTP API, Open311 and web page");
+    let stopped = stop.clone();
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = intake_http::serve(listener, router, shutdown).await {
+        let served = match tls {
+            // The gRPC port's certificates, reloaded in place.
+            Some(tls) => match intake_server::tls::HttpsListener::new(listener, tls, stopped) {
+                Ok(l) => intake_http::serve(l, router, shutdown).await,
+                Err(e) => Err(e),
+            },
+            None => intake_http::serve(listener, router, shutdown).await,
+        };
+        if let Err(e) = served {
             tracing::warn!(error = %e, "HTTP API stopped");
         }
     }))
