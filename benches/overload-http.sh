@@ -22,6 +22,9 @@ OPEN_CONCURRENCY=${OPEN_CONCURRENCY:-16384}
 BASE=${BASE_PORT:-18201}
 source benches/intake-cluster.sh
 rate_of() { sed -n 's/.*throughput=\([0-9.]*\)\/s.*/\1/p'; }
+# SYNs dropped because a listening socket's accept queue was full (since
+# boot, every socket of the machine): a client retries one after 1 s.
+overflows() { awk '/^TcpExt:/ { if (!n) { for (i = 1; i <= NF; i++) h[i] = $i; n = 1 } else { for (i = 1; i <= NF; i++) if (h[i] == "ListenOverflows") print $i } }' /proc/net/netstat; }
 door() {
   case "$1" in
     grpc) echo --endpoints "$EPS" ;;
@@ -47,8 +50,10 @@ for b in 1 "$BATCH"; do
     sleep 5 # the previous run's shedding dies down within seconds
     echo "== priority: $p, 5x gRPC capacity, batch=$b, emergency share $EMERGENCY_SHARE: --rate $R requests/s"
     # shellcheck disable=SC2046
+    before=$(overflows)
     "$BIN" load $(door $p) --rate "$R" --batch "$b" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
       --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" | grep -v '^alert ' || true
+    echo "listen_overflows=$(($(overflows) - before))"
   done
 done
 
