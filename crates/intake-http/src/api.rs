@@ -14,7 +14,7 @@ use intake_proto::pb;
 use crate::body::{self, MAX_BATCH_BYTES, MAX_SINGLE_BYTES};
 use crate::json::{Accepted, BatchIn, BatchItem, BatchOut, ComplaintIn, TicketOut};
 use crate::problem::{Problem, Violation};
-use crate::{Door, json_response};
+use crate::{Call, Door, json_response};
 
 /// Header carrying the idempotency key (IETF draft `Idempotency-Key`).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -28,6 +28,8 @@ pub async fn submit(State(door): State<Arc<Door>>, headers: HeaderMap, body: Bod
 }
 
 async fn submit_inner(door: &Door, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+    // Before the body: the caller's time runs from its arrival.
+    let call = Call::from_headers(headers);
     body::require_json(headers)?;
     let bytes = body::read(headers, body, MAX_SINGLE_BYTES).await?;
     let mut c: ComplaintIn = body::parse(&bytes)?;
@@ -35,7 +37,7 @@ async fn submit_inner(door: &Door, headers: &HeaderMap, body: Body) -> Result<Re
     let complaint = c
         .into_pb("")
         .map_err(|v| Problem::invalid(v.description.clone(), vec![v]))?;
-    let accepted = door.submit(complaint).await?;
+    let accepted = door.submit(&call, complaint).await?;
     let location = format!("/v1/tickets/{}", accepted.ticket_id);
     let mut resp = json_response(StatusCode::CREATED, &accepted);
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -52,6 +54,7 @@ pub async fn submit_batch(State(door): State<Arc<Door>>, headers: HeaderMap, bod
 }
 
 async fn batch_inner(door: &Door, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+    let call = Call::from_headers(headers);
     body::require_json(headers)?;
     let bytes = body::read(headers, body, MAX_BATCH_BYTES).await?;
     let batch: BatchIn = body::parse(&bytes)?;
@@ -66,12 +69,7 @@ async fn batch_inner(door: &Door, headers: &HeaderMap, body: Body) -> Result<Res
     if !bad.is_empty() {
         return Err(Problem::invalid("some complaints have malformed fields", bad));
     }
-    let resp = door
-        .service()
-        .submit_batch(tonic::Request::new(pb::SubmitBatchRequest { complaints }))
-        .await
-        .map_err(|s| Problem::from_status(&s))?
-        .into_inner();
+    let resp = door.submit_batch(&call, complaints).await?;
     let results = resp
         .results
         .into_iter()
@@ -115,13 +113,17 @@ fn item_problem(e: pb::ItemError) -> Problem {
 }
 
 /// `GET /v1/tickets/{id}`.
-pub async fn get_ticket(State(door): State<Arc<Door>>, id: Result<Path<String>, PathRejection>) -> Response {
+pub async fn get_ticket(
+    State(door): State<Arc<Door>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
     let id = match id {
         Ok(Path(id)) => id,
         Err(e) => return Problem::field("ticket_id", e.body_text()).into_response(),
     };
     answer(
-        door.ticket(id)
+        door.ticket(&Call::from_headers(&headers), id)
             .await
             .map(|t| json_response(StatusCode::OK, &TicketOut::from(t))),
     )

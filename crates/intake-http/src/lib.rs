@@ -11,16 +11,17 @@
 //! admission (emergencies first) and idempotency of a gRPC one.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::Listener;
 use intake_core::{CategoryTable, DistrictTable};
 use intake_proto::pb;
 use intake_proto::pb::intake_service_server::IntakeService;
 use serde::Serialize;
-use tokio::net::TcpListener;
 
 pub mod api;
 pub mod body;
@@ -37,7 +38,11 @@ use crate::problem::Problem;
 
 /// What every handler needs: the node's service and the tables it serves.
 pub struct Door {
+    /// The node's service behind its gate: the caller's token decides.
     service: Arc<dyn IntakeService>,
+    /// For the public look-ups (the web page's `/t/{id}`, Open311's
+    /// `GET requests`), which take no token.
+    public: Arc<dyn IntakeService>,
     districts: Arc<DistrictTable>,
     categories: Arc<CategoryTable>,
     locator: Locator,
@@ -45,18 +50,24 @@ pub struct Door {
 
 impl Door {
     /// A door onto `service`, the same `IntakeService` the node serves over
-    /// gRPC, with the district and category tables that node was started with.
+    /// gRPC, with the district and category tables that node was started
+    /// with. Public look-ups go to `service` too, unless
+    /// [`Door::with_public_lookups`] names another.
     pub fn new(service: Arc<dyn IntakeService>, districts: DistrictTable, categories: CategoryTable) -> Self {
         Self {
             locator: Locator::for_table(&districts),
+            public: service.clone(),
             service,
             districts: Arc::new(districts),
             categories: Arc::new(categories),
         }
     }
 
-    pub fn service(&self) -> &dyn IntakeService {
-        self.service.as_ref()
+    /// Where the public look-ups go: on a node with tokens, the service
+    /// without its gate (they show no contact data).
+    pub fn with_public_lookups(mut self, public: Arc<dyn IntakeService>) -> Self {
+        self.public = public;
+        self
     }
 
     pub fn districts(&self) -> &DistrictTable {
@@ -71,35 +82,126 @@ impl Door {
         &self.locator
     }
 
-    /// Submits one complaint through the node's `Submit`.
-    pub async fn submit(&self, complaint: pb::Complaint) -> Result<Accepted, Problem> {
+    /// Submits one complaint through the node's `Submit`, as the caller
+    /// `call` describes.
+    pub async fn submit(&self, call: &Call, complaint: pb::Complaint) -> Result<Accepted, Problem> {
+        let req = call.request(pb::SubmitRequest {
+            complaint: Some(complaint),
+        });
         self.service
-            .submit(tonic::Request::new(pb::SubmitRequest {
-                complaint: Some(complaint),
-            }))
+            .submit(req)
             .await
             .map(|r| Accepted::from(r.into_inner()))
             .map_err(|s| Problem::from_status(&s))
     }
 
-    /// Looks a ticket up through the node's `GetTicket` (from the leader).
-    pub async fn ticket(&self, ticket_id: String) -> Result<pb::Ticket, Problem> {
-        let resp = self
-            .service
-            .get_ticket(tonic::Request::new(pb::GetTicketRequest {
-                ticket_id: ticket_id.clone(),
-                local: false,
-            }))
+    /// The node's `SubmitBatch`, as the caller `call` describes.
+    pub async fn submit_batch(
+        &self,
+        call: &Call,
+        complaints: Vec<pb::Complaint>,
+    ) -> Result<pb::SubmitBatchResponse, Problem> {
+        self.service
+            .submit_batch(call.request(pb::SubmitBatchRequest { complaints }))
             .await
-            .map_err(|s| Problem::from_status(&s))?;
-        resp.into_inner()
-            .ticket
-            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, format!("no ticket {ticket_id}")))
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Problem::from_status(&s))
+    }
+
+    /// Looks a ticket up through the node's `GetTicket` (from the leader),
+    /// as the caller `call` describes.
+    pub async fn ticket(&self, call: &Call, ticket_id: String) -> Result<pb::Ticket, Problem> {
+        let req = call.request(pb::GetTicketRequest {
+            ticket_id: ticket_id.clone(),
+            local: false,
+        });
+        ticket_of(self.service.get_ticket(req).await, &ticket_id)
+    }
+
+    /// A public look-up (no token, the node's own time limit): for pages
+    /// that leave the contact out.
+    pub async fn public_ticket(&self, ticket_id: String) -> Result<pb::Ticket, Problem> {
+        let req = tonic::Request::new(pb::GetTicketRequest {
+            ticket_id: ticket_id.clone(),
+            local: false,
+        });
+        ticket_of(self.public.get_ticket(req).await, &ticket_id)
+    }
+}
+
+fn ticket_of(
+    answer: Result<tonic::Response<pb::GetTicketResponse>, tonic::Status>,
+    ticket_id: &str,
+) -> Result<pb::Ticket, Problem> {
+    answer
+        .map_err(|s| Problem::from_status(&s))?
+        .into_inner()
+        .ticket
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, format!("no ticket {ticket_id}")))
+}
+
+/// Header carrying the caller's timeout in milliseconds: the node answers
+/// within it (a `504` a little before it runs out, as gRPC's
+/// `DEADLINE_EXCEEDED`), and sheds at once what could not be done in time.
+/// Without it the node's own limit applies (10 s by default).
+pub const REQUEST_TIMEOUT_MS: &str = "x-request-timeout-ms";
+
+/// What an HTTP request tells the node besides its body, passed on as a
+/// gRPC client would send it: `authorization: Bearer <token>` and the
+/// time left (`grpc-timeout`), counted from the request's arrival.
+#[derive(Clone, Debug)]
+pub struct Call {
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    deadline: Option<Instant>,
+}
+
+impl Call {
+    /// The request's `Authorization` and [`REQUEST_TIMEOUT_MS`] headers;
+    /// take it when the request arrives, before its body is read.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let deadline = headers
+            .get(REQUEST_TIMEOUT_MS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        Self {
+            authorization,
+            deadline,
+        }
+    }
+
+    /// A bearer token given some other way (Open311's `api_key`), used
+    /// when the request has no `Authorization` header.
+    pub fn or_token(mut self, token: Option<&str>) -> Self {
+        if self.authorization.is_none() {
+            self.authorization = token.and_then(|t| format!("Bearer {t}").parse().ok());
+        }
+        self
+    }
+
+    /// `msg` as an in-process call with this caller's token and time left.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(v) = &self.authorization {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        if let Some(deadline) = self.deadline {
+            // gRPC's form, which the service reads: "<n>m" in milliseconds.
+            let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+            if let Ok(v) = format!("{}m", left.max(1)).parse() {
+                req.metadata_mut().insert("grpc-timeout", v);
+            }
+        }
+        req
     }
 }
 
 /// Every route of the three doors. Exposed (rather than only [`serve`]) so
-/// a TLS acceptor or an auth layer can wrap it.
+/// other layers can wrap it.
 pub fn router(door: Door) -> Router {
     let door = Arc::new(door);
     Router::new()
@@ -121,13 +223,18 @@ pub fn router(door: Door) -> Router {
         .with_state(door)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves. Plain HTTP/1.1;
-/// TLS, when it comes, wraps [`router`] instead of calling this.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves `router` on `listener` until `shutdown` resolves, HTTP/1.1: a
+/// `TcpListener` for plain HTTP, or a listener that hands out TLS
+/// connections (`intake_server::tls::HttpsListener`).
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -130,6 +130,13 @@ impl IntoResponse for Problem {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §15.5.2: a 401 names the scheme it wants (RFC 6750).
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"intake\""),
+            );
+        }
         resp
     }
 }
@@ -191,6 +198,8 @@ pub fn code_name(code: Code) -> &'static str {
 fn type_uri(s: StatusCode) -> &'static str {
     match s.as_u16() {
         400 => "/v1/problems/invalid-request",
+        401 => "/v1/problems/unauthenticated",
+        403 => "/v1/problems/forbidden",
         404 => "/v1/problems/not-found",
         405 => "/v1/problems/method-not-allowed",
         409 => "/v1/problems/conflict",

@@ -76,7 +76,7 @@ pub async fn ticket_page(State(door): State<Arc<Door>>, id: Result<Path<String>,
                 .into(),
         );
     };
-    match door.ticket(id.clone()).await {
+    match door.public_ticket(id.clone()).await {
         Ok(t) => page(StatusCode::OK, &id, ticket_body(&door, &t)),
         Err(p) if p.status == 404 || p.status == 400 => page(
             p.http_status(),

@@ -74,8 +74,15 @@ impl HttpDoors {
             .bases
             .get(at)
             .ok_or_else(|| tonic::Status::internal("no such door"))?;
+        // The time left, so the node answers (or sheds) within it, as
+        // gRPC's grpc-timeout tells it.
+        let left_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .max(1);
         let req = http::Request::post(format!("{base}{path}"))
             .header(http::header::CONTENT_TYPE, "application/json")
+            .header("x-request-timeout-ms", left_ms.to_string())
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let left = deadline.saturating_duration_since(Instant::now());

@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 
 use self::format::{Format, REQUESTS, SERVICE_DEFINITION, SERVICES, error, render, split};
 use self::request::{Form, known_service};
-use crate::Door;
 use crate::json::{rfc3339, status_name};
 use crate::problem::Problem;
+use crate::{Call, Door};
 
 /// Most ids one `GET requests?service_request_id=` answers.
 const MAX_IDS: usize = 100;
@@ -60,6 +60,7 @@ pub async fn post_root(
             format!("{name} cannot be posted to"),
         );
     }
+    let call = Call::from_headers(&headers);
     let bytes = match crate::body::read(&headers, body, crate::body::MAX_SINGLE_BYTES).await {
         Ok(b) => b,
         Err(p) => return problem(fmt, &p),
@@ -67,11 +68,14 @@ pub async fn post_root(
     let key = headers
         .get(crate::api::IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok());
-    let complaint = match Form::parse(&bytes).complaint(key, door.categories(), door.locator()) {
+    let form = Form::parse(&bytes);
+    let complaint = match form.complaint(key, door.categories(), door.locator()) {
         Ok(c) => c,
         Err(e) => return error(fmt, StatusCode::BAD_REQUEST, e.0),
     };
-    match door.submit(complaint).await {
+    // Open311's credential is the form's api_key; a Bearer header wins.
+    let call = call.or_token(form.api_key());
+    match door.submit(&call, complaint).await {
         Ok(accepted) => {
             let notice = if accepted.duplicate {
                 "this request was already received; the same service_request_id is returned"
@@ -132,7 +136,7 @@ pub async fn get_request(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match door.ticket(id).await {
+    match door.public_ticket(id).await {
         Ok(t) => render(fmt, REQUESTS, StatusCode::OK, &json!([request_json(&door, t)])),
         Err(p) if p.status == 400 => error(fmt, StatusCode::NOT_FOUND, p.detail),
         Err(p) => problem(fmt, &p),
@@ -164,7 +168,7 @@ async fn requests_by_id(door: &Door, fmt: Format, query: &str) -> Response {
     }
     let mut found = Vec::new();
     for id in ids {
-        match door.ticket(id).await {
+        match door.public_ticket(id).await {
             Ok(t) => found.push(request_json(door, t)),
             // An unknown or malformed id is simply not in the answer.
             Err(p) if p.status == 404 || p.status == 400 => {}

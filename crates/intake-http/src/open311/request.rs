@@ -32,6 +32,11 @@ impl Form {
             .filter(|v| !v.is_empty())
     }
 
+    /// The `api_key` field: the caller's token, on a node with `--auth`.
+    pub fn api_key(&self) -> Option<&str> {
+        self.get("api_key")
+    }
+
     /// `attribute[name]`.
     fn attribute(&self, name: &str) -> Option<&str> {
         self.get(&format!("attribute[{name}]"))

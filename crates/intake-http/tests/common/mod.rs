@@ -1,6 +1,7 @@
 //! Real nodes (sled in temp dirs, gRPC and Raft on loopback) with the HTTP
-//! door served over each one's own `IntakeService`, and a raw HTTP/1.1
-//! client that can send any bytes at all.
+//! door served over each one's own `IntakeService` as `intake start --api`
+//! serves it (behind the node's gate, over TLS when the node has it), and a
+//! raw HTTP/1.1 client that can send any bytes at all, in plain or in TLS.
 
 #![allow(dead_code)]
 
@@ -8,18 +9,47 @@ pub mod webdriver;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use intake_core::{CategoryTable, DistrictTable};
 use intake_server::{Node, NodeConfig, RaftTuning};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
+
+/// How the tests reach the doors: over TLS or not, with a token or not.
+#[derive(Clone, Default)]
+pub struct Reach {
+    pub tls: Option<TlsConnector>,
+    pub token: Option<String>,
+}
+
+/// A TLS client that trusts the CA certificate `ca_pem` only.
+pub fn tls_connector(ca_pem: &str) -> TlsConnector {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut cfg =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    // What curl offers: the door must pick HTTP/1.1.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(cfg))
+}
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: BTreeMap<u64, Node>,
     /// Each node's door, http://addr.
     pub doors: BTreeMap<u64, SocketAddr>,
+    pub reach: Reach,
     stop: watch::Sender<bool>,
 }
 
@@ -40,6 +70,17 @@ impl Cluster {
     /// As `start`, ready once a complaint of `category` goes through (an
     /// emergency where the test sheds every ordinary one).
     pub async fn start_probing(n: u64, category: &str, adjust: impl Fn(&mut NodeConfig)) -> Cluster {
+        Self::start_reaching(n, category, Reach::default(), adjust).await
+    }
+
+    /// As `start_probing`, for nodes that `adjust` gives tokens or TLS:
+    /// the ready probe goes as `reach` says.
+    pub async fn start_reaching(
+        n: u64,
+        category: &str,
+        reach: Reach,
+        adjust: impl Fn(&mut NodeConfig),
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let addrs: BTreeMap<u64, SocketAddr> = (1..=n)
             .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], free_port()))))
@@ -62,25 +103,36 @@ impl Cluster {
             let node = Node::start(cfg).await.unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             doors.insert(*id, listener.local_addr().unwrap());
+            // As crates/intake/src/cmd/api.rs wires it.
             let door = intake_http::Door::new(
-                node.intake_service(),
+                node.gated_intake_service(),
                 DistrictTable::beijing(),
                 CategoryTable::default(),
-            );
-            let mut stopped = stopped.clone();
-            tokio::spawn(intake_http::serve(
-                listener,
-                intake_http::router(door),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            ));
+            )
+            .with_public_lookups(node.intake_service());
+            let router = intake_http::router(door);
+            let mut stopping = stopped.clone();
+            let shutdown = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            };
+            match node.tls() {
+                Some(tls) => {
+                    let https =
+                        intake_server::tls::HttpsListener::new(listener, tls.clone(), stopped.clone())
+                            .unwrap();
+                    tokio::spawn(intake_http::serve(https, router, shutdown));
+                }
+                None => {
+                    tokio::spawn(intake_http::serve(listener, router, shutdown));
+                }
+            }
             nodes.insert(*id, node);
         }
         let c = Cluster {
             dir,
             nodes,
             doors,
+            reach,
             stop,
         };
         c.wait_ready(category).await;
@@ -96,10 +148,16 @@ impl Cluster {
         let probe = format!(r#"{{"district_code":"110105","category":"{category}","text":"probe"}}"#);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let r = post_json(
+            let bearer = self.reach.token.as_ref().map(|t| format!("Bearer {t}"));
+            let mut headers = vec![("Idempotency-Key", "ready-probe")];
+            if let Some(b) = &bearer {
+                headers.push(("Authorization", b.as_str()));
+            }
+            let r = post_json_via(
+                self.reach.tls.as_ref(),
                 self.door(1),
                 "/v1/complaints",
-                &[("Idempotency-Key", "ready-probe")],
+                &headers,
                 probe.as_bytes(),
             )
             .await;
@@ -164,6 +222,11 @@ impl Resp {
 /// Sends `head` (request line and headers, without the blank line) and
 /// `body` as they are, with Content-Length and Connection: close added.
 pub async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Resp {
+    raw_via(None, addr, head, body).await
+}
+
+/// As `raw`, over TLS when `tls` is given.
+pub async fn raw_via(tls: Option<&TlsConnector>, addr: SocketAddr, head: &str, body: &[u8]) -> Resp {
     let mut req = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n");
     if !body.is_empty() || head.starts_with("POST") {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -171,13 +234,25 @@ pub async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Resp {
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    raw_bytes(addr, &bytes).await
+    match tls {
+        None => raw_bytes(addr, &bytes).await,
+        Some(tls) => {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::from(addr.ip());
+            let s = tls.connect(name, tcp).await.unwrap();
+            exchange(s, &bytes).await
+        }
+    }
 }
 
 /// Writes `bytes` and reads the response: to its Content-Length, or to
 /// the end of the connection (chromedriver keeps it open).
 pub async fn raw_bytes(addr: SocketAddr, bytes: &[u8]) -> Resp {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange(s, bytes).await
+}
+
+async fn exchange(mut s: impl AsyncRead + AsyncWrite + Unpin, bytes: &[u8]) -> Resp {
     // The server may answer (413) and close before reading everything.
     let _ = s.write_all(bytes).await;
     let mut buf = Vec::new();
@@ -259,9 +334,20 @@ pub async fn get(addr: SocketAddr, path: &str) -> Resp {
 }
 
 pub async fn post_json(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    post_json_via(None, addr, path, headers, body).await
+}
+
+/// As `post_json`, over TLS when `tls` is given.
+pub async fn post_json_via(
+    tls: Option<&TlsConnector>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut head = format!("POST {path} HTTP/1.1\r\nContent-Type: application/json");
     for (k, v) in headers {
         head.push_str(&format!("\r\n{k}: {v}"));
     }
-    raw(addr, &head, body).await
+    raw_via(tls, addr, &head, body).await
 }

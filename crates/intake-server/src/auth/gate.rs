@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tonic::codegen::http;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Code, Status};
 
 use super::forward::with_caller_token;
@@ -68,14 +68,19 @@ pub struct Gate<S> {
 const INTERNAL_PREFIX: &str = "/intake_internal.";
 const PUBLIC_PREFIX: &str = "/intake.v1.";
 
+pub(super) const SUBMIT: &str = "/intake.v1.IntakeService/Submit";
+pub(super) const SUBMIT_BATCH: &str = "/intake.v1.IntakeService/SubmitBatch";
+pub(super) const GET_TICKET: &str = "/intake.v1.IntakeService/GetTicket";
+pub(super) const UPDATE_STATUS: &str = "/intake.v1.IntakeService/UpdateStatus";
+
 /// The roles that may call a public method.
 fn allowed(path: &str) -> &'static [Role] {
     const ALL: &[Role] = &[Role::Adapter, Role::Downstream, Role::Ops];
     match path {
-        "/intake.v1.IntakeService/Submit" | "/intake.v1.IntakeService/SubmitBatch" => &[Role::Adapter],
-        "/intake.v1.IntakeService/UpdateStatus" => &[Role::Downstream],
+        SUBMIT | SUBMIT_BATCH => &[Role::Adapter],
+        UPDATE_STATUS => &[Role::Downstream],
         // Adapters only for their channels' tickets (checked on the answer).
-        "/intake.v1.IntakeService/GetTicket" => ALL,
+        GET_TICKET => ALL,
         // The cluster map: clients route by it; it holds no complaint data.
         "/intake.v1.AdminService/ClusterStatus" => ALL,
         _ => &[Role::Ops],
@@ -108,13 +113,43 @@ impl GateLayer {
         if peer {
             return Ok(Caller::Peer);
         }
+        // A forwarded call was counted by the node it entered.
+        let forwarded = req.headers().contains_key(HOPS_HEADER);
+        self.authorize(path, req.headers(), forwarded)
+    }
+
+    /// The token part of the decision, for a public method (`path`, e.g.
+    /// `/intake.v1.IntakeService/Submit`) called with `headers`: who the
+    /// caller is, or the status refusing it (unauthenticated, permission
+    /// denied, or over the token's rate unless `forwarded`). The gRPC gate
+    /// and the in-process doors ([`super::InProcess`]) both decide here.
+    pub(super) fn authorize(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        forwarded: bool,
+    ) -> Result<Caller, Status> {
         let Some(table) = &self.table else {
             return Ok(Caller::Open);
         };
-        let token = bearer(req.headers())?;
-        let principal = table
-            .find(token)
-            .ok_or_else(|| Status::unauthenticated("unknown token"))?;
+        let principal = match table.public() {
+            // No token at all, and the file lets such callers in: to
+            // submit only (a ticket's answer holds the contact).
+            Some(public) if !headers.contains_key(http::header::AUTHORIZATION) => {
+                if path != SUBMIT && path != SUBMIT_BATCH {
+                    return Err(Status::unauthenticated(
+                        "missing `authorization: Bearer <token>` metadata (callers without a token may only submit)",
+                    ));
+                }
+                public
+            }
+            _ => {
+                let token = bearer(headers)?;
+                table
+                    .find(token)
+                    .ok_or_else(|| Status::unauthenticated("unknown token"))?
+            }
+        };
         let method = path.rsplit('/').next().unwrap_or(path);
         if !allowed(path).contains(&principal.role) {
             return Err(Status::permission_denied(format!(
@@ -123,8 +158,6 @@ impl GateLayer {
                 principal.role.as_str()
             )));
         }
-        // A forwarded call was counted by the node it entered.
-        let forwarded = req.headers().contains_key(HOPS_HEADER);
         if let (Some(limit), false) = (&principal.limit, forwarded)
             && let Err(wait) = limit.take(Instant::now())
         {
@@ -133,6 +166,24 @@ impl GateLayer {
         }
         Ok(Caller::Token(principal))
     }
+}
+
+/// The caller's `authorization` value, kept for the forwards a handler
+/// makes on a token holder's behalf (`super::forward`).
+pub(super) fn caller_token(caller: &Caller, headers: &http::HeaderMap) -> Option<MetadataValue<Ascii>> {
+    match caller {
+        Caller::Token(_) => headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| MetadataValue::try_from(v).ok()),
+        _ => None,
+    }
+}
+
+/// Counts a refusal the gate answers, by code, and hands it back.
+pub(super) fn refused(status: Status) -> Status {
+    metrics::counter!("intake_auth_refused_total", "code" => code_label(status.code())).increment(1);
+    status
 }
 
 /// The token of `authorization: Bearer <token>`.
@@ -178,23 +229,11 @@ where
         }
         match self.layer.decide(&req) {
             Ok(caller) => {
-                // Kept for the forwards the handler makes (`super::forward`).
-                let token = match caller {
-                    Caller::Token(_) => req
-                        .headers()
-                        .get(http::header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| MetadataValue::try_from(v).ok()),
-                    _ => None,
-                };
+                let token = caller_token(&caller, req.headers());
                 req.extensions_mut().insert(caller);
                 Box::pin(with_caller_token(token, self.inner.call(req)))
             }
-            Err(status) => {
-                metrics::counter!("intake_auth_refused_total", "code" => code_label(status.code()))
-                    .increment(1);
-                Box::pin(std::future::ready(Ok(status.into_http())))
-            }
+            Err(status) => Box::pin(std::future::ready(Ok(refused(status).into_http()))),
         }
     }
 }

@@ -14,14 +14,19 @@
 //! carry the entry node's decision. Without mutual TLS the entry node sends
 //! the caller's token along with the forward ([`forward`]) and every node
 //! checks it again, so the hop header alone opens nothing.
+//!
+//! The HTTP door calls the service in-process through [`InProcess`], which
+//! asks the same gate with the `authorization` header the door passes on.
 
 mod forward;
 mod gate;
 mod guard;
+mod in_process;
 mod limit;
 mod table;
 
 pub use forward::{attach_caller_token, caller_token};
 pub use gate::{Caller, GateLayer};
 pub use guard::Guarded;
+pub use in_process::InProcess;
 pub use table::{AuthError, AuthTable, Principal, Role, hash_token};

@@ -9,6 +9,12 @@
 //! role = "adapter"
 //! channels = ["phone"]
 //! rate_per_second = 200   # optional: calls per second, burst of one second
+//!
+//! # Optional: callers without any token may submit for these channels, at
+//! # this rate (shared by all of them, per node): a city's public web form.
+//! [public]
+//! channels = ["web"]
+//! rate_per_second = 20
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
@@ -60,7 +66,20 @@ pub enum AuthError {
 struct File {
     #[serde(default)]
     token: Vec<Entry>,
+    public: Option<Public>,
 }
+
+/// What callers without a token may do: submit for `channels`, all of them
+/// together at `rate_per_second` (required: an open door needs a bound).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Public {
+    channels: Vec<String>,
+    rate_per_second: f64,
+}
+
+/// The name the `[public]` entry's callers go by in refusals and logs.
+pub const PUBLIC_NAME: &str = "public";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +96,19 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct AuthTable {
     by_hash: HashMap<[u8; 32], Arc<Principal>>,
+    /// Callers without a token, if the file has a `[public]` entry: an
+    /// adapter of its channels, under one shared rate limit.
+    public: Option<Arc<Principal>>,
+}
+
+fn bucket(at: &str, rate: Option<f64>) -> Result<Option<Bucket>, String> {
+    match rate {
+        None => Ok(None),
+        Some(r) if r.is_finite() && r > 0.0 => Ok(Some(Bucket::new(r))),
+        Some(r) => Err(format!(
+            "{at}: rate_per_second must be a positive number, not {r}"
+        )),
+    }
 }
 
 /// The hex SHA-256 of a token, as the `--auth` file holds it
@@ -131,15 +163,7 @@ impl AuthTable {
             if e.role != Role::Adapter && !e.channels.is_empty() {
                 return Err(format!("{at}: channels apply to adapter tokens only"));
             }
-            let limit = match e.rate_per_second {
-                None => None,
-                Some(r) if r.is_finite() && r > 0.0 => Some(Bucket::new(r)),
-                Some(r) => {
-                    return Err(format!(
-                        "{at}: rate_per_second must be a positive number, not {r}"
-                    ));
-                }
-            };
+            let limit = bucket(&at, e.rate_per_second)?;
             let principal = Principal {
                 name: e.name,
                 role: e.role,
@@ -150,7 +174,26 @@ impl AuthTable {
                 return Err(format!("{at}: the same token hash appears twice"));
             }
         }
-        Ok(AuthTable { by_hash })
+        let public = match file.public {
+            None => None,
+            Some(p) if p.channels.is_empty() => {
+                return Err(
+                    "[public]: channels must name the channels callers without a token may submit for".into(),
+                );
+            }
+            Some(p) => Some(Arc::new(Principal {
+                name: PUBLIC_NAME.to_string(),
+                role: Role::Adapter,
+                channels: p.channels.into_iter().collect(),
+                limit: bucket("[public]", Some(p.rate_per_second))?,
+            })),
+        };
+        Ok(AuthTable { by_hash, public })
+    }
+
+    /// Who a caller without a token is, if the file lets such callers in.
+    pub fn public(&self) -> Option<Arc<Principal>> {
+        self.public.clone()
     }
 
     /// The holder of `token`, if it is one of ours.
@@ -208,6 +251,29 @@ mod tests {
             (entry("role = \"ops\"\ntoken = \"plain\""), "unknown field"),
         ] {
             let err = AuthTable::parse(&text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_public_entry_is_an_adapter_of_its_channels_with_a_rate() {
+        let t = AuthTable::parse("[public]\nchannels = [\"web\"]\nrate_per_second = 5").unwrap();
+        let p = t.public().unwrap();
+        assert_eq!((p.name.as_str(), p.role), (PUBLIC_NAME, Role::Adapter));
+        assert!(p.channels.contains("web") && p.limit.is_some());
+        assert!(AuthTable::parse("").unwrap().public().is_none());
+        for (text, says) in [
+            (
+                "[public]\nchannels = [\"web\"]",
+                "missing field `rate_per_second`",
+            ),
+            (
+                "[public]\nchannels = []\nrate_per_second = 5",
+                "channels must name",
+            ),
+            ("[public]\nchannels = [\"web\"]\nrate_per_second = 0", "positive"),
+        ] {
+            let err = AuthTable::parse(text).unwrap_err();
             assert!(err.contains(says), "{text}: {err}");
         }
     }

@@ -73,6 +73,10 @@ impl TlsFiles {
 pub struct TlsState {
     /// What a new connection's handshake uses.
     pub server: Arc<rustls::ServerConfig>,
+    /// The same certificate for the HTTP door (`--api`): HTTP/1.1, and no
+    /// client certificate asked for (a browser would offer its user a
+    /// choice of certificates for nothing).
+    pub https: Arc<rustls::ServerConfig>,
     /// Verifies a presented certificate against the cluster CA alone: the
     /// test of "this connection is a peer".
     pub peer_check: Option<Arc<dyn ClientCertVerifier>>,
@@ -168,24 +172,30 @@ impl TlsState {
             }
             None => (WebPkiClientVerifier::no_client_auth(), None, None),
         };
-        let mut server = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::BadPair {
-                cert: cert_path.display().to_string(),
-                key: key_path.display().to_string(),
-                reason: e.to_string(),
-            })?
+        let bad_pair = |e: rustls::Error| TlsError::BadPair {
+            cert: cert_path.display().to_string(),
+            key: key_path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let builder = || {
+            rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(bad_pair)
+        };
+        let mut https = builder()?
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), private.clone_key())
+            .map_err(bad_pair)?;
+        https.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut server = builder()?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, private)
-            .map_err(|e| TlsError::BadPair {
-                cert: cert_path.display().to_string(),
-                key: key_path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(bad_pair)?;
         // gRPC is HTTP/2 only; tonic's client insists on it.
         server.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Some(TlsState {
             server: Arc::new(server),
+            https: Arc::new(https),
             peer_check,
             peer_client,
         }))

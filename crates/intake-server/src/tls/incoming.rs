@@ -112,9 +112,27 @@ impl AsyncWrite for TlsConn {
 /// The stream of handshaken connections, for `serve_with_incoming`.
 pub type TlsIncoming = ReceiverStream<Result<TlsConn, io::Error>>;
 
+/// What a port speaks inside TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Door {
+    /// The gRPC port: HTTP/2, peers recognised by their certificates.
+    Grpc,
+    /// The HTTP door (`--api`): HTTP/1.1, no client certificates.
+    Https,
+}
+
 /// Accepts on `listener` until `stop`, handshaking with whatever
 /// configuration `tls` holds at that moment.
-pub fn incoming(listener: TcpListener, tls: TlsReloader, mut stop: watch::Receiver<bool>) -> TlsIncoming {
+pub fn incoming(listener: TcpListener, tls: TlsReloader, stop: watch::Receiver<bool>) -> TlsIncoming {
+    ReceiverStream::new(accept_loop(listener, tls, stop, Door::Grpc))
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    tls: TlsReloader,
+    mut stop: watch::Receiver<bool>,
+    door: Door,
+) -> mpsc::Receiver<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -136,50 +154,131 @@ pub fn incoming(listener: TcpListener, tls: TlsReloader, mut stop: watch::Receiv
             let state = tls.current();
             let tx = tx.clone();
             tokio::spawn(async move {
-                // A TLS ClientHello starts 0x16; a plaintext HTTP/2 client
-                // starts with its preface, "PRI * HTTP/2.0".
-                let mut first = [0u8; 3];
-                let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
-                if matches!(peeked, Ok(Ok(3))) && &first == b"PRI" {
-                    let info = ConnInfo {
-                        remote: Some(remote),
-                        peer: false,
-                        plaintext: true,
-                    };
-                    let _ = tx
-                        .send(Ok(TlsConn {
-                            inner: Io::Plain(tcp),
-                            info,
-                        }))
-                        .await;
-                    return;
+                if let Some(conn) = handshake(tcp, remote, &state, door).await {
+                    let _ = tx.send(Ok(conn)).await;
                 }
-                let acceptor = tokio_rustls::TlsAcceptor::from(state.server.clone());
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let peer = state.is_peer(stream.get_ref().1.peer_certificates());
-                let conn = TlsConn {
-                    inner: Io::Tls(Box::new(stream)),
-                    info: ConnInfo {
-                        remote: Some(remote),
-                        peer,
-                        plaintext: false,
-                    },
-                };
-                let _ = tx.send(Ok(conn)).await;
             });
         }
     });
-    ReceiverStream::new(rx)
+    rx
+}
+
+/// One connection's handshake; `None` when it is dropped.
+async fn handshake(tcp: TcpStream, remote: SocketAddr, state: &Current, door: Door) -> Option<TlsConn> {
+    let mut first = [0u8; 3];
+    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+    let config = match door {
+        // A TLS ClientHello starts 0x16; a plaintext HTTP/2 client starts
+        // with its preface, "PRI * HTTP/2.0".
+        Door::Grpc if matches!(peeked, Ok(Ok(3))) && &first == b"PRI" => {
+            let info = ConnInfo {
+                remote: Some(remote),
+                peer: false,
+                plaintext: true,
+            };
+            return Some(TlsConn {
+                inner: Io::Plain(tcp),
+                info,
+            });
+        }
+        Door::Grpc => state.server.clone(),
+        Door::Https if matches!(peeked, Ok(Ok(n)) if n > 0) && first[0] != TLS_HANDSHAKE => {
+            refuse_plaintext(tcp).await;
+            return None;
+        }
+        Door::Https => state.https.clone(),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let peer = door == Door::Grpc && state.is_peer(stream.get_ref().1.peer_certificates());
+    Some(TlsConn {
+        inner: Io::Tls(Box::new(stream)),
+        info: ConnInfo {
+            remote: Some(remote),
+            peer,
+            plaintext: false,
+        },
+    })
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The problem document answering plain HTTP at the HTTPS door.
+const PLAINTEXT_REFUSED: &str = "{\"type\":\"/v1/problems/invalid-request\",\"title\":\"Bad Request\",\
+    \"status\":400,\"detail\":\"this port serves HTTPS only: use https://\",\
+    \"code\":\"FAILED_PRECONDITION\"}";
+
+/// Tells a plain-HTTP client that the door speaks HTTPS only (as nginx's
+/// 400 does), rather than leaving it with a broken connection. Its request
+/// is read first (some of it): closing with unread bytes would reset the
+/// connection before the answer reached it.
+async fn refuse_plaintext(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sink = [0u8; 8192];
+    let reply = async {
+        let _ = tcp.read(&mut sink).await;
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/problem+json\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n{PLAINTEXT_REFUSED}",
+            PLAINTEXT_REFUSED.len()
+        );
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    };
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, reply).await;
+}
+
+/// The HTTP door's listener when TLS is on, for `axum::serve`: the same
+/// accept loop and certificates (reloaded in place) as the gRPC port, with
+/// the door's own TLS configuration ([`super::TlsState::https`]).
+pub struct HttpsListener {
+    rx: mpsc::Receiver<Result<TlsConn, io::Error>>,
+    local: SocketAddr,
+}
+
+impl HttpsListener {
+    pub fn new(listener: TcpListener, tls: TlsReloader, stop: watch::Receiver<bool>) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(Self {
+            rx: accept_loop(listener, tls, stop, Door::Https),
+            local,
+        })
+    }
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = TlsConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TlsConn, SocketAddr) {
+        loop {
+            match self.rx.recv().await {
+                Some(Ok(conn)) => {
+                    let remote = conn.info.remote.unwrap_or(self.local);
+                    return (conn, remote);
+                }
+                Some(Err(_)) => {}
+                // The accept loop stopped with the node: nothing more comes,
+                // and the server's graceful shutdown ends it.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
 }
 
 /// The accept loop's handle on the current configuration.

@@ -15,11 +15,15 @@
 //! The port presents `--tls-cert` if given, else the node's peer
 //! certificate. Peers verify it against the cluster CA, so with both set the
 //! cluster CA must sign `--tls-cert` too (or use one certificate for both).
+//!
+//! The HTTP door (`--api`) serves TLS with the same certificate and the same
+//! accept loop ([`HttpsListener`]), speaking HTTP/1.1 and asking for no
+//! client certificate; plain HTTP there is answered 400.
 
 mod files;
 mod incoming;
 mod reload;
 
 pub use files::{PeerFiles, TlsError, TlsFiles, TlsState};
-pub use incoming::{ConnInfo, TlsConn, TlsIncoming, incoming};
+pub use incoming::{ConnInfo, HttpsListener, TlsConn, TlsIncoming, incoming};
 pub use reload::TlsReloader;
