@@ -98,9 +98,9 @@ impl Forwarder {
         })?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answers)) => answers,
-            // The lane ended (node shutting down) before answering.
-            Ok(Err(_)) => Err(RequestError::Expired(Expiry::MayHaveCommitted)),
-            Err(_) => Err(RequestError::Expired(Expiry::MayHaveCommitted)),
+            // The deadline passed, or the lane ended (node shutting down),
+            // with the call perhaps already sent.
+            Ok(Err(_)) | Err(_) => Err(RequestError::Expired(Expiry::MayHaveCommitted)),
         }
     }
 

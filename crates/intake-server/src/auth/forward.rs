@@ -23,8 +23,7 @@ pub fn caller_token() -> Option<MetadataValue<Ascii>> {
 /// Adds the caller's `authorization` to a request this node forwards on its
 /// behalf; nothing when the caller had none (open node, or a peer).
 pub fn attach_caller_token<T>(req: &mut tonic::Request<T>) {
-    let token = CALLER_TOKEN.try_with(|t| t.clone()).ok().flatten();
-    if let Some(t) = token {
+    if let Some(t) = caller_token() {
         req.metadata_mut().insert("authorization", t);
     }
 }
