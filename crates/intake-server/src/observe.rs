@@ -345,13 +345,6 @@ pub const FAMILIES: &[Family] = &[
         "Forwarded submissions that shared one SubmitBatch call to a peer.",
     ),
     family(
-        "intake_sm_write_round_batches",
-        Histogram,
-        Unit::Count,
-        &[],
-        "Shard state-machine batches written in one sled transaction by the node's writer.",
-    ),
-    family(
         "intake_raftlog_round_seconds",
         Histogram,
         Unit::Seconds,

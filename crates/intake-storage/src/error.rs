@@ -7,6 +7,8 @@ use std::io;
 pub enum StorageError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error("state-machine store: {0}")]
+    Store(#[from] fjall::Error),
     #[error("opening sled: {0}")]
     Open(#[from] intake_disk::SledOpenError),
     #[error("storage io: {0}")]

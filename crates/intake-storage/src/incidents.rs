@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
 use crate::keys;
+use crate::store::{Batch, Tree};
 
 pub use keys::BAND_PREFIX;
 pub use keys::MEMBER_PREFIX;
@@ -69,7 +70,7 @@ pub fn open_key(id: &TicketId) -> [u8; 10] {
     k
 }
 
-/// Summaries written earlier in the same sled batch (a run of entries is
+/// Summaries written earlier in the same store batch (a run of entries is
 /// one batch, so the tree does not show them yet).
 #[derive(Default)]
 pub struct Overlay {
@@ -79,7 +80,7 @@ pub struct Overlay {
 /// The band index as the tree's records say, rebuilt. Records of the
 /// earlier layout (`i`) are converted and records the index leaves out
 /// removed, both in `batch`, the batch being applied.
-pub fn load_index(tree: &sled::Tree, batch: &mut sled::Batch) -> Result<IncidentIndex, StorageError> {
+pub fn load_index(tree: &Tree, batch: &mut Batch) -> Result<IncidentIndex, StorageError> {
     let mut stored: HashMap<TicketId, OpenRecord> = HashMap::new();
     for kv in tree.scan_prefix([OPEN_PREFIX]) {
         let (_, v) = kv?;
@@ -119,11 +120,11 @@ pub fn load_index(tree: &sled::Tree, batch: &mut sled::Batch) -> Result<Incident
     );
     if converted {
         for r in &records {
-            batch.insert(&open_key(&r.entry.incident), keys::encode(r)?);
+            batch.insert(open_key(&r.entry.incident), keys::encode(r)?);
         }
     }
     for id in left_out {
-        batch.remove(&open_key(&id));
+        batch.remove(open_key(&id));
     }
     Ok(index)
 }
@@ -132,11 +133,11 @@ pub fn load_index(tree: &sled::Tree, batch: &mut sled::Batch) -> Result<Incident
 /// opens one, adding the records to `batch`. Returns the incident once it
 /// has two complaints or more.
 pub fn assign(
-    tree: &sled::Tree,
+    tree: &Tree,
     index: &mut IncidentIndex,
     overlay: &mut Overlay,
     ticket: &Ticket,
-    batch: &mut sled::Batch,
+    batch: &mut Batch,
 ) -> Result<Option<TicketId>, StorageError> {
     let c = &ticket.complaint;
     let Some(sig) = incident::fingerprint(&c.text) else {
@@ -149,9 +150,9 @@ pub fn assign(
         category: c.category.clone(),
         entry,
     };
-    batch.insert(&open_key(&entry.incident), keys::encode(&record)?);
+    batch.insert(open_key(&entry.incident), keys::encode(&record)?);
     if let Some(gone) = assigned.evicted {
-        batch.remove(&open_key(&gone));
+        batch.remove(open_key(&gone));
     }
     if entry.count < 2 {
         return Ok(None);
@@ -162,7 +163,7 @@ pub fn assign(
             Some(v) => keys::decode("incident summary", &v)?,
             None => {
                 // The second complaint: the first joins its own incident.
-                batch.insert(&member_key(&entry.incident), keys::encode(&entry.incident)?);
+                batch.insert(member_key(&entry.incident), keys::encode(&entry.incident)?);
                 IncidentSummary {
                     id: entry.incident,
                     district: c.district.clone(),
@@ -179,14 +180,14 @@ pub fn assign(
         last_at: entry.last_at,
         ..summary
     };
-    batch.insert(&summary_key(&entry.incident), keys::encode(&summary)?);
-    batch.insert(&member_key(&ticket.id), keys::encode(&entry.incident)?);
+    batch.insert(summary_key(&entry.incident), keys::encode(&summary)?);
+    batch.insert(member_key(&ticket.id), keys::encode(&entry.incident)?);
     overlay.summaries.insert(entry.incident, summary);
     Ok(Some(entry.incident))
 }
 
 /// The incident of a ticket, if it has one.
-pub fn incident_of(tree: &sled::Tree, id: &TicketId) -> Result<Option<TicketId>, StorageError> {
+pub fn incident_of(tree: &Tree, id: &TicketId) -> Result<Option<TicketId>, StorageError> {
     match tree.get(member_key(id))? {
         Some(v) => Ok(Some(keys::decode("incident member", &v)?)),
         None => Ok(None),
@@ -195,7 +196,7 @@ pub fn incident_of(tree: &sled::Tree, id: &TicketId) -> Result<Option<TicketId>,
 
 /// The `limit` largest incidents whose last complaint came after `since`.
 pub fn largest_open(
-    tree: &sled::Tree,
+    tree: &Tree,
     since: UnixMillis,
     limit: usize,
 ) -> Result<Vec<IncidentSummary>, StorageError> {

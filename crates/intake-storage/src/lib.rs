@@ -1,11 +1,13 @@
 //! Durable storage for every Raft group of one node: the Raft logs in one
-//! log engine, the state machines in one sled `Db`.
+//! log engine, the state machines in one fjall database (`store.rs`), node
+//! metadata in sled.
 //!
 //! * [`NodeStorage`] opens both and hands out per-shard stores.
 //! * [`raftlog::LogEngine`] holds every shard's log in checksummed segment
 //!   files, one `fdatasync` per write round across shards.
 //! * [`LogStore`] is openraft's log storage over it: entries, vote, committed id.
-//! * [`StateMachine`] holds tickets and the idempotency index of one shard.
+//! * [`StateMachine`] holds tickets and the idempotency index of one shard,
+//!   in its keyspace of the node's state-machine store.
 //! * [`Flusher`] is sled's group commit: one sled flush plus one `fdatasync`
 //!   of sled's data file serves every metadata or snapshot write waiting.
 //!
@@ -21,9 +23,9 @@ mod log_store;
 mod migrate;
 mod node_storage;
 pub mod raftlog;
-mod sm_writer;
 mod snapshot;
 mod state_machine;
+mod store;
 
 pub use apply_hook::ApplyHook;
 pub use error::StorageError;

@@ -1,6 +1,7 @@
-//! Moves Raft logs written by earlier versions (sled trees `log.{shard}` and
-//! `raft.{shard}`) into the log engine, once, so an upgraded node keeps its
-//! log and its vote.
+//! Moves what earlier versions kept in sled out of it, once, so an upgraded
+//! node keeps its log, its vote and its tickets: Raft logs (sled trees
+//! `log.{shard}` and `raft.{shard}`) into the log engine, and state machines
+//! (`sm.{shard}`) into the state-machine store.
 //!
 //! Crash-safe by construction: the engine is built in a side directory and
 //! renamed into place only when complete and synced; the old trees are
@@ -90,4 +91,50 @@ fn old_ops(db: &sled::Db, shard: ShardId) -> Result<Vec<Op>, StorageError> {
         }
     }
     Ok(ops)
+}
+
+/// Records copied per store batch while moving a state machine.
+const COPY_BATCH: usize = 1024;
+
+/// Moves shard tree `name` of an earlier version from sled into `tree`, if
+/// sled still has it. Crash-safe: while the sled tree exists the copy is
+/// not known complete, so it is redone from scratch (the store's tree is
+/// emptied first); the sled tree is dropped only after the copy is durable.
+pub fn sm_from_sled(
+    db: &sled::Db,
+    name: &str,
+    tree: &crate::store::Tree,
+    store: &crate::store::SmStore,
+) -> Result<(), StorageError> {
+    let present = db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes());
+    if !present {
+        return Ok(());
+    }
+    let old = db.open_tree(name)?;
+    let mut batch = crate::store::Batch::default();
+    for kv in tree.scan_prefix([]) {
+        batch.remove(kv?.0);
+        if batch.len() >= COPY_BATCH {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    let mut copied = 0u64;
+    for kv in old.iter() {
+        let (k, v) = kv?;
+        batch.insert(k, v);
+        copied += 1;
+        if batch.len() >= COPY_BATCH {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    tree.apply_batch(batch)?;
+    store.persist()?;
+    db.drop_tree(name.as_bytes())?;
+    db.flush()?;
+    tracing::info!(
+        tree = name,
+        records = copied,
+        "moved a state machine of an earlier version out of sled"
+    );
+    Ok(())
 }

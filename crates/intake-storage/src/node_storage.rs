@@ -46,7 +46,8 @@ struct Inner {
     log: LogEngine,
     dir: PathBuf,
     flusher: Flusher,
-    writer: crate::sm_writer::SmWriter,
+    /// Every shard's state machine (`store.rs`).
+    store: crate::store::SmStore,
     node_tree: sled::Tree,
     /// Makes snapshot file names unique; seeded from the clock so that names
     /// do not repeat across restarts.
@@ -83,7 +84,8 @@ impl NodeStorage {
         let node_tree = db.open_tree(keys::NODE_TREE)?;
         let log = crate::migrate::open_engine(&db, &cfg.dir.join(LOG_DIR))?;
         let flusher = Flusher::start(db.clone(), data_file);
-        let writer = crate::sm_writer::SmWriter::start()?;
+        let store =
+            crate::store::SmStore::open(&cfg.dir.join(crate::store::SM_DIR), cfg.cache_capacity_bytes)?;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -94,7 +96,7 @@ impl NodeStorage {
                 log,
                 dir: cfg.dir,
                 flusher,
-                writer,
+                store,
                 node_tree,
                 snapshot_seq: Arc::new(AtomicU64::new(seed)),
                 apply_hook: Arc::default(),
@@ -120,13 +122,14 @@ impl NodeStorage {
     /// The state machine of one shard. If a crash interrupted a snapshot
     /// install, reloads the recorded snapshot first (blocking disk IO).
     pub fn state_machine(&self, shard: ShardId) -> Result<StateMachine, StorageError> {
-        let tree = self.inner.db.open_tree(keys::sm_tree(shard))?;
+        let name = keys::sm_tree(shard);
+        let tree = self.inner.store.tree(&name)?;
+        crate::migrate::sm_from_sled(&self.inner.db, &name, &tree, &self.inner.store)?;
         snapshot::create_dir_synced(&self.snapshot_dir(shard))?;
         let home = ShardHome {
             dir: self.snapshot_dir(shard),
             seq: self.inner.snapshot_seq.clone(),
-            flusher: self.inner.flusher.clone(),
-            writer: self.inner.writer.clone(),
+            store: self.inner.store.clone(),
             apply_hook: self.inner.apply_hook.clone(),
         };
         let sm = StateMachine::new(shard, tree, home);
@@ -137,7 +140,7 @@ impl NodeStorage {
     /// Bytes sled occupies on disk (it has notable space amplification).
     pub fn disk_bytes(&self) -> u64 {
         match self.inner.db.size_on_disk() {
-            Ok(n) => n,
+            Ok(n) => n + self.inner.store.disk_bytes(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read sled size on disk");
                 0
@@ -191,6 +194,12 @@ impl NodeStorage {
         if let Err(e) = self.inner.flusher.flush(0).await {
             tracing::error!(error = %e, "final storage flush failed");
         }
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || store.persist()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final state-machine persist failed"),
+            Err(e) => tracing::error!(error = %e, "final state-machine persist task failed"),
+        }
         self.inner.flusher.shutdown().await;
         self.inner.log.shutdown().await;
     }
@@ -203,6 +212,7 @@ impl NodeStorage {
         tokio::select! {
             e = self.inner.flusher.failure() => e,
             e = self.inner.log.failure() => e,
+            e = self.inner.store.failure() => e,
         }
     }
 

@@ -25,8 +25,8 @@ use intake_core::{DispatchState, StatusEvent, Ticket, TicketId};
 use tokio::io::AsyncWriteExt;
 
 use crate::SnapshotData;
-use crate::flusher::Flusher;
 use crate::keys;
+use crate::store::Tree;
 
 pub const SNAPSHOT_DIR: &str = "snapshots";
 pub const INCOMING_DIR: &str = "snapshots/incoming";
@@ -102,7 +102,7 @@ impl<W: Write> RecordWriter<W> {
 /// `<dir>/<id>.snap`, durably. Records become mutable with status updates and
 /// the dispatch cursor, so filtering by creating index no longer gives the
 /// state at one applied id; the caller holds the apply lock instead.
-pub(crate) fn write_file(tree: &sled::Tree, has_state: bool, dir: &Path, id: &str) -> io::Result<PathBuf> {
+pub(crate) fn write_file(tree: &Tree, has_state: bool, dir: &Path, id: &str) -> io::Result<PathBuf> {
     let tmp = dir.join(format!("{id}.tmp"));
     let file = File::create(&tmp)?;
     let mut w = RecordWriter::new(BufWriter::new(file))?;
@@ -374,7 +374,7 @@ impl Drop for SnapshotWriter {
 }
 
 /// What a shard's state machine needs of the node: for snapshots, its
-/// snapshot directory, unique file names and sled's group commit; for
+/// snapshot directory, unique file names and the store to make durable; for
 /// apply, the node's observer of created tickets. Handed over by the node's
 /// storage, so the state machine need not know it.
 #[derive(Clone)]
@@ -382,15 +382,24 @@ pub struct ShardHome {
     pub dir: PathBuf,
     /// Makes snapshot file names unique across the node's shards.
     pub seq: Arc<AtomicU64>,
-    pub flusher: Flusher,
-    /// Writes applies' batches, several shards' at once.
-    pub writer: crate::sm_writer::SmWriter,
+    /// The node's state-machine store, persisted where a snapshot needs it.
+    pub store: crate::store::SmStore,
     pub apply_hook: Arc<std::sync::OnceLock<Arc<dyn crate::apply_hook::ApplyHook>>>,
 }
 
 impl ShardHome {
     pub fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Makes every state-machine write so far durable, off the runtime's
+    /// workers (an fsync).
+    pub async fn persist(&self) -> io::Result<()> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.persist())
+            .await
+            .map_err(|e| io::Error::other(format!("state-machine persist task failed: {e}")))?
+            .map_err(io::Error::from)
     }
 }
 

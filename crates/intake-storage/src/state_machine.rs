@@ -1,7 +1,7 @@
 //! The ticket state machine of one shard: applies committed `Submit` commands,
 //! enforcing idempotency keys, and builds and installs file snapshots.
 //!
-//! Each entry's effects and the applied log id go into one sled batch, so
+//! Each entry's effects and the applied log id go into one store batch, so
 //! after a crash the tree is exactly "everything up to the applied id" and
 //! openraft re-applies the rest from the durable log. `apply` therefore does
 //! not flush; snapshots do, before openraft may purge the log they replace.
@@ -25,6 +25,7 @@ use crate::error::StorageError;
 use crate::incidents::{self, IncidentSummary};
 use crate::keys::{self, SM_SNAPSHOT, SM_STATE};
 use crate::snapshot::ShardHome;
+use crate::store::{Batch, Tree};
 use crate::{ShardId, SnapshotData, TypeConfig, snapshot};
 use intake_core::incident_index::IncidentIndex;
 
@@ -35,7 +36,7 @@ type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
 type Snapshot = SnapshotOf<TypeConfig, SnapshotData>;
 type AppliedState = (Option<LogId>, Membership);
 
-/// Records loaded per sled batch when installing a snapshot.
+/// Records loaded per store batch when installing a snapshot.
 const LOAD_BATCH: usize = 1024;
 /// Keys one `CompactKeys` entry forgets at most, so applying it stays short;
 /// the leader proposes again while `more` comes back true.
@@ -52,7 +53,7 @@ pub(crate) struct SnapshotRecord {
 #[derive(Clone)]
 pub struct StateMachine {
     shard: ShardId,
-    pub(crate) tree: sled::Tree,
+    pub(crate) tree: Tree,
     home: ShardHome,
     /// Serialises snapshot builds and installs of this shard, so an older
     /// build can never overwrite the record of a newer install.
@@ -80,7 +81,7 @@ impl std::fmt::Debug for StateMachine {
 }
 
 impl StateMachine {
-    pub(crate) fn new(shard: ShardId, tree: sled::Tree, home: ShardHome) -> Self {
+    pub(crate) fn new(shard: ShardId, tree: Tree, home: ShardHome) -> Self {
         Self {
             shard,
             tree,
@@ -277,7 +278,7 @@ impl StateMachine {
         complaints: Vec<Complaint>,
         created: &mut HashMap<String, Ticket>,
         incidents: &mut incidents::Overlay,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> Result<Vec<SubmitOutcome>, StorageError> {
         let mut outcomes = Vec::with_capacity(complaints.len());
         let mut guard = self.incidents.lock();
@@ -308,9 +309,9 @@ impl StateMachine {
                 status: TicketStatus::Received,
                 log_index,
             };
-            batch.insert(&keys::ticket_key(&id), keys::encode(&ticket)?);
+            batch.insert(keys::ticket_key(&id), keys::encode(&ticket)?);
             batch.insert(keys::idem_key(&key), keys::encode(&id)?);
-            batch.insert(&keys::age_key(accepted_at, &id), key.as_bytes());
+            batch.insert(keys::age_key(accepted_at, &id), key.as_bytes());
             incidents::assign(&self.tree, index, incidents, &ticket, batch)?;
             if let Some(hook) = self.home.apply_hook.get() {
                 hook.created(&ticket);
@@ -324,7 +325,7 @@ impl StateMachine {
     /// Adds to `batch` the removal of up to `MAX_COMPACT_PER_ENTRY` keys of
     /// tickets accepted before `before`, oldest first. Deterministic: it
     /// reads only replicated state.
-    fn compact_keys(&self, before: i64, batch: &mut sled::Batch) -> Result<(u64, bool), StorageError> {
+    fn compact_keys(&self, before: i64, batch: &mut Batch) -> Result<(u64, bool), StorageError> {
         let start = [keys::AGE_PREFIX];
         let end = keys::age_bound(before);
         let mut forgotten = 0u64;
@@ -358,7 +359,7 @@ impl StateMachine {
         &self,
         recorded_at: UnixMillis,
         updates: Vec<StatusUpdate>,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> Result<Vec<StatusOutcome>, StorageError> {
         let mut touched: HashMap<TicketId, (Ticket, Vec<StatusEvent>)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(updates.len());
@@ -393,13 +394,13 @@ impl StateMachine {
             }
         }
         for (id, (ticket, history)) in touched {
-            batch.insert(&keys::ticket_key(&id), keys::encode(&ticket)?);
-            batch.insert(&keys::history_key(&id), keys::encode(&history)?);
+            batch.insert(keys::ticket_key(&id), keys::encode(&ticket)?);
+            batch.insert(keys::history_key(&id), keys::encode(&history)?);
         }
         Ok(outcomes)
     }
 
-    /// Applies consecutive entries. Runs of `Submit` entries share one sled
+    /// Applies consecutive entries. Runs of `Submit` entries share one store
     /// batch (with the applied state written once, after the last); any other
     /// entry is applied on its own, as [`apply_entry`](Self::apply_entry).
     /// The result is the same as applying each entry alone: keys created by
@@ -460,14 +461,14 @@ impl StateMachine {
     /// applied state, in one atomic batch.
     fn finish_run(&self, run: SubmitRun, membership: &Membership) -> io::Result<()> {
         match self.seal_run(run, membership)? {
-            Some(batch) => self.tree.apply_batch(batch).map_err(io::Error::other),
+            Some(batch) => Ok(self.tree.apply_batch(batch)?),
             None => Ok(()),
         }
     }
 
     /// A run's batch, completed with the delivery state and the applied
     /// state; `None` for an empty run.
-    fn seal_run(&self, mut run: SubmitRun, membership: &Membership) -> io::Result<Option<sled::Batch>> {
+    fn seal_run(&self, mut run: SubmitRun, membership: &Membership) -> io::Result<Option<Batch>> {
         let Some(last) = run.last else { return Ok(None) };
         if run.new_tickets > 0 {
             let mut state = self.dispatch_state()?;
@@ -479,34 +480,6 @@ impl StateMachine {
         Ok(Some(run.batch))
     }
 
-    /// A group of `Submit` entries only (the common case): its responses
-    /// and its one batch, not yet written. `None` if the group holds any
-    /// other entry, whose apply reads what the entries before it wrote.
-    fn stage_submits(
-        &self,
-        entries: &mut Vec<Entry>,
-        membership: &Membership,
-    ) -> io::Result<Option<(Vec<CommandResponse>, Option<sled::Batch>)>> {
-        let only_submits = entries
-            .iter()
-            .all(|e| matches!(e.payload, EntryPayload::Normal(Command::Submit { .. })));
-        if !only_submits {
-            return Ok(None);
-        }
-        let mut run = SubmitRun::default();
-        let mut responses = Vec::with_capacity(entries.len());
-        for entry in entries.drain(..) {
-            if let EntryPayload::Normal(Command::Submit {
-                accepted_at,
-                complaints,
-            }) = entry.payload
-            {
-                responses.push(self.add_submit(&mut run, entry.log_id, accepted_at, complaints)?);
-            }
-        }
-        Ok(Some((responses, self.seal_run(run, membership)?)))
-    }
-
     /// Applies one entry atomically with the applied state; `membership` is
     /// the last applied membership, updated by membership entries.
     pub(crate) fn apply_entry(
@@ -514,7 +487,7 @@ impl StateMachine {
         entry: Entry,
         membership: &mut Membership,
     ) -> io::Result<CommandResponse> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let response = match entry.payload {
             EntryPayload::Blank => CommandResponse::Empty,
             EntryPayload::Membership(m) => {
@@ -571,7 +544,7 @@ impl StateMachine {
         };
         let state: AppliedState = (Some(entry.log_id), membership.clone());
         batch.insert(SM_STATE, keys::encode(&state)?);
-        self.tree.apply_batch(batch).map_err(io::Error::other)?;
+        self.tree.apply_batch(batch)?;
         Ok(response)
     }
 
@@ -625,13 +598,13 @@ impl StateMachine {
 /// Replaces the tree's data with the snapshot's records, then records the
 /// snapshot's applied state last, so an interruption is detected by
 /// `recover` and redone.
-fn load_tree(tree: &sled::Tree, file: File, meta: &SnapshotMeta) -> Result<(), StorageError> {
+fn load_tree(tree: &Tree, file: File, meta: &SnapshotMeta) -> Result<(), StorageError> {
     tree.remove(SM_STATE)?;
     for prefix in keys::SNAPSHOT_PREFIXES {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut n = 0usize;
-        for k in tree.scan_prefix([prefix]).keys() {
-            batch.remove(k?);
+        for kv in tree.scan_prefix([prefix]) {
+            batch.remove(kv?.0);
             n += 1;
             if n.is_multiple_of(LOAD_BATCH) {
                 tree.apply_batch(std::mem::take(&mut batch))?;
@@ -639,7 +612,7 @@ fn load_tree(tree: &sled::Tree, file: File, meta: &SnapshotMeta) -> Result<(), S
         }
         tree.apply_batch(batch)?;
     }
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     let mut n = 0usize;
     snapshot::read_records(file, |k, v| {
         batch.insert(k, v);
@@ -682,7 +655,7 @@ impl StateMachine {
         self.tree
             .insert(SM_SNAPSHOT, keys::encode(&rec)?)
             .map_err(io::Error::other)?;
-        self.home.flusher.flush(0).await?;
+        self.home.persist().await?;
         Ok(rec)
     }
 
@@ -698,7 +671,7 @@ impl StateMachine {
         .map_err(join_error)??;
         // The tree now holds the snapshot's incidents and membership.
         self.forget_cached();
-        self.home.flusher.flush(0).await?;
+        self.home.persist().await?;
         snapshot::remove_others(&dir, Some(&rec.id))
     }
 }
@@ -733,7 +706,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .map_err(io::Error::other)?;
         // Durable before openraft purges the log this snapshot replaces; also
         // makes the tree durable up to the snapshot's applied id.
-        self.home.flusher.flush(0).await?;
+        self.home.persist().await?;
         // Old files go only after the new record is durable, so the record
         // on disk always names an existing file.
         let snapshot = self.open_snapshot(rec)?;
@@ -761,7 +734,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             None => self.read_state()?.1,
         };
         while let Some(first) = entries.next().await {
-            // Whatever else is ready joins this group: one sled batch and at
+            // Whatever else is ready joins this group: one store batch and at
             // most one hand-off of the worker for all of it.
             let mut group = vec![first?];
             while group.len() < MAX_APPLY_GROUP {
@@ -771,24 +744,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             let complaints: usize = group.iter().map(|(e, _)| entry_complaints(e)).sum();
-            let (mut entries_only, responders): (Vec<Entry>, Vec<_>) = group.into_iter().unzip();
-            let big = complaints > BLOCKING_APPLY_COMPLAINTS;
-            // Submits only: staged here, written by the node's writer with
-            // other shards' batches. Anything else: applied in place.
-            let staged = if big {
-                blocking(|| self.stage_submits(&mut entries_only, &membership))?
+            let (entries_only, responders): (Vec<Entry>, Vec<_>) = group.into_iter().unzip();
+            let responses = if complaints > BLOCKING_APPLY_COMPLAINTS {
+                blocking(|| self.apply_group(entries_only, &mut membership))?
             } else {
-                self.stage_submits(&mut entries_only, &membership)?
-            };
-            let responses = match staged {
-                Some((responses, batch)) => {
-                    if let Some(batch) = batch {
-                        self.home.writer.apply(&self.tree, batch).await?;
-                    }
-                    responses
-                }
-                None if big => blocking(|| self.apply_group(entries_only, &mut membership))?,
-                None => self.apply_group(entries_only, &mut membership)?,
+                self.apply_group(entries_only, &mut membership)?
             };
             for (responder, response) in responders.into_iter().zip(responses) {
                 if let Some(r) = responder {
@@ -826,7 +786,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Entries applied together at most: bounds the time one group holds the
-/// apply lock and the memory of one sled batch.
+/// apply lock and the memory of one store batch.
 const MAX_APPLY_GROUP: usize = 64;
 
 /// Above this many complaints a group's apply (about 30 µs each) is worth a
@@ -852,17 +812,17 @@ fn entry_complaints(entry: &Entry) -> usize {
     }
 }
 
-/// A run of consecutive `Submit` entries being applied as one sled batch.
+/// A run of consecutive `Submit` entries being applied as one store batch.
 #[derive(Default)]
 struct SubmitRun {
-    batch: sled::Batch,
+    batch: Batch,
     created: HashMap<String, Ticket>,
     incidents: incidents::Overlay,
     new_tickets: u64,
     last: Option<LogId>,
 }
 
-/// Runs sled work that can take milliseconds (an entry of a few hundred
+/// Runs store work that can take milliseconds (an entry of a few hundred
 /// complaints) off the async scheduler's queue where the runtime allows it:
 /// otherwise the tasks queued behind it on that worker (Raft heartbeats,
 /// replication, request handlers) wait for the whole apply.

@@ -9,5 +9,4 @@ mod incidents;
 mod key_window;
 mod migration;
 mod openraft_suite;
-mod sm_writer;
 mod snapshots;
