@@ -51,6 +51,79 @@ struct Inner {
     budget: RetryBudget,
 }
 
+/// One call's complaints, and what has become of each so far.
+struct Call {
+    complaints: Vec<pb::Complaint>,
+    results: Vec<Option<Result<Submitted, ClientError>>>,
+    trails: Vec<Trail>,
+    /// After a failure, avoid the node that failed and the leader guess.
+    failed: Option<String>,
+}
+
+impl Call {
+    /// Each complaint without a key gets a fresh UUID, before any attempt.
+    fn new(mut complaints: Vec<pb::Complaint>) -> Call {
+        for c in &mut complaints {
+            if c.idempotency_key.is_empty() {
+                c.idempotency_key = uuid::Uuid::new_v4().to_string();
+            }
+        }
+        Call {
+            results: complaints.iter().map(|_| None).collect(),
+            trails: complaints.iter().map(|_| Trail::default()).collect(),
+            complaints,
+            failed: None,
+        }
+    }
+
+    /// The answers to the complaints `items` of a round sent to `target`:
+    /// tickets and definite refusals are settled, and a node that failed
+    /// otherwise is looked past next time.
+    fn judge_round(
+        &mut self,
+        routing: &Arc<Routing>,
+        items: &[usize],
+        answers: Vec<Result<pb::SubmitResponse, Status>>,
+        target: &str,
+    ) -> Vec<(usize, Verdict)> {
+        let mut verdicts = Vec::with_capacity(items.len());
+        for (i, answer) in items.iter().copied().zip(answers) {
+            let (c, trail) = (&self.complaints[i], &mut self.trails[i]);
+            trail.attempts += 1;
+            let verdict = match answer {
+                Ok(ok) => {
+                    self.results[i] = Some(Ok(submitted(ok, c, trail.attempts)));
+                    Verdict::Accepted
+                }
+                Err(status) => {
+                    let key = &c.idempotency_key;
+                    let (verdict, shun) = judge(status, trail, &mut self.results[i], key, target);
+                    if let Some(shun) = shun {
+                        // A node that answered with RetryInfo is up but
+                        // found no leader: look again, but do not shun it.
+                        routing.miss(&c.district_code, target, shun);
+                        self.failed = Some(target.to_string());
+                    }
+                    verdict
+                }
+            };
+            verdicts.push((i, verdict));
+        }
+        verdicts
+    }
+
+    /// One answer per complaint: its ticket or refusal, or the definite end
+    /// its failed attempts add up to.
+    fn finish(self) -> Vec<Result<Submitted, ClientError>> {
+        self.results
+            .into_iter()
+            .zip(self.trails)
+            .zip(&self.complaints)
+            .map(|((r, trail), c)| r.unwrap_or_else(|| Err(give_up(&c.idempotency_key, trail))))
+            .collect()
+    }
+}
+
 /// How one complaint's attempts have failed so far.
 #[derive(Default)]
 struct Trail {
@@ -141,12 +214,8 @@ impl Client {
     /// retry loop ([`Attempts`]): each round sends the complaints due,
     /// settles those answered for good, and the rest go again after their
     /// own pause.
-    async fn run(&self, mut complaints: Vec<pb::Complaint>, rpc: Rpc) -> Vec<Result<Submitted, ClientError>> {
-        for c in &mut complaints {
-            if c.idempotency_key.is_empty() {
-                c.idempotency_key = uuid::Uuid::new_v4().to_string();
-            }
-        }
+    async fn run(&self, complaints: Vec<pb::Complaint>, rpc: Rpc) -> Vec<Result<Submitted, ClientError>> {
+        let mut call = Call::new(complaints);
         let cfg = &self.inner.config;
         let routing = &self.inner.routing;
         let now = Instant::now();
@@ -154,71 +223,42 @@ impl Client {
             backoff: Backoff::full_jitter(cfg.backoff_base, cfg.backoff_max),
             max_attempts: u32::MAX,
         };
-        let mut attempts = Attempts::new(
-            policy,
-            Some(&self.inner.budget),
-            complaints.len(),
-            now,
-            now + cfg.call_timeout,
-        );
+        let n = call.complaints.len();
+        let mut attempts = Attempts::new(policy, Some(&self.inner.budget), n, now, now + cfg.call_timeout);
         let deadline = attempts.deadline();
-        let mut results: Vec<Option<Result<Submitted, ClientError>>> =
-            complaints.iter().map(|_| None).collect();
-        let mut trails: Vec<Trail> = complaints.iter().map(|_| Trail::default()).collect();
-        // After a failure, avoid the node that failed and the leader guess.
-        let mut failed: Option<String> = None;
         while let Some(round) = attempts.next_round().await {
             // An attempt with no time left is not sent.
             if deadline.saturating_duration_since(Instant::now()).is_zero() {
                 break;
             }
             let Some(&first) = round.items.first() else { break };
-            let district = complaints[first].district_code.clone();
-            let target = match (&failed, routing.leader_of(&district)) {
-                (None, Some(leader)) => leader,
-                (Some(bad), Some(leader)) if *bad != leader => leader,
-                _ => routing.next_endpoint(failed.as_deref()),
-            };
-            let sending: Vec<pb::Complaint> = round.items.iter().map(|i| complaints[*i].clone()).collect();
+            let district = call.complaints[first].district_code.clone();
+            let target = self.target(&district, call.failed.as_deref());
+            let sending: Vec<pb::Complaint> =
+                round.items.iter().map(|i| call.complaints[*i].clone()).collect();
             let (target, answers) = self
                 .send_somewhere(rpc, target, sending, cfg.attempt_timeout, round.number, deadline)
                 .await;
             let answered = Instant::now();
-            let mut verdicts = Vec::with_capacity(round.items.len());
-            for (i, answer) in round.items.iter().copied().zip(answers) {
-                let trail = &mut trails[i];
-                trail.attempts += 1;
-                let verdict = match answer {
-                    Ok(ok) => {
-                        results[i] = Some(Ok(submitted(ok, &complaints[i], trail.attempts)));
-                        Verdict::Accepted
-                    }
-                    Err(status) => {
-                        let key = &complaints[i].idempotency_key;
-                        let (verdict, shun) = judge(status, trail, &mut results[i], key, &target);
-                        if let Some(shun) = shun {
-                            // A node that answered with RetryInfo is up but
-                            // found no leader: look again, but do not shun it.
-                            routing.miss(&complaints[i].district_code, &target, shun);
-                            failed = Some(target.clone());
-                        }
-                        verdict
-                    }
-                };
-                verdicts.push((i, verdict));
-            }
+            let verdicts = call.judge_round(routing, &round.items, answers, &target);
             let end = attempts.settle(answered, verdicts);
             if end == RoundEnd::Accepted && routing.leader_of(&district).as_deref() != Some(target.as_str()) {
                 // Served, but by forwarding: learn the real leader.
                 routing.refresh_soon();
             }
         }
-        results
-            .into_iter()
-            .zip(trails)
-            .zip(&complaints)
-            .map(|((r, trail), c)| r.unwrap_or_else(|| Err(give_up(&c.idempotency_key, trail))))
-            .collect()
+        call.finish()
+    }
+
+    /// Where a round for `district` goes: its shard's leader, unless that is
+    /// the node that just `failed`; else the next endpoint in turn.
+    fn target(&self, district: &str, failed: Option<&str>) -> String {
+        let routing = &self.inner.routing;
+        match (failed, routing.leader_of(district)) {
+            (None, Some(leader)) => leader,
+            (Some(bad), Some(leader)) if bad != leader => leader,
+            _ => routing.next_endpoint(failed),
+        }
     }
 
     /// One request, to `target` or, if it never reaches a server there (the

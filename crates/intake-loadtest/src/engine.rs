@@ -372,6 +372,18 @@ impl Engine {
         if attempts.stopped() == Some(Stop::Throttled) {
             self.tally.lock().retries_throttled += 1;
         }
+        self.record(ctx, scheduled, &items, results);
+    }
+
+    /// What became of each complaint of a request that arrived (was due)
+    /// at `scheduled`, counted; `None` is a complaint never sent.
+    fn record(
+        &self,
+        ctx: &PhaseCtx,
+        scheduled: Instant,
+        items: &[pb::Complaint],
+        results: Vec<Option<Result<String, Code>>>,
+    ) {
         // Latency is that of acknowledgements, from the scheduled arrival:
         // fast refusals would otherwise flatter the percentiles.
         let elapsed_us = scheduled.elapsed().as_micros() as u64;
