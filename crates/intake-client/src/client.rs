@@ -10,15 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
-use intake_proto::wire::{item_result, mark_retry};
+use intake_proto::wire::{item_result, mark_retry, retry_delay};
 use prost::Message;
 use tokio::time::Instant;
 use tonic::Status;
 
 use crate::config::ClientConfig;
-use crate::error::{ClientError, Failure, classify, describe, rejected, retry_after};
+use crate::error::{ClientError, Failure, classify, describe, rejected};
 use crate::redact::key_tag;
-use crate::retry::{RetryBudget, backoff};
+use crate::retry::RetryBudget;
+use crate::retry_loop::{Attempts, Backoff, RetryPolicy, RoundEnd, Verdict};
 use crate::routing::Routing;
 
 /// An accepted complaint.
@@ -48,6 +49,79 @@ struct Inner {
     config: ClientConfig,
     routing: Arc<Routing>,
     budget: RetryBudget,
+}
+
+/// One call's complaints, and what has become of each so far.
+struct Call {
+    complaints: Vec<pb::Complaint>,
+    results: Vec<Option<Result<Submitted, ClientError>>>,
+    trails: Vec<Trail>,
+    /// After a failure, avoid the node that failed and the leader guess.
+    failed: Option<String>,
+}
+
+impl Call {
+    /// Each complaint without a key gets a fresh UUID, before any attempt.
+    fn new(mut complaints: Vec<pb::Complaint>) -> Call {
+        for c in &mut complaints {
+            if c.idempotency_key.is_empty() {
+                c.idempotency_key = uuid::Uuid::new_v4().to_string();
+            }
+        }
+        Call {
+            results: complaints.iter().map(|_| None).collect(),
+            trails: complaints.iter().map(|_| Trail::default()).collect(),
+            complaints,
+            failed: None,
+        }
+    }
+
+    /// The answers to the complaints `items` of a round sent to `target`:
+    /// tickets and definite refusals are settled, and a node that failed
+    /// otherwise is looked past next time.
+    fn judge_round(
+        &mut self,
+        routing: &Arc<Routing>,
+        items: &[usize],
+        answers: Vec<Result<pb::SubmitResponse, Status>>,
+        target: &str,
+    ) -> Vec<(usize, Verdict)> {
+        let mut verdicts = Vec::with_capacity(items.len());
+        for (i, answer) in items.iter().copied().zip(answers) {
+            let (c, trail) = (&self.complaints[i], &mut self.trails[i]);
+            trail.attempts += 1;
+            let verdict = match answer {
+                Ok(ok) => {
+                    self.results[i] = Some(Ok(submitted(ok, c, trail.attempts)));
+                    Verdict::Accepted
+                }
+                Err(status) => {
+                    let key = &c.idempotency_key;
+                    let (verdict, shun) = judge(status, trail, &mut self.results[i], key, target);
+                    if let Some(shun) = shun {
+                        // A node that answered with RetryInfo is up but
+                        // found no leader: look again, but do not shun it.
+                        routing.miss(&c.district_code, target, shun);
+                        self.failed = Some(target.to_string());
+                    }
+                    verdict
+                }
+            };
+            verdicts.push((i, verdict));
+        }
+        verdicts
+    }
+
+    /// One answer per complaint: its ticket or refusal, or the definite end
+    /// its failed attempts add up to.
+    fn finish(self) -> Vec<Result<Submitted, ClientError>> {
+        self.results
+            .into_iter()
+            .zip(self.trails)
+            .zip(&self.complaints)
+            .map(|((r, trail), c)| r.unwrap_or_else(|| Err(give_up(&c.idempotency_key, trail))))
+            .collect()
+    }
 }
 
 /// How one complaint's attempts have failed so far.
@@ -136,113 +210,55 @@ impl Client {
         out
     }
 
-    /// The attempt loop shared by `submit` and `submit_batch`: each round
-    /// sends the complaints still open, settles those answered for good,
-    /// and backs off before the rest are sent again.
-    async fn run(&self, mut complaints: Vec<pb::Complaint>, rpc: Rpc) -> Vec<Result<Submitted, ClientError>> {
-        for c in &mut complaints {
-            if c.idempotency_key.is_empty() {
-                c.idempotency_key = uuid::Uuid::new_v4().to_string();
-            }
-        }
+    /// The attempt loop shared by `submit` and `submit_batch`, on the one
+    /// retry loop ([`Attempts`]): each round sends the complaints due,
+    /// settles those answered for good, and the rest go again after their
+    /// own pause.
+    async fn run(&self, complaints: Vec<pb::Complaint>, rpc: Rpc) -> Vec<Result<Submitted, ClientError>> {
+        let mut call = Call::new(complaints);
         let cfg = &self.inner.config;
         let routing = &self.inner.routing;
-        let deadline = Instant::now() + cfg.call_timeout;
-        let mut results: Vec<Option<Result<Submitted, ClientError>>> =
-            complaints.iter().map(|_| None).collect();
-        let mut trails: Vec<Trail> = complaints.iter().map(|_| Trail::default()).collect();
-        let mut open: Vec<usize> = (0..complaints.len()).collect();
-        // When each open complaint may go again: a server's RetryInfo binds
-        // only the complaint it was given for, so in a mixed batch an
-        // emergency that timed out is not held back by the ordinary
-        // complaints beside it that were told to stay away longer.
-        let mut due: Vec<Instant> = vec![Instant::now(); complaints.len()];
-        // After a failure, avoid the node that failed and the leader guess.
-        let mut failed: Option<String> = None;
-        let mut round = 0;
-        while let Some(wake) = open.iter().map(|i| due[*i]).min() {
-            if wake >= deadline {
+        let now = Instant::now();
+        let policy = RetryPolicy {
+            backoff: Backoff::full_jitter(cfg.backoff_base, cfg.backoff_max),
+            max_attempts: u32::MAX,
+        };
+        let n = call.complaints.len();
+        let mut attempts = Attempts::new(policy, Some(&self.inner.budget), n, now, now + cfg.call_timeout);
+        let deadline = attempts.deadline();
+        while let Some(round) = attempts.next_round().await {
+            // An attempt with no time left is not sent.
+            if deadline.saturating_duration_since(Instant::now()).is_zero() {
                 break;
             }
-            tokio::time::sleep_until(wake).await;
-            let now = Instant::now();
-            let (sending_idx, waiting): (Vec<usize>, Vec<usize>) = open.iter().partition(|i| due[**i] <= now);
-            let Some(&first) = sending_idx.first() else {
-                continue;
-            };
-            let district = complaints[first].district_code.clone();
-            let target = match (&failed, routing.leader_of(&district)) {
-                (None, Some(leader)) => leader,
-                (Some(bad), Some(leader)) if *bad != leader => leader,
-                _ => routing.next_endpoint(failed.as_deref()),
-            };
-            let remaining = deadline.saturating_duration_since(now);
-            if remaining.is_zero() {
-                break;
-            }
-            let sending: Vec<pb::Complaint> = sending_idx.iter().map(|i| complaints[*i].clone()).collect();
+            let Some(&first) = round.items.first() else { break };
+            let district = call.complaints[first].district_code.clone();
+            let target = self.target(&district, call.failed.as_deref());
+            let sending: Vec<pb::Complaint> =
+                round.items.iter().map(|i| call.complaints[*i].clone()).collect();
             let (target, answers) = self
-                .send_somewhere(rpc, target, sending, cfg.attempt_timeout, round, deadline)
+                .send_somewhere(rpc, target, sending, cfg.attempt_timeout, round.number, deadline)
                 .await;
-            let (mut retryable, mut accepted) = (false, false);
-            // One jittered pause for the round, so the complaints retried
-            // together stay together; a server's floor stretches it per item.
-            let pause = backoff(cfg.backoff_base, cfg.backoff_max, round, None);
             let answered = Instant::now();
-            let mut still_open = waiting;
-            for (i, answer) in sending_idx.iter().copied().zip(answers) {
-                let trail = &mut trails[i];
-                trail.attempts += 1;
-                let status = match answer {
-                    Ok(ok) => {
-                        accepted = true;
-                        results[i] = Some(Ok(submitted(ok, &complaints[i], trail.attempts)));
-                        continue;
-                    }
-                    Err(status) => status,
-                };
-                let failure = classify(&status);
-                if failure == Failure::Definite {
-                    results[i] = Some(Err(rejected(&status)));
-                    continue;
-                }
-                tracing::debug!(key_tag = %key_tag(&complaints[i].idempotency_key), %target, %status, "attempt failed");
-                retryable = true;
-                let server_floor = retry_after(&status);
-                due[i] = answered + pause.max(server_floor.unwrap_or_default());
-                if failure != Failure::Overloaded {
-                    // A node that answered with RetryInfo is up but found no
-                    // leader: look again, but do not shun it.
-                    routing.miss(&complaints[i].district_code, &target, server_floor.is_none());
-                    failed = Some(target.clone());
-                }
-                trail.record(failure, status, server_floor);
-                still_open.push(i);
+            let verdicts = call.judge_round(routing, &round.items, answers, &target);
+            let end = attempts.settle(answered, verdicts);
+            if end == RoundEnd::Accepted && routing.leader_of(&district).as_deref() != Some(target.as_str()) {
+                // Served, but by forwarding: learn the real leader.
+                routing.refresh_soon();
             }
-            // As in gRFC A6: a retryable failure costs a token, an answer
-            // gives some back, a definite refusal does neither.
-            if retryable {
-                self.inner.budget.on_failure();
-            } else if accepted {
-                self.inner.budget.on_success();
-                if routing.leader_of(&district).as_deref() != Some(target.as_str()) {
-                    // Served, but by forwarding: learn the real leader.
-                    routing.refresh_soon();
-                }
-            }
-            still_open.sort_unstable();
-            open = still_open;
-            if open.is_empty() || !self.inner.budget.allows_retry() {
-                break;
-            }
-            round += 1;
         }
-        results
-            .into_iter()
-            .zip(trails)
-            .zip(&complaints)
-            .map(|((r, trail), c)| r.unwrap_or_else(|| Err(give_up(&c.idempotency_key, trail))))
-            .collect()
+        call.finish()
+    }
+
+    /// Where a round for `district` goes: its shard's leader, unless that is
+    /// the node that just `failed`; else the next endpoint in turn.
+    fn target(&self, district: &str, failed: Option<&str>) -> String {
+        let routing = &self.inner.routing;
+        match (failed, routing.leader_of(district)) {
+            (None, Some(leader)) => leader,
+            (Some(bad), Some(leader)) if bad != leader => leader,
+            _ => routing.next_endpoint(failed),
+        }
     }
 
     /// One request, to `target` or, if it never reaches a server there (the
@@ -375,6 +391,30 @@ fn batches(complaints: Vec<pb::Complaint>) -> Vec<Vec<pb::Complaint>> {
         }
     }
     out
+}
+
+/// A failed attempt's meaning for its complaint: a definite refusal settles
+/// it in `result`; otherwise it may be retried, no sooner than the server
+/// asked. The second value is `Some(shun)` when the node that answered
+/// should be looked past (`shun`: tried last for a while) — not for
+/// overload, which is the cluster's, not the node's.
+fn judge(
+    status: Status,
+    trail: &mut Trail,
+    result: &mut Option<Result<Submitted, ClientError>>,
+    key: &str,
+    target: &str,
+) -> (Verdict, Option<bool>) {
+    let failure = classify(&status);
+    if failure == Failure::Definite {
+        *result = Some(Err(rejected(&status)));
+        return (Verdict::Refused, None);
+    }
+    tracing::debug!(key_tag = %key_tag(key), %target, %status, "attempt failed");
+    let server_floor = retry_delay(&status);
+    let shun = (failure != Failure::Overloaded).then_some(server_floor.is_none());
+    trail.record(failure, status, server_floor);
+    (Verdict::Retry(server_floor), shun)
 }
 
 fn submitted(ok: pb::SubmitResponse, c: &pb::Complaint, attempts: u32) -> Submitted {

@@ -81,11 +81,6 @@ pub(crate) fn classify(status: &Status) -> Failure {
     }
 }
 
-/// The server's `RetryInfo.retry_delay`, if it sent one.
-pub(crate) fn retry_after(status: &Status) -> Option<Duration> {
-    status.get_details_retry_info().and_then(|r| r.retry_delay)
-}
-
 pub(crate) fn rejected(status: &Status) -> ClientError {
     let field_violations = status
         .get_details_bad_request()

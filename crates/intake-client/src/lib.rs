@@ -73,6 +73,7 @@ mod health;
 mod outbox;
 mod redact;
 mod retry;
+mod retry_loop;
 mod routing;
 mod security;
 
@@ -83,5 +84,6 @@ pub use health::{EndpointHealth, PROBE_FIRST, PROBE_MAX, never_sent};
 pub use intake_proto::pb;
 pub use outbox::{MAX_RECORD_BYTES, Outbox, OutboxConfig, OutboxError, OutboxEvent};
 pub use redact::key_tag;
-pub use retry::{RetryBudget, RetryBudgetConfig, backoff};
+pub use retry::{RetryBudget, RetryBudgetConfig, backoff, backoff_ceiling};
+pub use retry_loop::{Attempts, Backoff, RetryPolicy, Round, RoundEnd, Stop, Verdict};
 pub use security::{Authorize, Security};

@@ -7,25 +7,29 @@
 //! a client from retrying at all once most of its recent attempts failed, so
 //! load offered to a sick cluster stays close to the first-attempt load.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rand::Rng;
 
 /// The sleep before retry number `attempt` (0 for the first retry):
 /// uniformly random in `[0, min(max, base * 2^attempt)]`, and never less than
 /// what the server asked for in `RetryInfo`.
 pub fn backoff(base: Duration, max: Duration, attempt: u32, server_floor: Option<Duration>) -> Duration {
-    let ceiling = base
-        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-        .unwrap_or(max)
-        .min(max);
+    let ceiling = backoff_ceiling(base, max, attempt);
     let jittered = if ceiling.is_zero() {
         Duration::ZERO
     } else {
         Duration::from_nanos(rand::rng().random_range(0..=ceiling.as_nanos().min(u64::MAX as u128) as u64))
     };
     jittered.max(server_floor.unwrap_or(Duration::ZERO))
+}
+
+/// `min(max, base * 2^attempt)`: the top of retry `attempt`'s window.
+pub fn backoff_ceiling(base: Duration, max: Duration, attempt: u32) -> Duration {
+    base.checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .unwrap_or(max)
+        .min(max)
 }
 
 /// Settings of the retry budget, as in gRPC's `retryThrottling`.
@@ -65,11 +69,7 @@ impl RetryBudget {
     }
 
     fn with_tokens<R>(&self, f: impl FnOnce(&mut f64) -> R) -> R {
-        // A panic while holding this lock cannot leave the count invalid.
-        f(&mut self
-            .tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&mut self.tokens.lock())
     }
 
     pub fn on_success(&self) {

@@ -6,12 +6,13 @@
 //! control window and the peer's per-connection call limit, and heartbeats
 //! and appends wait behind them or are shed, which slows every commit.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use intake_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use intake_storage::NodeId;
+use parking_lot::RwLock;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Tonic channels multiplex concurrent RPCs over one HTTP/2 connection and
@@ -34,10 +35,7 @@ impl PeerPool {
     /// channels are dropped, so the next call dials with the new
     /// certificate; calls in flight finish on the old connection.
     pub fn set_tls(&self, tls: Option<ClientTlsConfig>) {
-        *self
-            .tls
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = tls;
+        *self.tls.write() = tls;
         self.channels.clear();
         self.forwards.clear();
     }
@@ -74,11 +72,7 @@ impl PeerPool {
         {
             return Ok(entry.1.clone());
         }
-        let tls = self
-            .tls
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let tls = self.tls.read().clone();
         let endpoint = match tls {
             Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
             None => Endpoint::from_shared(format!("http://{addr}"))?,

@@ -6,11 +6,12 @@
 //! carry on, and on reconnecting it reports what it still holds).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use intake_proto::pb;
 use intake_proto::pb::admin_service_client::AdminServiceClient;
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
@@ -57,10 +58,6 @@ pub struct AlertWatch {
     start: Instant,
 }
 
-fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
-    seen.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl AlertWatch {
     pub fn start(endpoints: &[String], start: Instant) -> AlertWatch {
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -77,7 +74,7 @@ impl AlertWatch {
         for t in &self.tasks {
             t.abort();
         }
-        let seen = lock(&self.seen);
+        let seen = self.seen.lock();
         let end = self.start.elapsed().as_secs_f64();
         let mut by_key: HashMap<(String, String), Vec<(f64, f64)>> = HashMap::new();
         for (d, c, from, to) in &seen.closed {
@@ -132,7 +129,7 @@ async fn watch(node: usize, endpoint: String, seen: Arc<Mutex<Seen>>, start: Ins
             let mut stream = resp.into_inner();
             while let Ok(Some(e)) = stream.message().await {
                 let t = start.elapsed().as_secs_f64();
-                let mut s = lock(&seen);
+                let mut s = seen.lock();
                 match pb::AlertKind::try_from(e.kind) {
                     Ok(pb::AlertKind::Started) | Ok(pb::AlertKind::Updated) => {
                         s.raise(node, &e.district, &e.category, t)
@@ -141,7 +138,7 @@ async fn watch(node: usize, endpoint: String, seen: Arc<Mutex<Seen>>, start: Ins
                     _ => {}
                 }
             }
-            lock(&seen).drop_node(node, start.elapsed().as_secs_f64());
+            seen.lock().drop_node(node, start.elapsed().as_secs_f64());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

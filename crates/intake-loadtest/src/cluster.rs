@@ -1,11 +1,18 @@
-//! A local cluster of `intake start` processes and a reference sink
-//! (`intake sink`) on loopback, owned by the run so faults can kill, freeze
-//! and restart them. Every process is killed when the [`LocalCluster`] is
-//! dropped, on success, error or panic alike.
+//! The one harness of local clusters made of processes: `intake start`
+//! nodes and a reference sink (`intake sink`) on loopback, owned by the
+//! caller so that faults can kill, freeze and restart them. `intake load
+//! --spawn` runs on it, and so do the process tests of `crates/intake`
+//! (`tests/processes.rs`), with the flags they need ([`ClusterOptions`]).
+//! Every process is killed when the [`LocalCluster`] is dropped, on success,
+//! error or panic alike.
+//!
+//! The in-process clusters of `crates/intake-server/tests/common` are another
+//! thing: nodes started inside the test process, so a test can reach into
+//! a node's registry or stop one without a process to kill.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use intake_proto::pb;
@@ -13,6 +20,33 @@ use intake_proto::pb::admin_service_client::AdminServiceClient;
 
 use crate::engine::channel;
 use crate::error::LoadError;
+
+/// The environment variable that test builds of a node (feature
+/// `fault-injection`) read: while the file it names exists, the node's
+/// fsyncs fail.
+pub const FAIL_FSYNC_ENV: &str = "INTAKE_FAULT_FAIL_FSYNC_IF_EXISTS";
+
+/// What a local cluster is made of, beyond its nodes.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Nodes `1..=nodes`.
+    pub nodes: u64,
+    /// A reference sink, which every node delivers to (`--dispatch`).
+    pub sink: bool,
+    /// The sink's `--report-every` (seconds; 0: no reports).
+    pub sink_report_every: u32,
+    /// Each node's HTTP doors (`--api`).
+    pub api: bool,
+    /// Each node's `/metrics` and `/ops` port (`--http`).
+    pub http: bool,
+    /// More `intake start` flags for every node.
+    pub extra_args: Vec<String>,
+    /// Environment variables for every node (e.g. `INTAKE_LOG`).
+    pub envs: Vec<(String, String)>,
+    /// Point each node's [`FAIL_FSYNC_ENV`] at
+    /// [`LocalCluster::fail_fsync_trigger`].
+    pub fault_triggers: bool,
+}
 
 struct Proc {
     child: Option<Child>,
@@ -59,10 +93,13 @@ impl Proc {
 
 pub struct LocalCluster {
     bin: PathBuf,
+    options: ClusterOptions,
     dir: tempfile::TempDir,
     addrs: BTreeMap<u64, String>,
     /// Each node's HTTP door (`--api`), for `--protocol http`.
     api_addrs: BTreeMap<u64, String>,
+    /// Each node's `--http` port.
+    http_addrs: BTreeMap<u64, String>,
     nodes: BTreeMap<u64, Proc>,
     sink_addr: String,
     sink_out: PathBuf,
@@ -82,33 +119,19 @@ fn free_port() -> Result<u16, LoadError> {
 
 impl LocalCluster {
     /// Starts the sink and `n` nodes of a new cluster (data in a temporary
-    /// directory), then waits until every shard has a leader.
+    /// directory), then waits until every shard has a leader: what `intake
+    /// load --spawn` runs on.
     pub async fn spawn(bin: &Path, n: u64) -> Result<LocalCluster, LoadError> {
         if n == 0 {
             return Err(LoadError::Invalid("--spawn needs at least 1 node".into()));
         }
-        let dir = tempfile::Builder::new()
-            .prefix("intake-load-")
-            .tempdir()
-            .map_err(|e| LoadError::io("creating a temporary directory", e))?;
-        let mut addrs = BTreeMap::new();
-        let mut api_addrs = BTreeMap::new();
-        for id in 1..=n {
-            addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
-            api_addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
-        }
-        let sink_out = dir.path().join("sink.jsonl");
-        let mut c = LocalCluster {
-            bin: bin.to_path_buf(),
-            sink_addr: format!("127.0.0.1:{}", free_port()?),
-            sink_out,
-            dir,
-            nodes: addrs.keys().map(|id| (*id, Proc::none())).collect(),
-            addrs,
-            api_addrs,
-            sink: Proc::none(),
-            killed: Vec::new(),
+        let options = ClusterOptions {
+            nodes: n,
+            sink: true,
+            api: true,
+            ..ClusterOptions::default()
         };
+        let mut c = LocalCluster::new(bin, options)?;
         c.start_sink()?;
         for id in 1..=n {
             c.start(id)?;
@@ -120,6 +143,108 @@ impl LocalCluster {
             return Err(e);
         }
         Ok(c)
+    }
+
+    /// A cluster with its directory and ports chosen and nothing running:
+    /// start the nodes (and the sink) with [`Self::start`] and
+    /// [`Self::start_sink`].
+    pub fn new(bin: &Path, options: ClusterOptions) -> Result<LocalCluster, LoadError> {
+        let dir = tempfile::Builder::new()
+            .prefix("intake-load-")
+            .tempdir()
+            .map_err(|e| LoadError::io("creating a temporary directory", e))?;
+        let ports = |on: bool| -> Result<BTreeMap<u64, String>, LoadError> {
+            let n = if on { options.nodes } else { 0 };
+            (1..=n)
+                .map(|id| Ok((id, format!("127.0.0.1:{}", free_port()?))))
+                .collect()
+        };
+        let addrs = ports(true)?;
+        let api_addrs = ports(options.api)?;
+        let http_addrs = ports(options.http)?;
+        Ok(LocalCluster {
+            bin: bin.to_path_buf(),
+            sink_addr: format!("127.0.0.1:{}", free_port()?),
+            sink_out: dir.path().join("sink.jsonl"),
+            dir,
+            nodes: addrs.keys().map(|id| (*id, Proc::none())).collect(),
+            addrs,
+            api_addrs,
+            http_addrs,
+            options,
+            sink: Proc::none(),
+            killed: Vec::new(),
+        })
+    }
+
+    /// Each node's gRPC address, by id.
+    pub fn addrs(&self) -> &BTreeMap<u64, String> {
+        &self.addrs
+    }
+
+    /// Each node's `--http` address, by id (empty without `http`).
+    pub fn http_addrs(&self) -> &BTreeMap<u64, String> {
+        &self.http_addrs
+    }
+
+    /// Each node's `--api` address, by id (empty without `api`).
+    pub fn api_addrs(&self) -> &BTreeMap<u64, String> {
+        &self.api_addrs
+    }
+
+    /// The nodes whose process runs (frozen ones included).
+    pub fn running_nodes(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, p)| p.running())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes.get(&id).is_some_and(Proc::running)
+    }
+
+    /// The file whose existence makes node `id`'s fsyncs fail (test builds,
+    /// with `fault_triggers`).
+    pub fn fail_fsync_trigger(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("fail-fsync-{id}"))
+    }
+
+    /// Node `id`'s log so far (both its output streams).
+    pub fn node_log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    /// Waits (polling, without a runtime) until node `id` exits by itself;
+    /// its exit status.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Result<ExitStatus, LoadError> {
+        let end = Instant::now() + timeout;
+        // Bounded by `timeout`.
+        loop {
+            let p = self
+                .nodes
+                .get_mut(&id)
+                .ok_or_else(|| LoadError::Invalid(format!("no node {id} in this cluster")))?;
+            let Some(child) = p.child.as_mut() else {
+                return Err(LoadError::Invalid(format!("node {id} is not running")));
+            };
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| LoadError::io(format!("waiting for node {id}"), e))?
+            {
+                p.child = None;
+                p.frozen = false;
+                return Ok(status);
+            }
+            if Instant::now() >= end {
+                return Err(LoadError::NotReady {
+                    seconds: timeout.as_secs(),
+                    detail: format!("node {id} still running; log:\n{}", self.node_log(id)),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -187,18 +312,29 @@ impl LocalCluster {
             return Err(LoadError::Invalid(format!("node {id} is already running")));
         }
         let log = self.log(&format!("node-{id}.log"))?;
-        let child = Command::new(&self.bin)
-            .args(["start", "--node-id", &id.to_string(), "--listen", &addr])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["start", "--node-id", &id.to_string(), "--listen", &addr])
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("node-{id}")))
-            .args(["--initial-cluster", &self.initial_cluster()])
-            .args(["--dispatch", &self.sink_addr])
-            .args([
-                "--api",
-                self.api_addrs.get(&id).map_or("127.0.0.1:0", String::as_str),
-            ])
+            .args(["--initial-cluster", &self.initial_cluster()]);
+        if self.options.sink {
+            cmd.args(["--dispatch", &self.sink_addr]);
+        }
+        if let Some(api) = self.api_addrs.get(&id) {
+            cmd.args(["--api", api]);
+        }
+        if let Some(http) = self.http_addrs.get(&id) {
+            cmd.args(["--http", http]);
+        }
+        if self.options.fault_triggers {
+            cmd.env(FAIL_FSYNC_ENV, self.fail_fsync_trigger(id));
+        }
+        let child = cmd
+            .args(&self.options.extra_args)
+            .envs(self.options.envs.iter().cloned())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Both streams into the node's log: what an operator keeps.
+            .stdout(log_copy(&log, &format!("node {id}"))?)
             .stderr(log)
             .spawn()
             .map_err(|source| LoadError::Spawn {
@@ -256,12 +392,13 @@ impl LocalCluster {
             return Err(LoadError::Invalid("the sink is already running".into()));
         }
         let log = self.log("sink.log")?;
+        let every = self.options.sink_report_every.to_string();
         let child = Command::new(&self.bin)
-            .args(["sink", "--listen", &self.sink_addr, "--report-every", "0"])
+            .args(["sink", "--listen", &self.sink_addr, "--report-every", &every])
             .arg("--out")
             .arg(&self.sink_out)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log_copy(&log, "the sink")?)
             .stderr(log)
             .spawn()
             .map_err(|source| LoadError::Spawn {
@@ -408,6 +545,12 @@ impl Drop for LocalCluster {
         }
         self.sink.kill();
     }
+}
+
+/// A second handle on a log file, for a process's other stream.
+fn log_copy(log: &std::fs::File, what: &str) -> Result<std::fs::File, LoadError> {
+    log.try_clone()
+        .map_err(|e| LoadError::io(format!("sharing the log of {what}"), e))
 }
 
 /// The cluster's status from the first of `endpoints` that answers within

@@ -11,19 +11,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use intake_client::{Authorize, EndpointHealth, RetryBudget, RetryBudgetConfig, Security, never_sent};
+use intake_client::{
+    Attempts, Authorize, Backoff, EndpointHealth, RetryBudget, RetryBudgetConfig, RetryPolicy, Security,
+    Stop, Verdict, never_sent,
+};
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
-use intake_proto::wire::mark_retry;
+use intake_proto::wire::{item_outcome, item_retry_delay, mark_retry, retry_delay};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic_types::StatusExt;
 
 use crate::error::LoadError;
 use crate::http::HttpDoors;
@@ -317,67 +319,71 @@ impl Engine {
     }
 
     /// One request (unary or batch), retried on UNAVAILABLE or overload with
-    /// the same keys until its deadline, honouring the server's RetryInfo.
+    /// the same keys until its deadline, honouring the server's RetryInfo,
+    /// on `intake-client`'s retry loop: each complaint goes again on its own
+    /// time (an emergency that timed out is resent after the pause even
+    /// when the ordinary complaints beside it were told to stay away
+    /// longer), the pause doubles from 20 ms to 500 ms, and the budget
+    /// (when set) is shared by every request of the run.
     async fn one(&self, ctx: &PhaseCtx, idx: usize, scheduled: Instant, req: Request) {
         let items = req.items;
-        let deadline = scheduled + ctx.deadline;
         let mut results: Vec<Option<Result<String, Code>>> = vec![None; items.len()];
-        // Each complaint honours its own RetryInfo: in a mixed batch, an
-        // emergency that timed out is resent soon even when the ordinary
-        // complaints beside it were told to stay away for longer.
-        let mut not_before: Vec<Instant> = vec![scheduled; items.len()];
-        let mut backoff = Duration::from_millis(20);
-        let mut attempts: u32 = 0;
-        // Bounded by max_attempts and the deadline.
-        loop {
-            let open: Vec<usize> = (0..items.len()).filter(|i| needs_retry(&results[*i])).collect();
-            let Some(wake) = open.iter().map(|i| not_before[*i]).min() else {
-                break;
-            };
-            if wake >= deadline || Instant::now() >= deadline || attempts >= ctx.max_attempts {
-                break;
-            }
-            if attempts > 0 {
-                if self.budget.as_ref().is_some_and(|b| !b.allows_retry()) {
-                    self.tally.lock().retries_throttled += 1;
-                    break;
-                }
+        let start = tokio::time::Instant::from_std(scheduled);
+        let mut attempts = Attempts::new(
+            RETRY_POLICY.with_max_attempts(ctx.max_attempts),
+            self.budget.as_ref(),
+            items.len(),
+            start,
+            start + ctx.deadline,
+        );
+        let deadline = scheduled + ctx.deadline;
+        while let Some(round) = attempts.next_round().await {
+            if round.is_retry() {
                 self.tally.lock().retries += 1;
             }
-            tokio::time::sleep_until(wake.into()).await;
-            let now = Instant::now();
-            let pending: Vec<usize> = open.into_iter().filter(|i| not_before[*i] <= now).collect();
             // Each attempt goes to the next endpoint in turn, so the retries
             // of a request sent to a killed node reach a live one; endpoints
             // that refused connections lately are passed over.
             let n = self.clients.len();
-            let at = self.health.pick(&self.names, (idx + attempts as usize) % n, now);
-            attempts += 1;
-            let complaints: Vec<pb::Complaint> = pending.iter().map(|i| items[*i].clone()).collect();
+            let at = self
+                .health
+                .pick(&self.names, (idx + round.number as usize) % n, Instant::now());
+            let complaints: Vec<pb::Complaint> = round.items.iter().map(|i| items[*i].clone()).collect();
             let answers = self
-                .send_somewhere(at, req.batch, complaints, deadline, attempts - 1)
+                .send_somewhere(at, req.batch, complaints, deadline, round.number)
                 .await;
-            let answered = Instant::now();
-            for (i, answer) in pending.iter().zip(answers) {
-                results[*i] = Some(match answer {
-                    Ok(ticket) => Ok(ticket),
-                    Err((code, after)) => {
-                        not_before[*i] = answered + after.unwrap_or_default().max(backoff);
-                        Err(code)
-                    }
-                });
-            }
-            // As intake-client does (gRFC A6): a retryable failure costs a
-            // token, an attempt answered for good gives some back.
-            if let Some(b) = &self.budget {
-                if pending.iter().any(|i| needs_retry(&results[*i])) {
-                    b.on_failure();
-                } else if pending.iter().any(|i| matches!(results[*i], Some(Ok(_)))) {
-                    b.on_success();
-                }
-            }
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            let answered = tokio::time::Instant::now();
+            let verdicts: Vec<(usize, Verdict)> = round
+                .items
+                .iter()
+                .zip(answers)
+                .map(|(i, answer)| {
+                    let verdict = match &answer {
+                        Ok(_) => Verdict::Accepted,
+                        Err((code, after)) if retryable(*code) => Verdict::Retry(*after),
+                        Err(_) => Verdict::Refused,
+                    };
+                    results[*i] = Some(answer.map_err(|(code, _)| code));
+                    (*i, verdict)
+                })
+                .collect();
+            attempts.settle(answered, verdicts);
         }
+        if attempts.stopped() == Some(Stop::Throttled) {
+            self.tally.lock().retries_throttled += 1;
+        }
+        self.record(ctx, scheduled, &items, results);
+    }
+
+    /// What became of each complaint of a request that arrived (was due)
+    /// at `scheduled`, counted; `None` is a complaint never sent.
+    fn record(
+        &self,
+        ctx: &PhaseCtx,
+        scheduled: Instant,
+        items: &[pb::Complaint],
+        results: Vec<Option<Result<String, Code>>>,
+    ) {
         // Latency is that of acknowledgements, from the scheduled arrival:
         // fast refusals would otherwise flatter the percentiles.
         let elapsed_us = scheduled.elapsed().as_micros() as u64;
@@ -491,11 +497,7 @@ impl Engine {
     /// Every complaint's answer when the whole call failed with `status`.
     fn failed(&self, status: &tonic::Status, n: usize) -> Answers {
         self.sample_error(status.code(), status.message());
-        let after = status
-            .get_error_details()
-            .retry_info()
-            .and_then(|r| r.retry_delay);
-        vec![Err((status.code(), after)); n]
+        vec![Err((status.code(), retry_delay(status))); n]
     }
 
     /// One call to endpoint `at`: the answer per complaint, or the status
@@ -549,15 +551,13 @@ impl Engine {
             .into_inner()
             .results
             .into_iter()
-            .map(|res| match res.outcome {
-                Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok.ticket_id),
-                Some(pb::submit_result::Outcome::Error(e)) => {
+            .map(|res| match item_outcome(res) {
+                Ok(ok) => Ok(ok.ticket_id),
+                Err(e) => {
                     let code = Code::from_i32(e.code);
                     self.sample_error(code, &e.message);
-                    let after = (e.retry_after_ms > 0).then(|| Duration::from_millis(e.retry_after_ms));
-                    Err((code, after))
+                    Err((code, item_retry_delay(&e)))
                 }
-                None => Err((Code::Internal, None)),
             })
             .collect();
         answers.resize(n, Err((Code::Internal, None)));
@@ -565,17 +565,25 @@ impl Engine {
     }
 }
 
-/// Whether an outcome is worth another attempt. `Unknown` is what a broken
+/// The engine's retries: a pause of 20 ms doubling to 500 ms, no jitter
+/// (the figures of earlier runs were made so), each phase bounding the
+/// attempts.
+const RETRY_POLICY: RetryPolicy = RetryPolicy {
+    backoff: Backoff {
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(500),
+        jitter: false,
+    },
+    max_attempts: u32::MAX,
+};
+
+/// Whether a code is worth another attempt. `Unknown` is what a broken
 /// connection (a killed node) looks like; the complaint may have committed,
 /// but a retry with the same idempotency key returns that ticket, so it is
 /// as safe as the others, and it is what an adapter does.
-fn needs_retry(r: &Option<Result<String, Code>>) -> bool {
-    match r {
-        None => true,
-        Some(Ok(_)) => false,
-        Some(Err(c)) => matches!(
-            c,
-            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Unknown
-        ),
-    }
+fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Unknown
+    )
 }

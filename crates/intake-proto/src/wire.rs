@@ -53,18 +53,35 @@ pub fn retry_delay(status: &Status) -> Option<Duration> {
     status.get_details_retry_info().and_then(|r| r.retry_delay)
 }
 
+/// One item of a batch answer: its ticket, or its error. An item with
+/// neither (no node sends one) is an `INTERNAL` error.
+pub fn item_outcome(r: pb::SubmitResult) -> Result<pb::SubmitResponse, pb::ItemError> {
+    match r.outcome {
+        Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok),
+        Some(pb::submit_result::Outcome::Error(e)) => Err(e),
+        None => Err(pb::ItemError {
+            code: Code::Internal as i32,
+            message: "the node answered an empty item".into(),
+            field_violations: Vec::new(),
+            retry_after_ms: 0,
+        }),
+    }
+}
+
 /// One item of a batch answer, its error rebuilt as the status the unary
 /// call would have returned, so that both paths are classified alike.
 pub fn item_result(r: pb::SubmitResult) -> Result<pb::SubmitResponse, Status> {
-    match r.outcome {
-        Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok),
-        Some(pb::submit_result::Outcome::Error(e)) => Err(item_status(e)),
-        None => Err(Status::internal("the node answered an empty item")),
-    }
+    item_outcome(r).map_err(item_status)
+}
+
+/// The retry delay an item error asks for, if any (0 ms means none).
+pub fn item_retry_delay(e: &pb::ItemError) -> Option<Duration> {
+    (e.retry_after_ms > 0).then(|| Duration::from_millis(e.retry_after_ms))
 }
 
 /// The status an item error stands for.
 pub fn item_status(e: pb::ItemError) -> Status {
+    let after = item_retry_delay(&e);
     let mut details = ErrorDetails::new();
     if !e.field_violations.is_empty() {
         details.set_bad_request(
@@ -74,8 +91,8 @@ pub fn item_status(e: pb::ItemError) -> Status {
                 .collect::<Vec<_>>(),
         );
     }
-    if e.retry_after_ms > 0 {
-        details.set_retry_info(Some(Duration::from_millis(e.retry_after_ms)));
+    if let Some(after) = after {
+        details.set_retry_info(Some(after));
     }
     Status::with_error_details(Code::from(e.code), e.message, details)
 }
@@ -122,5 +139,33 @@ mod tests {
             retry_after_ms: 250,
         });
         assert_eq!(retry_delay(&s), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn an_item_reads_as_its_ticket_or_its_error_and_an_empty_one_as_internal() {
+        let ok = pb::SubmitResponse {
+            ticket_id: "0-1".into(),
+            ..Default::default()
+        };
+        let accepted = pb::SubmitResult {
+            outcome: Some(pb::submit_result::Outcome::Accepted(ok.clone())),
+        };
+        assert_eq!(item_outcome(accepted.clone()), Ok(ok));
+        assert!(item_result(accepted).is_ok());
+        let refused = pb::ItemError {
+            code: Code::ResourceExhausted as i32,
+            message: "at capacity".into(),
+            field_violations: vec![],
+            retry_after_ms: 40,
+        };
+        assert_eq!(item_retry_delay(&refused), Some(Duration::from_millis(40)));
+        let err = item_outcome(pb::SubmitResult {
+            outcome: Some(pb::submit_result::Outcome::Error(refused.clone())),
+        });
+        assert_eq!(err, Err(refused));
+        let empty = item_outcome(pb::SubmitResult { outcome: None });
+        assert!(matches!(&empty, Err(e) if e.code == Code::Internal as i32 && item_retry_delay(e).is_none()));
+        let status = item_result(pb::SubmitResult { outcome: None }).err();
+        assert_eq!(status.map(|s| s.code()), Some(Code::Internal));
     }
 }

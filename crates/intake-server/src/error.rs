@@ -211,13 +211,13 @@ impl RequestError {
     /// "cannot serve" makes the router try elsewhere; a timeout of the call
     /// itself (tonic's CANCELLED) is an expiry that may have committed.
     pub fn from_peer(status: &Status, deadline: Instant, expiry: Expiry) -> Self {
-        let after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+        let after = intake_proto::wire::retry_delay(status);
         Self::from_peer_parts(status.code(), status.message(), after, deadline, expiry)
     }
 
     /// As [`RequestError::from_peer`], for one item of a batch answer.
     pub fn from_peer_item(e: pb::ItemError, deadline: Instant) -> Self {
-        let after = (e.retry_after_ms > 0).then(|| Duration::from_millis(e.retry_after_ms));
+        let after = intake_proto::wire::item_retry_delay(&e);
         Self::from_peer_parts(
             Code::from(e.code),
             &e.message,

@@ -205,12 +205,12 @@ fn take_call(jobs: Vec<Job>, now: Instant) -> (Vec<Job>, Vec<Job>) {
 /// the answer, or the call's error.
 async fn send_call(peers: &PeerPool, node: NodeId, addr: &str, call: Vec<Job>) {
     let Some(first) = call.first() else { return };
-    let deadline = first.forward.deadline;
-    let (hops, retry, token) = (
-        first.forward.hops,
-        first.forward.retry,
-        first.forward.token.clone(),
-    );
+    let head = CallHead {
+        deadline: first.forward.deadline,
+        hops: first.forward.hops,
+        retry: first.forward.retry,
+        token: first.forward.token.clone(),
+    };
     let mut sizes = Vec::with_capacity(call.len());
     let mut replies = Vec::with_capacity(call.len());
     let mut complaints = Vec::new();
@@ -220,38 +220,10 @@ async fn send_call(peers: &PeerPool, node: NodeId, addr: &str, call: Vec<Job>) {
         replies.push(job.reply);
     }
     metrics::histogram!("intake_forward_call_submissions").record(sizes.len() as f64);
-    let total = complaints.len();
-    let answer = async {
-        let channel = peers
-            .forward_channel(node, addr)
-            .map_err(|e| RequestError::Unreachable(e.to_string()))?;
-        let mut client = IntakeServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
-        let mut req = tonic::Request::new(pb::SubmitBatchRequest { complaints });
-        set_hops(req.metadata_mut(), hops);
-        if let Some(t) = token {
-            req.metadata_mut().insert("authorization", t);
-        }
-        mark_retry(req.metadata_mut(), u32::from(retry));
-        req.set_timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        );
-        let resp = client
-            .submit_batch(req)
-            .await
-            .map_err(|s| RequestError::from_peer(&s, deadline, Expiry::MayHaveCommitted))?
-            .into_inner();
-        if resp.results.len() != total {
-            return Err(RequestError::Internal(
-                "leader answered a different number of items".into(),
-            ));
-        }
-        Ok(resp.results)
-    };
+    let deadline = head.deadline;
     // The local timer also covers the wait for the channel to take the
     // call, which tonic's grpc-timeout timer does not.
-    let answer = tokio::time::timeout_at(deadline, answer)
+    let answer = tokio::time::timeout_at(deadline, call_peer(peers, node, addr, head, complaints))
         .await
         .unwrap_or(Err(RequestError::Expired(Expiry::MayHaveCommitted)));
     match answer {
@@ -272,6 +244,53 @@ async fn send_call(peers: &PeerPool, node: NodeId, addr: &str, call: Vec<Job>) {
             }
         }
     }
+}
+
+/// What the submissions of one call share (they were put together only if
+/// they do), taken from the first.
+struct CallHead {
+    deadline: Instant,
+    hops: u32,
+    retry: bool,
+    token: Option<MetadataValue<Ascii>>,
+}
+
+/// The call itself: one answer per complaint, in order, or the error of the
+/// whole call.
+async fn call_peer(
+    peers: &PeerPool,
+    node: NodeId,
+    addr: &str,
+    head: CallHead,
+    complaints: Vec<pb::Complaint>,
+) -> Result<Vec<pb::SubmitResult>, RequestError> {
+    let total = complaints.len();
+    let channel = peers
+        .forward_channel(node, addr)
+        .map_err(|e| RequestError::Unreachable(e.to_string()))?;
+    let mut client = IntakeServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+    let mut req = tonic::Request::new(pb::SubmitBatchRequest { complaints });
+    set_hops(req.metadata_mut(), head.hops);
+    if let Some(t) = head.token {
+        req.metadata_mut().insert("authorization", t);
+    }
+    mark_retry(req.metadata_mut(), u32::from(head.retry));
+    req.set_timeout(
+        head.deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1)),
+    );
+    let resp = client
+        .submit_batch(req)
+        .await
+        .map_err(|s| RequestError::from_peer(&s, head.deadline, Expiry::MayHaveCommitted))?
+        .into_inner();
+    if resp.results.len() != total {
+        return Err(RequestError::Internal(
+            "leader answered a different number of items".into(),
+        ));
+    }
+    Ok(resp.results)
 }
 
 #[cfg(test)]

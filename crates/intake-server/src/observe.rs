@@ -45,8 +45,8 @@ pub fn record_submit(failed: Option<tonic::Code>, started: std::time::Instant) {
 /// tests, share it). `/metrics` renders it (see `ops.rs`).
 pub fn recorder() -> Result<PrometheusHandle, String> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    static INSTALL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _once = INSTALL.lock();
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }

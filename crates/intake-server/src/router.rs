@@ -655,10 +655,7 @@ fn item_result(shard: ShardId, o: SubmitOutcome) -> ItemResult {
     }
 }
 
+/// One item of a peer's batch answer, read by the shared wire helper.
 pub(crate) fn item_from_peer(r: pb::SubmitResult, deadline: Instant) -> ItemResult {
-    match r.outcome {
-        Some(pb::submit_result::Outcome::Accepted(ok)) => Ok(ok),
-        Some(pb::submit_result::Outcome::Error(e)) => Err(RequestError::from_peer_item(e, deadline)),
-        None => Err(RequestError::Internal("leader answered an empty item".into())),
-    }
+    intake_proto::wire::item_outcome(r).map_err(|e| RequestError::from_peer_item(e, deadline))
 }

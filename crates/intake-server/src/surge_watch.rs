@@ -10,13 +10,14 @@
 //! leader may be counted by neither or both).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use intake_core::{ActiveSurge, CategoryTable, DistrictRate, DistrictTable, Priority, SurgeConfig};
 use intake_core::{SurgeDetector, SurgeEvent, Ticket};
 use intake_storage::{ApplyHook, NodeId};
 use openraft::async_runtime::WatchReceiver;
+use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 
 use crate::registry::Registry;
@@ -38,11 +39,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct SurgeWatch {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding it left counts, not invariants: carry on.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SurgeWatch {
@@ -71,28 +67,28 @@ impl SurgeWatch {
     /// The surges in progress and a receiver of every later event, taken
     /// together so that nothing falls between them.
     pub fn subscribe(&self) -> (Vec<ActiveSurge>, broadcast::Receiver<SurgeEvent>) {
-        let detector = lock(&self.inner.detector);
+        let detector = self.inner.detector.lock();
         (detector.active(), self.inner.events.subscribe())
     }
 
     pub fn active(&self) -> Vec<ActiveSurge> {
-        lock(&self.inner.detector).active()
+        self.inner.detector.lock().active()
     }
 
     pub fn district_rates(&self) -> Vec<DistrictRate> {
-        lock(&self.inner.detector).district_rates().to_vec()
+        self.inner.detector.lock().district_rates().to_vec()
     }
 
     /// The latest events, newest last.
     pub fn recent(&self) -> Vec<SurgeEvent> {
-        lock(&self.inner.recent).iter().cloned().collect()
+        self.inner.recent.lock().iter().cloned().collect()
     }
 
     /// Evaluates what is due at `now` (Unix ms) and publishes it; `leads`
     /// says whether this node leads a district's shard (for the counter).
     pub fn tick(&self, now: i64, leads: impl Fn(&str) -> bool) -> Vec<SurgeEvent> {
         let events = {
-            let mut detector = lock(&self.inner.detector);
+            let mut detector = self.inner.detector.lock();
             let (events, seconds) = detector.advance(now);
             for s in seconds {
                 for (district, category, n) in detector.counts_of(s) {
@@ -114,7 +110,7 @@ impl SurgeWatch {
             events
         };
         if !events.is_empty() {
-            let mut recent = lock(&self.inner.recent);
+            let mut recent = self.inner.recent.lock();
             for e in &events {
                 tracing::info!(
                     kind = e.kind.as_str(),
@@ -132,7 +128,7 @@ impl SurgeWatch {
                 let _ = self.inner.events.send(e.clone());
             }
         }
-        metrics::gauge!("intake_surges_active").set(lock(&self.inner.detector).active().len() as f64);
+        metrics::gauge!("intake_surges_active").set(self.inner.detector.lock().active().len() as f64);
         events
     }
 }
@@ -140,7 +136,10 @@ impl SurgeWatch {
 impl ApplyHook for SurgeWatch {
     fn created(&self, ticket: &Ticket) {
         let c = &ticket.complaint;
-        lock(&self.inner.detector).observe(ticket.accepted_at, &c.district, &c.category, 1);
+        self.inner
+            .detector
+            .lock()
+            .observe(ticket.accepted_at, &c.district, &c.category, 1);
     }
 }
 

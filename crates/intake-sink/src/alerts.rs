@@ -6,9 +6,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use intake_proto::dispatch::v1 as dpb;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::SinkError;
@@ -77,7 +77,7 @@ impl AlertsFile {
             serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.file.lock();
         file.write_all(&buf)?;
         file.sync_data()
     }

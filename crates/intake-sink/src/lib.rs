@@ -18,11 +18,12 @@ mod file;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use intake_proto::dispatch::v1 as dpb;
 use intake_proto::dispatch::v1::dispatch_service_server::{DispatchService, DispatchServiceServer};
+use parking_lot::{Mutex, MutexGuard};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
@@ -153,10 +154,7 @@ impl Sink {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.state.lock()
     }
 
     /// The alerts file, when `alerts_out` was given.

@@ -13,10 +13,11 @@
 //! flush that started after every request numbered `<= g`.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -87,9 +88,7 @@ impl Flusher {
         // Flusher clone drops the doorbell sender and ends the task.
         let weak = Arc::downgrade(&shared);
         let handle = tokio::spawn(run(weak, db, data_file, bell_rx, progress_tx, stop_rx));
-        if let Ok(mut slot) = shared.task.lock() {
-            *slot = Some(handle);
-        }
+        *shared.task.lock() = Some(handle);
         Flusher { shared }
     }
 
@@ -150,7 +149,7 @@ impl Flusher {
         let _ = self.shared.stop.send(true);
         // Wake the task in case it is idle; if the slot is full it wakes anyway.
         let _ = self.shared.doorbell.try_send(());
-        let handle = self.shared.task.lock().ok().and_then(|mut h| h.take());
+        let handle = self.shared.task.lock().take();
         if let Some(handle) = handle
             && let Err(e) = handle.await
         {

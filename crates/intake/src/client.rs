@@ -118,7 +118,7 @@ pub fn explain(status: &tonic::Status) -> String {
             out.push_str(&format!("\n  {}: {}", v.field, v.description));
         }
     }
-    if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
+    if let Some(delay) = intake_proto::wire::retry_delay(status) {
         out.push_str(&format!("\n  retry after {} ms", delay.as_millis()));
     }
     out

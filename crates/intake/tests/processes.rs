@@ -4,11 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use intake_loadtest::cluster::{ClusterOptions, LocalCluster};
+
 const BIN: &str = env!("CARGO_BIN_EXE_intake");
-const FAIL_FSYNC_ENV: &str = "INTAKE_FAULT_FAIL_FSYNC_IF_EXISTS";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -29,125 +31,42 @@ impl Drop for Proc {
     }
 }
 
-struct Cluster {
-    dir: tempfile::TempDir,
-    addrs: BTreeMap<u64, String>,
-    metrics: BTreeMap<u64, String>,
-    procs: BTreeMap<u64, Proc>,
-    /// More `intake start` flags for every node.
-    extra: Vec<String>,
-    /// Environment variables for every node (e.g. `INTAKE_LOG`).
-    envs: Vec<(String, String)>,
+/// The shared process harness (`intake_loadtest::cluster`) with what these
+/// tests need of every cluster: each node's `--http` port and the fsync
+/// fault trigger; `more` for the rest.
+fn cluster(n: u64, more: ClusterOptions) -> LocalCluster {
+    let options = ClusterOptions {
+        nodes: n,
+        http: true,
+        fault_triggers: true,
+        ..more
+    };
+    LocalCluster::new(Path::new(BIN), options).unwrap()
 }
 
-impl Cluster {
-    fn new(n: u64) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let addrs = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
-            .collect();
-        let metrics = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
-            .collect();
-        Cluster {
-            dir,
-            addrs,
-            metrics,
-            procs: BTreeMap::new(),
-            extra: Vec::new(),
-            envs: Vec::new(),
-        }
-    }
+/// What these tests ask of a cluster through the CLI (`intake status`).
+trait Cli {
+    fn status(&self, via: u64) -> Option<serde_json::Value>;
+    /// Waits until a live node reports a leader that is itself alive.
+    fn wait_leader(&self, timeout: Duration) -> u64;
+}
 
-    fn initial(&self) -> String {
-        self.addrs
-            .iter()
-            .map(|(id, a)| format!("{id}={a}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn start(&mut self, id: u64) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("node-{id}.log")))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args([
-                "start",
-                "--node-id",
-                &id.to_string(),
-                "--listen",
-                &self.addrs[&id],
-            ])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(format!("node-{id}")))
-            .args(["--initial-cluster", &self.initial()])
-            .args(["--http", &self.metrics[&id]])
-            .args(&self.extra)
-            .envs(self.envs.iter().cloned())
-            // Honoured only by test builds (feature fault-injection): while
-            // this file exists, the node's fsyncs fail.
-            .env(FAIL_FSYNC_ENV, self.fail_fsync_trigger(id))
-            // Both streams into the node's log: what an operator keeps.
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.procs.insert(id, Proc { child });
-    }
-
-    fn fail_fsync_trigger(&self, id: u64) -> std::path::PathBuf {
-        self.dir.path().join(format!("fail-fsync-{id}"))
-    }
-
-    fn log(&self, id: u64) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
-    }
-
-    /// Waits for node `id` to exit by itself; its exit status.
-    fn wait_exit(&mut self, id: u64, timeout: Duration) -> std::process::ExitStatus {
-        let end = Instant::now() + timeout;
-        loop {
-            let p = self.procs.get_mut(&id).unwrap();
-            if let Some(status) = p.child.try_wait().unwrap() {
-                self.procs.remove(&id);
-                return status;
-            }
-            assert!(
-                Instant::now() < end,
-                "node {id} still running after {timeout:?}; log:\n{}",
-                self.log(id)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// kill -9: no shutdown path runs.
-    fn kill(&mut self, id: u64) {
-        if let Some(mut p) = self.procs.remove(&id) {
-            p.child.kill().unwrap();
-            p.child.wait().unwrap();
-        }
-    }
-
+impl Cli for LocalCluster {
     fn status(&self, via: u64) -> Option<serde_json::Value> {
-        let out = intake(&["status", "--endpoint", &self.addrs[&via], "--json"]);
+        let out = intake(&["status", "--endpoint", &self.addrs()[&via], "--json"]);
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).ok())
             .flatten()
     }
 
-    /// Waits until a live node reports a leader that is itself alive.
     fn wait_leader(&self, timeout: Duration) -> u64 {
         let end = Instant::now() + timeout;
         loop {
-            for id in self.procs.keys() {
-                if let Some(s) = self.status(*id)
+            for id in self.running_nodes() {
+                if let Some(s) = self.status(id)
                     && let Some(l) = s["shards"][0]["leader"].as_u64()
-                    && self.procs.contains_key(&l)
+                    && self.is_running(l)
                 {
                     return l;
                 }
@@ -155,7 +74,7 @@ impl Cluster {
             assert!(
                 Instant::now() < end,
                 "no leader within {timeout:?}; logs in {}",
-                self.dir.path().display()
+                self.dir().display()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -226,12 +145,12 @@ fn get_json(endpoint: &str, ticket: &str, local: bool) -> Option<serde_json::Val
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-fn wait_everywhere(c: &Cluster, acked: &BTreeMap<String, String>, timeout: Duration) {
+fn wait_everywhere(c: &LocalCluster, acked: &BTreeMap<String, String>, timeout: Duration) {
     let end = Instant::now() + timeout;
-    for id in c.procs.keys() {
+    for id in &c.running_nodes() {
         for (key, ticket) in acked {
             loop {
-                match get_json(&c.addrs[id], ticket, true) {
+                match get_json(&c.addrs()[id], ticket, true) {
                     Some(t) => {
                         assert_eq!(t["idempotency_key"].as_str(), Some(key.as_str()));
                         break;
@@ -248,9 +167,9 @@ fn wait_everywhere(c: &Cluster, acked: &BTreeMap<String, String>, timeout: Durat
 
 #[test]
 fn kill_nine_the_leader_and_restart_everything() {
-    let mut c = Cluster::new(3);
+    let mut c = cluster(3, ClusterOptions::default());
     for id in 1..=3 {
-        c.start(id);
+        c.start(id).unwrap();
     }
     let leader = c.wait_leader(Duration::from_secs(30));
 
@@ -269,15 +188,15 @@ fn kill_nine_the_leader_and_restart_everything() {
 
     let mut acked = BTreeMap::new();
     for i in 0..6 {
-        let via = &c.addrs[&(1 + i % 3)];
+        let via = &c.addrs()[&(1 + i % 3)];
         let key = format!("p-before-{i}");
         acked.insert(key.clone(), submit(via, &key, "110109", "water in the street"));
     }
 
-    c.kill(leader);
-    let survivors: Vec<u64> = c.procs.keys().copied().collect();
+    c.kill(leader).unwrap();
+    let survivors: Vec<u64> = c.running_nodes();
     for i in 0..6 {
-        let via = &c.addrs[&survivors[i % 2]];
+        let via = &c.addrs()[&survivors[i % 2]];
         let key = format!("p-after-{i}");
         acked.insert(key.clone(), submit(via, &key, "110111", "road flooded"));
     }
@@ -285,7 +204,7 @@ fn kill_nine_the_leader_and_restart_everything() {
     let ticket = acked["p-before-0"].clone();
     assert_eq!(
         submit(
-            &c.addrs[&survivors[1]],
+            &c.addrs()[&survivors[1]],
             "p-before-0",
             "110109",
             "water in the street"
@@ -293,30 +212,30 @@ fn kill_nine_the_leader_and_restart_everything() {
         ticket
     );
 
-    c.start(leader);
+    c.start(leader).unwrap();
     c.wait_leader(Duration::from_secs(30));
     wait_everywhere(&c, &acked, Duration::from_secs(30));
 
     // Full-cluster kill -9 and restart.
     for id in 1..=3 {
-        c.kill(id);
+        c.kill(id).unwrap();
     }
     for id in 1..=3 {
-        c.start(id);
+        c.start(id).unwrap();
     }
     c.wait_leader(Duration::from_secs(30));
     wait_everywhere(&c, &acked, Duration::from_secs(30));
     for ticket in acked.values() {
-        assert!(get_json(&c.addrs[&2], ticket, false).is_some());
+        assert!(get_json(&c.addrs()[&2], ticket, false).is_some());
     }
 }
 
 #[test]
 fn cli_reports_errors_plainly() {
-    let mut c = Cluster::new(1);
-    c.start(1);
+    let mut c = cluster(1, ClusterOptions::default());
+    c.start(1).unwrap();
     c.wait_leader(Duration::from_secs(30));
-    let addr = c.addrs[&1].clone();
+    let addr = c.addrs()[&1].clone();
 
     let out = intake(&[
         "submit",
@@ -404,7 +323,7 @@ fn cli_reports_errors_plainly() {
 
     // Prometheus metrics, once the reporter has run.
     std::thread::sleep(Duration::from_millis(1500));
-    let page = http_get(&c.metrics[&1], "/metrics");
+    let page = http_get(&c.http_addrs()[&1], "/metrics");
     for name in [
         "intake_submit_total{outcome=\"accepted\"}",
         "intake_submit_duration_seconds_bucket",
@@ -422,7 +341,7 @@ fn cli_reports_errors_plainly() {
 }
 
 /// Waits until every shard reports a live leader; returns the status.
-fn wait_all_leaders(c: &Cluster, via: u64, timeout: Duration) -> serde_json::Value {
+fn wait_all_leaders(c: &LocalCluster, via: u64, timeout: Duration) -> serde_json::Value {
     let end = Instant::now() + timeout;
     loop {
         if let Some(s) = c.status(via) {
@@ -430,7 +349,7 @@ fn wait_all_leaders(c: &Cluster, via: u64, timeout: Duration) -> serde_json::Val
             let ok = !shards.is_empty()
                 && shards
                     .iter()
-                    .all(|sh| sh["leader"].as_u64().is_some_and(|l| c.procs.contains_key(&l)));
+                    .all(|sh| sh["leader"].as_u64().is_some_and(|l| c.is_running(l)));
             if ok {
                 return s;
             }
@@ -438,7 +357,7 @@ fn wait_all_leaders(c: &Cluster, via: u64, timeout: Duration) -> serde_json::Val
         assert!(
             Instant::now() < end,
             "not every shard has a live leader; logs in {}",
-            c.dir.path().display()
+            c.dir().display()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -446,9 +365,9 @@ fn wait_all_leaders(c: &Cluster, via: u64, timeout: Duration) -> serde_json::Val
 
 #[test]
 fn five_nodes_eight_shards_survive_kill_nine_of_any_node() {
-    let mut c = Cluster::new(5);
+    let mut c = cluster(5, ClusterOptions::default());
     for id in 1..=5 {
-        c.start(id);
+        c.start(id).unwrap();
     }
     let s = wait_all_leaders(&c, 1, Duration::from_secs(60));
     let shards = s["shards"].as_array().unwrap();
@@ -474,28 +393,28 @@ fn five_nodes_eight_shards_survive_kill_nine_of_any_node() {
     let districts = intake_core::DistrictTable::beijing();
     let mut acked = BTreeMap::new();
     for (i, d) in districts.iter().enumerate() {
-        let via = &c.addrs[&(1 + i as u64 % 5)];
+        let via = &c.addrs()[&(1 + i as u64 % 5)];
         let key = format!("k9-before-{}", d.code);
         acked.insert(key.clone(), submit(via, &key, &d.code, "burst pipe"));
     }
 
     let victim = 3;
-    c.kill(victim);
+    c.kill(victim).unwrap();
     let survivors = [1u64, 2, 4, 5];
     for (i, d) in districts.iter().enumerate() {
-        let via = &c.addrs[&survivors[i % 4]];
+        let via = &c.addrs()[&survivors[i % 4]];
         let key = format!("k9-after-{}", d.code);
         acked.insert(key.clone(), submit(via, &key, &d.code, "no water"));
     }
     for id in survivors {
         for (key, ticket) in &acked {
-            let t = get_json(&c.addrs[&id], ticket, false)
+            let t = get_json(&c.addrs()[&id], ticket, false)
                 .unwrap_or_else(|| panic!("node {id} cannot read {ticket}"));
             assert_eq!(t["idempotency_key"].as_str(), Some(key.as_str()));
         }
     }
 
-    c.start(victim);
+    c.start(victim).unwrap();
     let end = Instant::now() + Duration::from_secs(60);
     for (key, ticket) in &acked {
         let shard = ticket.parse::<intake_core::TicketId>().unwrap().shard as u64;
@@ -503,7 +422,7 @@ fn five_nodes_eight_shards_survive_kill_nine_of_any_node() {
             continue;
         }
         loop {
-            if let Some(t) = get_json(&c.addrs[&victim], ticket, true) {
+            if let Some(t) = get_json(&c.addrs()[&victim], ticket, true) {
                 assert_eq!(t["idempotency_key"].as_str(), Some(key.as_str()));
                 break;
             }
@@ -511,24 +430,6 @@ fn five_nodes_eight_shards_survive_kill_nine_of_any_node() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-/// The reference sink as a process.
-fn start_sink(dir: &std::path::Path, addr: &str, file: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("sink.log"))
-        .unwrap();
-    let child = Command::new(BIN)
-        .args(["sink", "--listen", addr, "--report-every", "1"])
-        .arg("--out")
-        .arg(file)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Proc { child }
 }
 
 /// `(key, ticket)` pairs an `intake load --acked-out` file lists.
@@ -558,20 +459,23 @@ fn field(line: &str, name: &str) -> u64 {
 
 #[test]
 fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage() {
-    let mut c = Cluster::new(3);
-    let sink_addr = format!("127.0.0.1:{}", free_port());
-    let sink_file = c.dir.path().join("sink.jsonl");
-    c.extra = vec!["--dispatch".into(), sink_addr.clone()];
+    let sink = ClusterOptions {
+        sink: true,
+        sink_report_every: 1,
+        ..ClusterOptions::default()
+    };
+    let mut c = cluster(3, sink);
+    let sink_file = c.sink_file().to_path_buf();
     for id in 1..=3 {
-        c.start(id);
+        c.start(id).unwrap();
     }
     wait_all_leaders(&c, 1, Duration::from_secs(60));
-    let mut sink = Some(start_sink(c.dir.path(), &sink_addr, &sink_file));
-    let endpoints = c.addrs.values().cloned().collect::<Vec<_>>().join(",");
+    c.start_sink().unwrap();
+    let endpoints = c.addrs().values().cloned().collect::<Vec<_>>().join(",");
 
     // Load in the background while a shard leader is killed with -9 and
     // the sink is down for a while.
-    let acked_file = c.dir.path().join("acked-1.txt");
+    let acked_file = c.dir().join("acked-1.txt");
     let load = Command::new(BIN)
         .args([
             "load",
@@ -599,18 +503,18 @@ fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage(
     std::thread::sleep(Duration::from_secs(3));
     let s = wait_all_leaders(&c, 1, Duration::from_secs(30));
     let victim = s["shards"][0]["leader"].as_u64().unwrap();
-    c.kill(victim);
+    c.kill(victim).unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    drop(sink.take()); // kill -9 of the sink too
+    c.stop_sink().unwrap(); // kill -9 of the sink too
     std::thread::sleep(Duration::from_secs(4));
-    c.start(victim);
-    sink = Some(start_sink(c.dir.path(), &sink_addr, &sink_file));
+    c.start(victim).unwrap();
+    c.start_sink().unwrap();
     let out = load.wait_with_output().unwrap();
     let line = last_line(&out);
     assert!(
         out.status.success(),
         "load failed: {line}; logs in {}",
-        c.dir.path().display()
+        c.dir().display()
     );
     assert_eq!(
         (field(&line, "lost"), field(&line, "duplicates")),
@@ -628,7 +532,7 @@ fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage(
         if missing == 0 {
             break;
         }
-        let more = c.dir.path().join(format!("acked-{round}.txt"));
+        let more = c.dir().join(format!("acked-{round}.txt"));
         let secs = (missing as f64 / 300.0).ceil().clamp(2.0, 15.0);
         let out = intake(&[
             "load",
@@ -666,7 +570,7 @@ fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage(
         assert!(
             Instant::now() < end,
             "dispatch lag stays {lags:?}; logs in {}",
-            c.dir.path().display()
+            c.dir().display()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -701,17 +605,19 @@ fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage(
             "ticket {ticket} of {key} not delivered"
         );
     }
-    drop(sink);
 }
 
 /// `intake start --api`: the node serves the HTTP doors over its own
 /// service; a complaint posted there reads back through gRPC.
 #[test]
 fn start_with_api_serves_the_http_doors() {
-    let mut c = Cluster::new(1);
-    let api = format!("127.0.0.1:{}", free_port());
-    c.extra = vec!["--api".into(), api.clone()];
-    c.start(1);
+    let api = ClusterOptions {
+        api: true,
+        ..ClusterOptions::default()
+    };
+    let mut c = cluster(1, api);
+    let api = c.api_addrs()[&1].clone();
+    c.start(1).unwrap();
     c.wait_leader(Duration::from_secs(30));
     let body = r#"{"district_code":"110105","category":"noise","text":"via --api"}"#;
     let end = Instant::now() + Duration::from_secs(30);
@@ -735,7 +641,7 @@ fn start_with_api_serves_the_http_doors() {
     let json = answer.split("\r\n\r\n").nth(1).unwrap();
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     let ticket = v["ticket_id"].as_str().unwrap();
-    let t = get_json(&c.addrs[&1], ticket, false).expect("the ticket over gRPC");
+    let t = get_json(&c.addrs()[&1], ticket, false).expect("the ticket over gRPC");
     assert_eq!(t["channel"], "web", "{t}");
     assert!(http_get(&api, "/v1/openapi.json").contains("\"openapi\""));
 }
@@ -865,15 +771,18 @@ fn personal_data_stays_out_of_logs_metrics_and_errors() {
         .unwrap_or_default()
         .as_nanos();
     let mark = format!("PiiMark{}x{nanos}", std::process::id());
-    let mut c = Cluster::new(3);
-    let sink_addr = format!("127.0.0.1:{}", free_port());
-    let sink_file = c.dir.path().join("sink.jsonl");
-    c.extra = vec!["--dispatch".into(), sink_addr.clone()];
-    c.envs = vec![("INTAKE_LOG".into(), "debug".into())];
+    let debug = ClusterOptions {
+        sink: true,
+        sink_report_every: 1,
+        envs: vec![("INTAKE_LOG".into(), "debug".into())],
+        ..ClusterOptions::default()
+    };
+    let mut c = cluster(3, debug);
+    let sink_file = c.sink_file().to_path_buf();
     for id in 1..=3 {
-        c.start(id);
+        c.start(id).unwrap();
     }
-    let sink = start_sink(c.dir.path(), &sink_addr, &sink_file);
+    c.start_sink().unwrap();
     wait_all_leaders(&c, 1, Duration::from_secs(60));
 
     let contact = format!("+86 138 0013 8000 {mark}@example.org");
@@ -897,7 +806,7 @@ fn personal_data_stays_out_of_logs_metrics_and_errors() {
     // Accepted, through every node and several shards.
     let mut tickets = Vec::new();
     for (i, district) in ["110105", "110101", "110108", "110111"].iter().enumerate() {
-        let via = &c.addrs[&(1 + i as u64 % 3)];
+        let via = &c.addrs()[&(1 + i as u64 % 3)];
         let key = format!("{mark}-ok-{i}");
         let text = format!("loud music {mark} at 2am");
         let end = Instant::now() + Duration::from_secs(30);
@@ -955,7 +864,7 @@ fn personal_data_stays_out_of_logs_metrics_and_errors() {
     ];
     for (key, district, text, contact, field) in &refused {
         for id in 1..=3 {
-            let out = with_contact(&c.addrs[&id], key, district, text, contact);
+            let out = with_contact(&c.addrs()[&id], key, district, text, contact);
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{field}: accepted");
             assert!(err.contains(field), "the error names {field}: {err}");
@@ -974,11 +883,11 @@ fn personal_data_stays_out_of_logs_metrics_and_errors() {
         assert!(Instant::now() < end, "tickets never reached the sink");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let pages: Vec<String> = c.metrics.values().map(|a| http_get(a, "/metrics")).collect();
-    c.kill(1);
-    c.kill(2);
-    c.kill(3);
-    drop(sink);
+    let pages: Vec<String> = c.http_addrs().values().map(|a| http_get(a, "/metrics")).collect();
+    c.kill(1).unwrap();
+    c.kill(2).unwrap();
+    c.kill(3).unwrap();
+    c.stop_sink().unwrap();
 
     for page in &pages {
         assert!(page.contains("intake_submit_total"), "{page}");
@@ -986,7 +895,7 @@ fn personal_data_stays_out_of_logs_metrics_and_errors() {
     }
     let mut logged = String::new();
     for name in ["node-1.log", "node-2.log", "node-3.log", "sink.log"] {
-        let text = std::fs::read_to_string(c.dir.path().join(name)).unwrap_or_default();
+        let text = std::fs::read_to_string(c.dir().join(name)).unwrap_or_default();
         let hits: Vec<&str> = text.lines().filter(|l| l.contains(&mark)).take(5).collect();
         assert!(
             hits.is_empty(),
@@ -1005,29 +914,30 @@ fn personal_data_stays_out_of_logs_metrics_and_errors() {
 }
 
 /// Acknowledges `n` complaints through the nodes in turn.
-fn ack_n(c: &Cluster, prefix: &str, n: usize) -> BTreeMap<String, String> {
-    let ids: Vec<u64> = c.procs.keys().copied().collect();
+fn ack_n(c: &LocalCluster, prefix: &str, n: usize) -> BTreeMap<String, String> {
+    let ids: Vec<u64> = c.running_nodes();
     (0..n)
         .map(|i| {
             let key = format!("{prefix}-{i}");
-            let ticket = submit(&c.addrs[&ids[i % ids.len()]], &key, "110105", "pipe burst");
+            let ticket = submit(&c.addrs()[&ids[i % ids.len()]], &key, "110105", "pipe burst");
             (key, ticket)
         })
         .collect()
 }
 
-fn all_served_by(c: &Cluster, via: u64, acked: &BTreeMap<String, String>) {
+fn all_served_by(c: &LocalCluster, via: u64, acked: &BTreeMap<String, String>) {
     for (key, ticket) in acked {
-        let t = get_json(&c.addrs[&via], ticket, false).unwrap_or_else(|| panic!("node {via} lost {ticket}"));
+        let t =
+            get_json(&c.addrs()[&via], ticket, false).unwrap_or_else(|| panic!("node {via} lost {ticket}"));
         assert_eq!(t["idempotency_key"].as_str(), Some(key.as_str()));
     }
 }
 
 #[test]
 fn a_node_whose_fsync_fails_exits_and_the_others_serve_on() {
-    let mut c = Cluster::new(3);
+    let mut c = cluster(3, ClusterOptions::default());
     for id in 1..=3 {
-        c.start(id);
+        c.start(id).unwrap();
     }
     c.wait_leader(Duration::from_secs(30));
     let mut acked = ack_n(&c, "before", 5);
@@ -1038,12 +948,12 @@ fn a_node_whose_fsync_fails_exits_and_the_others_serve_on() {
         let key = format!("during-{i}");
         acked.insert(
             key.clone(),
-            submit(&c.addrs[&via[i % 2]], &key, "110105", "pipe burst"),
+            submit(&c.addrs()[&via[i % 2]], &key, "110105", "pipe burst"),
         );
     }
-    let status = c.wait_exit(2, Duration::from_secs(30));
+    let status = c.wait_exit(2, Duration::from_secs(30)).unwrap();
     assert!(!status.success(), "node 2 exited with {status}");
-    let log = c.log(2);
+    let log = c.node_log(2);
     assert!(log.contains("storage fsync failed"), "log of node 2:\n{log}");
     acked.extend(ack_n(&c, "after", 5));
     all_served_by(&c, 1, &acked);
@@ -1051,20 +961,20 @@ fn a_node_whose_fsync_fails_exits_and_the_others_serve_on() {
 
 #[test]
 fn a_wiped_node_restarted_under_its_old_id_is_refused() {
-    let mut c = Cluster::new(3);
+    let mut c = cluster(3, ClusterOptions::default());
     for id in 1..=3 {
-        c.start(id);
+        c.start(id).unwrap();
     }
     wait_all_leaders(&c, 1, Duration::from_secs(60));
     let acked = ack_n(&c, "wiped", 40);
     wait_everywhere(&c, &acked, Duration::from_secs(30));
-    c.kill(3);
-    std::fs::remove_dir_all(c.dir.path().join("node-3")).unwrap();
-    std::fs::create_dir(c.dir.path().join("node-3")).unwrap();
-    c.start(3);
-    let status = c.wait_exit(3, Duration::from_secs(30));
+    c.kill(3).unwrap();
+    std::fs::remove_dir_all(c.dir().join("node-3")).unwrap();
+    std::fs::create_dir(c.dir().join("node-3")).unwrap();
+    c.start(3).unwrap();
+    let status = c.wait_exit(3, Duration::from_secs(30)).unwrap();
     assert!(!status.success(), "node 3 exited with {status}");
-    let log = c.log(3);
+    let log = c.node_log(3);
     assert!(
         log.contains("data directory") && log.contains("is empty") && log.contains("will not start"),
         "log of node 3:\n{log}"

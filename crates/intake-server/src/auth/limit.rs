@@ -2,8 +2,9 @@
 //! of one second's worth, so a steady adapter never notices it and a
 //! runaway one is refused with the time until its next call would fit.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 #[derive(Debug)]
 pub(crate) struct Bucket {
@@ -24,10 +25,7 @@ impl Bucket {
 
     /// Takes one call's worth, or says how long until one is there.
     pub(crate) fn take(&self, now: Instant) -> Result<(), Duration> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state.lock();
         let (tokens, last) = *state;
         let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate).min(self.burst);
         if tokens >= 1.0 {

@@ -5,9 +5,10 @@
 //! open ones keep theirs until they reconnect.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use super::files::{TlsError, TlsFiles, TlsState};
@@ -49,10 +50,7 @@ impl TlsReloader {
 
     /// The configuration a new connection should use.
     pub fn current(&self) -> Current {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.current.read().clone()
     }
 
     /// Whether peers must prove themselves with a cluster certificate.
@@ -67,10 +65,7 @@ impl TlsReloader {
             path: "(no TLS files configured)".into(),
         })?;
         let state = Arc::new(state);
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = state.clone();
+        *self.current.write() = state.clone();
         Ok(state)
     }
 

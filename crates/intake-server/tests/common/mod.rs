@@ -1,5 +1,10 @@
 //! An in-process cluster of real nodes: real sled on temp dirs, real gRPC on
 //! loopback ports, real Raft.
+//!
+//! Not the process harness (`intake_loadtest::cluster::LocalCluster`, which
+//! `intake load --spawn` and `crates/intake/tests/processes.rs` share): these
+//! nodes run inside the test process, so a test can read a node's registry
+//! and metrics, tune Raft per node and stop a node without a binary to spawn.
 
 #![allow(dead_code)]
 

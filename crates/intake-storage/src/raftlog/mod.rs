@@ -24,9 +24,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 pub use record::{MetaKind, Op};
@@ -171,8 +172,8 @@ impl LogEngine {
     /// unbounded), as stored. Missing indexes are skipped.
     pub fn entries(&self, shard: ShardId, start: u64, end: Option<u64>) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let wanted: Vec<(u64, state::Loc, Arc<File>)> = {
-            let files = self.inner.shared.files.read().map_err(|_| poisoned())?;
-            let index = self.inner.shared.index.read().map_err(|_| poisoned())?;
+            let files = self.inner.shared.files.read();
+            let index = self.inner.shared.index.read();
             let Some(log) = index.shards.get(&shard) else {
                 return Ok(Vec::new());
             };
@@ -203,33 +204,21 @@ impl LogEngine {
     /// round (anyone's) or at shutdown. For hints whose loss in a crash is
     /// harmless, such as openraft's committed id.
     pub fn set_meta_lazily(&self, shard: ShardId, kind: MetaKind, value: Option<Vec<u8>>) -> io::Result<()> {
-        self.inner
-            .shared
-            .lazy
-            .lock()
-            .map_err(|_| poisoned())?
-            .insert((shard, kind), value);
+        self.inner.shared.lazy.lock().insert((shard, kind), value);
         Ok(())
     }
 
     pub fn meta(&self, shard: ShardId, kind: MetaKind) -> io::Result<Option<Vec<u8>>> {
-        if let Some(v) = self
-            .inner
-            .shared
-            .lazy
-            .lock()
-            .map_err(|_| poisoned())?
-            .get(&(shard, kind))
-        {
+        if let Some(v) = self.inner.shared.lazy.lock().get(&(shard, kind)) {
             return Ok(v.clone());
         }
-        let index = self.inner.shared.index.read().map_err(|_| poisoned())?;
+        let index = self.inner.shared.index.read();
         Ok(index.shards.get(&shard).and_then(|l| l.meta.get(&kind).cloned()))
     }
 
     /// First and last live index of `shard`.
     pub fn bounds(&self, shard: ShardId) -> io::Result<(Option<u64>, Option<u64>)> {
-        let index = self.inner.shared.index.read().map_err(|_| poisoned())?;
+        let index = self.inner.shared.index.read();
         Ok(index
             .shards
             .get(&shard)
@@ -256,13 +245,13 @@ impl LogEngine {
 
     /// Segment files on disk now.
     pub fn segment_count(&self) -> usize {
-        self.inner.shared.files.read().map_or(0, |f| f.len())
+        self.inner.shared.files.read().len()
     }
 
     /// Stops the writer thread after the jobs already queued and waits for
     /// it. Later writes, from any clone, fail as stopped.
     pub async fn shutdown(&self) {
-        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        let thread = self.inner.thread.lock().take();
         let Some(thread) = thread else { return };
         if self.inner.tx.send(writer::Msg::Stop).await.is_err() {
             return;
@@ -295,10 +284,6 @@ pub fn write_new(dir: &Path, records: &[(ShardId, Op)]) -> io::Result<()> {
 
 fn stopped() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "raft log writer is stopped")
-}
-
-fn poisoned() -> io::Error {
-    io::Error::other("raft log index lock poisoned")
 }
 
 #[cfg(test)]

@@ -103,10 +103,7 @@ impl Writer {
     /// Puts pending lazily-set metadata in front of this round, as a job with
     /// no one waiting on it.
     fn take_lazy(&self, jobs: &mut Vec<Job>) {
-        let pending = match self.shared.lazy.lock() {
-            Ok(mut lazy) => std::mem::take(&mut *lazy),
-            Err(_) => return,
-        };
+        let pending = std::mem::take(&mut *self.shared.lazy.lock());
         for ((shard, kind), value) in pending {
             let (done, _) = oneshot::channel();
             jobs.insert(
@@ -171,7 +168,7 @@ impl Writer {
         metrics::counter!("intake_raftlog_fsyncs_total").increment(1);
         metrics::counter!("intake_raftlog_bytes_total").increment(buf.len() as u64);
         {
-            let mut index = self.shared.index.write().map_err(|_| poisoned())?;
+            let mut index = self.shared.index.write();
             for (j, o, loc) in placed {
                 let job = &mut jobs[j];
                 let op = &mut job.ops[o];
@@ -191,12 +188,8 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<Vec<(ShardId, Op)>> {
         let next = self.segment + 1;
         let file = Arc::new(segment::create(&self.dir, next)?);
-        let checkpoint = self.shared.index.read().map_err(|_| poisoned())?.checkpoint();
-        self.shared
-            .files
-            .write()
-            .map_err(|_| poisoned())?
-            .insert(next, Arc::clone(&file));
+        let checkpoint = self.shared.index.read().checkpoint();
+        self.shared.files.write().insert(next, Arc::clone(&file));
         self.segment = next;
         self.file = file;
         self.len = 0;
@@ -209,8 +202,8 @@ impl Writer {
     pub fn collect_garbage_now(&mut self) -> io::Result<()> {
         let dead: Vec<u64> = {
             // Lock order everywhere: files, then index.
-            let files = self.shared.files.read().map_err(|_| poisoned())?;
-            let index = self.shared.index.read().map_err(|_| poisoned())?;
+            let files = self.shared.files.read();
+            let index = self.shared.index.read();
             files
                 .keys()
                 .copied()
@@ -221,8 +214,8 @@ impl Writer {
             return Ok(());
         }
         {
-            let mut files = self.shared.files.write().map_err(|_| poisoned())?;
-            let mut index = self.shared.index.write().map_err(|_| poisoned())?;
+            let mut files = self.shared.files.write();
+            let mut index = self.shared.index.write();
             for id in &dead {
                 files.remove(id);
                 index.live.remove(id);
@@ -244,8 +237,4 @@ fn job_bytes(job: &Job) -> usize {
             _ => 32,
         })
         .sum()
-}
-
-fn poisoned() -> io::Error {
-    io::Error::other("raft log index lock poisoned")
 }
