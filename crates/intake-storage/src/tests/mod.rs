@@ -9,5 +9,6 @@ mod incidents;
 mod key_window;
 mod migration;
 mod openraft_suite;
+mod pure_apply;
 mod sm_writer;
 mod snapshots;
