@@ -249,7 +249,8 @@ impl StateMachine {
     /// batch (with the applied state written once, after the last); any other
     /// entry is applied on its own, as [`apply_entry`](Self::apply_entry).
     /// The result is the same as applying each entry alone: keys created by
-    /// earlier entries of the run are seen by later ones through `created`.
+    /// earlier entries of the run are seen by later ones through the run's
+    /// overlay (`intake_core::apply::Run`).
     pub(crate) fn apply_group(
         &self,
         entries: Vec<Entry>,
