@@ -164,6 +164,18 @@ pub struct IncidentEntry {
     pub count: u32,
 }
 
+/// What `intake status` and the dashboard list about an incident, once it
+/// has two complaints; kept in the shard's state, written by apply.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IncidentSummary {
+    pub id: crate::TicketId,
+    pub district: String,
+    pub category: String,
+    pub count: u32,
+    pub first_at: crate::UnixMillis,
+    pub last_at: crate::UnixMillis,
+}
+
 /// Of the candidates the band index found, the incident a complaint with
 /// signature `sig` accepted at `at` joins: the most similar within the
 /// window, the oldest incident on a tie. Deterministic.

@@ -2,6 +2,7 @@
 //! are, how ticket ids read aloud, which districts exist, what is valid, and the
 //! commands the Raft state machine applies. Every other crate builds on these.
 
+pub mod apply;
 pub mod category;
 pub mod cluster_map;
 pub mod command;

@@ -1,7 +1,9 @@
-//! Incident grouping in apply (the logic is `intake_core::incident`, the
-//! band index `intake_core::incident_index`): the incident records of one
-//! shard's tree, written in the same batch as the tickets, so every
-//! replica, and every snapshot, groups alike.
+//! Incident grouping's records in one shard's tree: their keys, the band
+//! index rebuilt from them, and the reads of `intake status`. Which
+//! incident a ticket joins is decided in `intake_core::incident_index` and
+//! what apply writes of it in `intake_core::apply` (`grouping.rs`); the
+//! writes land in the same batch as the tickets, so every replica, and
+//! every snapshot, groups alike.
 //!
 //! Records (all in `sm.{shard}`, all in snapshots):
 //! - `j` incident position(9): an incident the band index holds,
@@ -19,9 +21,9 @@
 
 use std::collections::HashMap;
 
-use intake_core::incident::{self, IncidentEntry};
+use intake_core::incident::IncidentEntry;
 use intake_core::incident_index::{self, IncidentIndex};
-use intake_core::{Ticket, TicketId, UnixMillis};
+use intake_core::{TicketId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
@@ -33,22 +35,14 @@ pub use keys::MEMBER_PREFIX;
 pub use keys::OPEN_PREFIX;
 pub use keys::SUMMARY_PREFIX;
 
-/// What `intake status` and the dashboard list about an incident.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncidentSummary {
-    pub id: TicketId,
-    pub district: String,
-    pub category: String,
-    pub count: u32,
-    pub first_at: UnixMillis,
-    pub last_at: UnixMillis,
-}
+pub use intake_core::incident::IncidentSummary;
 
-/// An incident the band index holds (`j` record).
+/// An incident the band index holds (`j` record); written from borrowed
+/// names (`OpenRecord<&str>`, the same bytes), read as owned ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpenRecord {
-    pub district: String,
-    pub category: String,
+pub struct OpenRecord<S = String> {
+    pub district: S,
+    pub category: S,
     pub entry: IncidentEntry,
 }
 
@@ -68,13 +62,6 @@ pub fn open_key(id: &TicketId) -> [u8; 10] {
     let mut k = keys::ticket_key(id);
     k[0] = OPEN_PREFIX;
     k
-}
-
-/// Summaries written earlier in the same store batch (a run of entries is
-/// one batch, so the tree does not show them yet).
-#[derive(Default)]
-pub struct Overlay {
-    summaries: HashMap<TicketId, IncidentSummary>,
 }
 
 /// The band index as the tree's records say, rebuilt. Records of the
@@ -129,63 +116,6 @@ pub fn load_index(tree: &Tree, batch: &mut Batch) -> Result<IncidentIndex, Stora
     Ok(index)
 }
 
-/// Links `ticket` to an open incident of its district and category, or
-/// opens one, adding the records to `batch`. Returns the incident once it
-/// has two complaints or more.
-pub fn assign(
-    tree: &Tree,
-    index: &mut IncidentIndex,
-    overlay: &mut Overlay,
-    ticket: &Ticket,
-    batch: &mut Batch,
-) -> Result<Option<TicketId>, StorageError> {
-    let c = &ticket.complaint;
-    let Some(sig) = incident::fingerprint(&c.text) else {
-        return Ok(None);
-    };
-    let assigned = index.assign(&c.district, &c.category, &sig, ticket.id, ticket.accepted_at);
-    let entry = assigned.entry;
-    let record = OpenRecord {
-        district: c.district.clone(),
-        category: c.category.clone(),
-        entry,
-    };
-    batch.insert(open_key(&entry.incident), keys::encode(&record)?);
-    if let Some(gone) = assigned.evicted {
-        batch.remove(open_key(&gone));
-    }
-    if entry.count < 2 {
-        return Ok(None);
-    }
-    let summary = match overlay.summaries.get(&entry.incident) {
-        Some(s) => s.clone(),
-        None => match tree.get(summary_key(&entry.incident))? {
-            Some(v) => keys::decode("incident summary", &v)?,
-            None => {
-                // The second complaint: the first joins its own incident.
-                batch.insert(member_key(&entry.incident), keys::encode(&entry.incident)?);
-                IncidentSummary {
-                    id: entry.incident,
-                    district: c.district.clone(),
-                    category: c.category.clone(),
-                    count: 1,
-                    first_at: ticket.accepted_at,
-                    last_at: ticket.accepted_at,
-                }
-            }
-        },
-    };
-    let summary = IncidentSummary {
-        count: summary.count.saturating_add(1),
-        last_at: entry.last_at,
-        ..summary
-    };
-    batch.insert(summary_key(&entry.incident), keys::encode(&summary)?);
-    batch.insert(member_key(&ticket.id), keys::encode(&entry.incident)?);
-    overlay.summaries.insert(entry.incident, summary);
-    Ok(Some(entry.incident))
-}
-
 /// The incident of a ticket, if it has one.
 pub fn incident_of(tree: &Tree, id: &TicketId) -> Result<Option<TicketId>, StorageError> {
     match tree.get(member_key(id))? {
@@ -211,23 +141,4 @@ pub fn largest_open(
     out.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_at.cmp(&b.first_at)));
     out.truncate(limit);
     Ok(out)
-}
-
-/// Whether a snapshot record of these prefixes decodes.
-pub fn check_record(key: &[u8], value: &[u8]) -> Result<bool, String> {
-    match key.first() {
-        Some(&BAND_PREFIX) => postcard::from_bytes::<IncidentEntry>(value)
-            .map(|_| true)
-            .map_err(|e| format!("incident band record: {e}")),
-        Some(&OPEN_PREFIX) if key.len() == 10 => postcard::from_bytes::<OpenRecord>(value)
-            .map(|_| true)
-            .map_err(|e| format!("open incident record: {e}")),
-        Some(&MEMBER_PREFIX) if key.len() == 10 => postcard::from_bytes::<TicketId>(value)
-            .map(|_| true)
-            .map_err(|e| format!("incident member record: {e}")),
-        Some(&SUMMARY_PREFIX) if key.len() == 10 => postcard::from_bytes::<IncidentSummary>(value)
-            .map(|_| true)
-            .map_err(|e| format!("incident summary record: {e}")),
-        _ => Ok(false),
-    }
 }

@@ -88,21 +88,8 @@ pub fn history_key(id: &TicketId) -> [u8; 10] {
 /// The shard's replicated delivery state (`DispatchState`).
 pub const DISPATCH_PREFIX: u8 = b'd';
 
-/// Every kind of record a shard's state holds, and so every kind a snapshot
-/// carries and an installed snapshot replaces: the one list, so that a new
-/// kind cannot be added to one side and vanish on the other.
-pub const SNAPSHOT_PREFIXES: [u8; 10] = [
-    TICKET_PREFIX,
-    IDEM_PREFIX,
-    AGE_PREFIX,
-    CLUSTER_PREFIX,
-    HISTORY_PREFIX,
-    DISPATCH_PREFIX,
-    BAND_PREFIX,
-    OPEN_PREFIX,
-    MEMBER_PREFIX,
-    SUMMARY_PREFIX,
-];
+// Every kind of record above and below, with its check, is listed once in
+// `records.rs`: what snapshots carry and installs replace.
 
 /// Incident grouping (`incidents.rs`): an incident the band index holds, a
 /// ticket's incident, an incident's summary; and the band records of
@@ -153,14 +140,18 @@ pub fn age_bound(accepted_at: i64) -> [u8; 9] {
     k
 }
 
-/// The log index of the ticket an age key indexes, or `None` if malformed.
-pub fn age_key_index(key: &[u8]) -> Option<u64> {
+/// An age key's accepted_at and ticket position (log index, item), or
+/// `None` if malformed.
+pub fn age_key_parts(key: &[u8]) -> Option<(i64, u64, u8)> {
     if key.len() != 18 || key[0] != AGE_PREFIX {
         return None;
     }
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&key[9..17]);
-    Some(u64::from_be_bytes(b))
+    let mut time = [0u8; 8];
+    time.copy_from_slice(&key[1..9]);
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&key[9..17]);
+    let accepted_at = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
+    Some((accepted_at, u64::from_be_bytes(index), key[17]))
 }
 
 pub fn idem_key(idempotency_key: &str) -> Vec<u8> {
@@ -200,6 +191,8 @@ mod tests {
         assert!(old < a && a < b && b < c);
         assert!(b.as_slice() < age_bound(1_001).as_slice());
         assert!(c.as_slice() >= age_bound(2_000).as_slice());
-        assert_eq!(age_key_index(&b), Some(8));
+        assert_eq!(age_key_parts(&b), Some((1_000, 8, 0)));
+        assert_eq!(age_key_parts(&old), Some((-5, 900, 0)));
+        assert_eq!(age_key_parts(&age_bound(7)), None);
     }
 }

@@ -15,6 +15,7 @@
 //! across power loss, so no IO is reported complete before our own `fdatasync`.
 
 mod apply_hook;
+mod batch_sink;
 mod error;
 mod flusher;
 mod incidents;
@@ -23,9 +24,11 @@ mod log_store;
 mod migrate;
 mod node_storage;
 pub mod raftlog;
+mod records;
 mod snapshot;
 mod state_machine;
 mod store;
+mod tree_view;
 
 pub use apply_hook::ApplyHook;
 pub use error::StorageError;

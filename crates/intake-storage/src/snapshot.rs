@@ -10,10 +10,9 @@
 //! ```
 //!
 //! The footer makes a truncated or corrupted transfer fail loudly instead of
-//! installing half a shard. Only the state machine's data records (tickets,
-//! keys, ages, cluster map, status histories, dispatch state) are allowed,
-//! so a snapshot can never overwrite the state machine's own
-//! bookkeeping keys.
+//! installing half a shard. Only the kinds of record listed in
+//! `records.rs`, well formed, are allowed, so a snapshot can never
+//! overwrite the state machine's own bookkeeping keys.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -21,11 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use intake_core::{DispatchState, StatusEvent, Ticket, TicketId};
 use tokio::io::AsyncWriteExt;
 
 use crate::SnapshotData;
-use crate::keys;
+use crate::records::RECORD_KINDS;
 use crate::store::Tree;
 
 pub const SNAPSHOT_DIR: &str = "snapshots";
@@ -109,8 +107,8 @@ pub(crate) fn write_file(tree: &Tree, has_state: bool, dir: &Path, id: &str) -> 
     // The caller holds the state machine's apply lock, so the tree does not
     // change during the scan and every record belongs to the applied state.
     if has_state {
-        for prefix in keys::SNAPSHOT_PREFIXES {
-            for kv in tree.scan_prefix([prefix]) {
+        for kind in &RECORD_KINDS {
+            for kv in tree.scan_prefix([kind.prefix]) {
                 let (k, v) = kv.map_err(io::Error::other)?;
                 w.record(&k, &v)?;
             }
@@ -151,7 +149,7 @@ pub(crate) fn read_records<R: Read>(
         let key = read_part(&mut r, key_len, MAX_KEY_BYTES, &mut hash)?;
         let value_len = read_u32(&mut r)?;
         let value = read_part(&mut r, value_len, MAX_VALUE_BYTES, &mut hash)?;
-        check_record(&key, &value)?;
+        crate::records::check(&key, &value).map_err(invalid)?;
         on_record(key, value)?;
         count += 1;
     }
@@ -198,39 +196,6 @@ fn read_part<R: Read>(r: &mut R, len: u32, max: usize, hash: &mut Fnv) -> io::Re
     hash.update(&(len as u32).to_be_bytes());
     hash.update(&buf);
     Ok(buf)
-}
-
-/// Only decodable ticket and idempotency records may enter the tree.
-fn check_record(key: &[u8], value: &[u8]) -> io::Result<()> {
-    match key.first() {
-        Some(&keys::TICKET_PREFIX) if keys::ticket_key_index(key).is_some() => {
-            postcard::from_bytes::<Ticket>(value).map_err(|e| invalid(format!("ticket record: {e}")))?;
-        }
-        Some(&keys::IDEM_PREFIX) => {
-            postcard::from_bytes::<TicketId>(value)
-                .map_err(|e| invalid(format!("idempotency record: {e}")))?;
-        }
-        Some(&keys::AGE_PREFIX) if keys::age_key_index(key).is_some() => {
-            std::str::from_utf8(value).map_err(|e| invalid(format!("age record: {e}")))?;
-        }
-        Some(&keys::CLUSTER_PREFIX) if key == keys::CLUSTER_KEY => {
-            keys::decode_cluster(value).map_err(|e| invalid(format!("cluster map record: {e}")))?;
-        }
-        Some(&keys::HISTORY_PREFIX) if key.len() == 10 => {
-            postcard::from_bytes::<Vec<StatusEvent>>(value)
-                .map_err(|e| invalid(format!("status history record: {e}")))?;
-        }
-        Some(&keys::DISPATCH_PREFIX) if key == keys::DISPATCH_KEY => {
-            postcard::from_bytes::<DispatchState>(value)
-                .map_err(|e| invalid(format!("dispatch state record: {e}")))?;
-        }
-        _ => {
-            if !crate::incidents::check_record(key, value).map_err(invalid)? {
-                return Err(invalid("snapshot holds a record of no known kind"));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Copies `src` (from its start) to `<dir>/<id>.snap` durably, validating it
@@ -406,6 +371,8 @@ impl ShardHome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys;
+    use intake_core::TicketId;
 
     #[test]
     fn garbage_is_invalid_data_not_panic() {

@@ -1,31 +1,38 @@
-//! The ticket state machine of one shard: applies committed `Submit` commands,
-//! enforcing idempotency keys, and builds and installs file snapshots.
+//! The ticket state machine of one shard: openraft's `RaftStateMachine`
+//! over the shard's keyspace of the node's state-machine store (`store.rs`).
+//! The apply rules are pure code in `intake_core::apply`; here entries are
+//! grouped into batches, the rules read the tree through `TreeView` and
+//! their writes become one store batch (`BatchSink`), written in place.
+//! Snapshots are built and installed here too.
 //!
-//! Each entry's effects and the applied log id go into one store batch, so
-//! after a crash the tree is exactly "everything up to the applied id" and
+//! Each batch holds its entries' effects and the applied log id, so after a
+//! crash the tree is exactly "everything up to the applied id" and
 //! openraft re-applies the rest from the durable log. `apply` therefore does
 //! not flush; snapshots do, before openraft may purge the log they replace.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt};
+use intake_core::apply::{self, ShardView};
+use intake_core::ticket_id::MAX_ITEMS_PER_ENTRY;
 use intake_core::{
-    Command, CommandResponse, Complaint, DispatchCursor, DispatchState, StatusEvent, StatusOutcome,
-    StatusUpdate, SubmitOutcome, Ticket, TicketId, TicketStatus, UnixMillis, check_transition,
+    Command, CommandResponse, Complaint, DispatchCursor, DispatchState, StatusEvent, SubmitOutcome, Ticket,
+    TicketId, UnixMillis,
 };
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
+use crate::batch_sink::BatchSink;
 use crate::error::StorageError;
 use crate::incidents::{self, IncidentSummary};
 use crate::keys::{self, SM_SNAPSHOT, SM_STATE};
 use crate::snapshot::ShardHome;
 use crate::store::{Batch, Tree};
+use crate::tree_view::TreeView;
 use crate::{ShardId, SnapshotData, TypeConfig, snapshot};
 use intake_core::incident_index::IncidentIndex;
 
@@ -38,9 +45,6 @@ type AppliedState = (Option<LogId>, Membership);
 
 /// Records loaded per store batch when installing a snapshot.
 const LOAD_BATCH: usize = 1024;
-/// Keys one `CompactKeys` entry forgets at most, so applying it stays short;
-/// the leader proposes again while `more` comes back true.
-pub const MAX_COMPACT_PER_ENTRY: usize = 20_000;
 
 /// What `m/snapshot` holds: the current snapshot file and its meta.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,21 +101,23 @@ impl StateMachine {
         self.shard
     }
 
+    /// The tree as the apply rules read it.
+    fn view(&self) -> TreeView<'_> {
+        TreeView {
+            tree: &self.tree,
+            shard: self.shard,
+        }
+    }
+
     pub fn get_ticket(&self, id: &TicketId) -> Result<Option<Ticket>, StorageError> {
         if id.shard != self.shard {
             return Ok(None);
         }
-        match self.tree.get(keys::ticket_key(id))? {
-            Some(v) => Ok(Some(keys::decode("ticket", &v)?)),
-            None => Ok(None),
-        }
+        self.view().ticket(id)
     }
 
     pub fn lookup_key(&self, idempotency_key: &str) -> Result<Option<TicketId>, StorageError> {
-        match self.tree.get(keys::idem_key(idempotency_key))? {
-            Some(v) => Ok(Some(keys::decode("ticket id", &v)?)),
-            None => Ok(None),
-        }
+        self.view().key(idempotency_key)
     }
 
     /// Counts tickets by scanning: O(tickets), for tests and admin use.
@@ -155,10 +161,7 @@ impl StateMachine {
 
     /// Where delivery to the downstream stands (replicated; any replica).
     pub fn dispatch_state(&self) -> Result<DispatchState, StorageError> {
-        match self.tree.get(keys::DISPATCH_KEY)? {
-            Some(v) => keys::decode("dispatch state", &v),
-            None => Ok(DispatchState::default()),
-        }
+        self.view().dispatch()
     }
 
     /// The incident a ticket was grouped into (its first ticket's id), once
@@ -184,10 +187,7 @@ impl StateMachine {
         if id.shard != self.shard {
             return Ok(Vec::new());
         }
-        match self.tree.get(keys::history_key(id))? {
-            Some(v) => keys::decode("status history", &v),
-            None => Ok(Vec::new()),
-        }
+        self.view().history(id)
     }
 
     /// The cluster map, in the meta group's state machine; `None` elsewhere
@@ -218,200 +218,47 @@ impl StateMachine {
         }
     }
 
-    /// The ticket an idempotency key points to, from this entry or the tree.
-    fn existing(
-        &self,
-        key: &str,
-        this_entry: &HashMap<String, Ticket>,
-    ) -> Result<Option<Ticket>, StorageError> {
-        if let Some(t) = this_entry.get(key) {
-            return Ok(Some(t.clone()));
-        }
-        let Some(id) = self.lookup_key(key)? else {
-            return Ok(None);
-        };
-        match self.get_ticket(&id)? {
-            Some(t) => Ok(Some(t)),
-            None => Err(StorageError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("idempotency key points to missing ticket {id}"),
-            ))),
-        }
-    }
-
     /// What a complaint whose key this replica has applied gets: its ticket,
     /// or a conflict if the key came with other content. A replica applies
     /// only what is committed, so any replica may answer this without a
     /// Raft round; a retry of a complaint that committed after its first
     /// attempt gave up then costs a read, not another proposal.
     pub fn already_submitted(&self, complaint: &Complaint) -> Result<Option<SubmitOutcome>, StorageError> {
-        match self.existing(&complaint.idempotency_key, &HashMap::new())? {
-            Some(t) => Ok(Some(self.repeat_outcome(&t, complaint))),
-            None => Ok(None),
-        }
-    }
-
-    fn repeat_outcome(&self, t: &Ticket, complaint: &Complaint) -> SubmitOutcome {
-        if t.complaint.same_content(complaint) {
-            SubmitOutcome::Existing {
-                id: t.id,
-                accepted_at: t.accepted_at,
-            }
-        } else {
-            // The ticket id says which complaint; neither complaint's
-            // content goes into the log (personal data, issue 19).
-            tracing::warn!(
-                shard = self.shard,
-                ticket = %t.id,
-                "idempotency key reused with different content"
-            );
-            SubmitOutcome::Conflict { id: t.id }
-        }
-    }
-
-    /// Adds the effects of one `Submit` to `batch` and returns the outcomes.
-    /// Deterministic: every replica computes the same result.
-    fn apply_submit(
-        &self,
-        log_index: u64,
-        accepted_at: i64,
-        complaints: Vec<Complaint>,
-        created: &mut HashMap<String, Ticket>,
-        incidents: &mut incidents::Overlay,
-        batch: &mut Batch,
-    ) -> Result<Vec<SubmitOutcome>, StorageError> {
-        let mut outcomes = Vec::with_capacity(complaints.len());
-        let mut guard = self.incidents.lock();
-        let index = match guard.take() {
-            Some(ix) => guard.insert(ix),
-            None => guard.insert(incidents::load_index(&self.tree, batch)?),
+        let Some(known) = self.view().ticket_of_key(&complaint.idempotency_key)? else {
+            return Ok(None);
         };
-        for (i, complaint) in complaints.into_iter().enumerate() {
-            // Ids number items in 8 bits; the proposer never packs more.
-            let Ok(item) = u8::try_from(i) else {
-                tracing::error!(
+        let outcome = apply::repeat_outcome(&known, complaint);
+        self.warn_conflicts(std::slice::from_ref(&outcome));
+        Ok(Some(outcome))
+    }
+
+    /// Logs each conflict of `outcomes` by ticket id: neither complaint's
+    /// content goes into the log (personal data, issue 19).
+    fn warn_conflicts(&self, outcomes: &[SubmitOutcome]) {
+        for o in outcomes {
+            if let SubmitOutcome::Conflict { id } = o {
+                tracing::warn!(
                     shard = self.shard,
-                    log_index,
-                    "entry holds more than 256 complaints; rest ignored"
+                    ticket = %id,
+                    "idempotency key reused with different content"
                 );
-                break;
-            };
-            if let Some(t) = self.existing(&complaint.idempotency_key, created)? {
-                outcomes.push(self.repeat_outcome(&t, &complaint));
-                continue;
-            }
-            let id = TicketId::new(self.shard, log_index, item);
-            let key = complaint.idempotency_key.clone();
-            let ticket = Ticket {
-                id,
-                complaint,
-                accepted_at,
-                status: TicketStatus::Received,
-                log_index,
-            };
-            batch.insert(keys::ticket_key(&id), keys::encode(&ticket)?);
-            batch.insert(keys::idem_key(&key), keys::encode(&id)?);
-            batch.insert(keys::age_key(accepted_at, &id), key.as_bytes());
-            incidents::assign(&self.tree, index, incidents, &ticket, batch)?;
-            if let Some(hook) = self.home.apply_hook.get() {
-                hook.created(&ticket);
-            }
-            created.insert(key, ticket);
-            outcomes.push(SubmitOutcome::Created { id, accepted_at });
-        }
-        Ok(outcomes)
-    }
-
-    /// Adds to `batch` the removal of up to `MAX_COMPACT_PER_ENTRY` keys of
-    /// tickets accepted before `before`, oldest first. Deterministic: it
-    /// reads only replicated state.
-    fn compact_keys(&self, before: i64, batch: &mut Batch) -> Result<(u64, bool), StorageError> {
-        let start = [keys::AGE_PREFIX];
-        let end = keys::age_bound(before);
-        let mut forgotten = 0u64;
-        for (n, kv) in self.tree.range(start.as_slice()..end.as_slice()).enumerate() {
-            if n >= MAX_COMPACT_PER_ENTRY {
-                return Ok((forgotten, true));
-            }
-            let (age, key) = kv?;
-            batch.remove(age.clone());
-            if keys::age_key_index(&age).is_none() {
-                continue;
-            }
-            let idem = keys::idem_key(&String::from_utf8_lossy(&key));
-            // Remove the key only if it still names this ticket: the age
-            // key ends with the ticket's position, as the ticket key does.
-            if let Some(v) = self.tree.get(&idem)? {
-                let id: TicketId = keys::decode("ticket id", &v)?;
-                if age[9..] == keys::ticket_key(&id)[1..] {
-                    batch.remove(idem);
-                    forgotten += 1;
-                }
             }
         }
-        Ok((forgotten, false))
-    }
-
-    /// Adds the effects of one `UpdateStatus` to `batch`. Each update is
-    /// judged against the status committed before it, including earlier
-    /// updates of the same command, so every replica reaches the same result.
-    fn apply_status(
-        &self,
-        recorded_at: UnixMillis,
-        updates: Vec<StatusUpdate>,
-        batch: &mut Batch,
-    ) -> Result<Vec<StatusOutcome>, StorageError> {
-        let mut touched: HashMap<TicketId, (Ticket, Vec<StatusEvent>)> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(updates.len());
-        for u in updates {
-            let (ticket, history) = match touched.entry(u.ticket) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let Some(t) = self.get_ticket(&u.ticket)? else {
-                        outcomes.push(StatusOutcome::NotFound);
-                        continue;
-                    };
-                    let h = self.ticket_history(&u.ticket)?;
-                    e.insert((t, h))
-                }
-            };
-            match check_transition(ticket.status, history.len(), &u) {
-                Ok(()) => {
-                    ticket.status = u.status;
-                    history.push(StatusEvent {
-                        status: u.status,
-                        department: u.department,
-                        note: u.note,
-                        reported_at: u.reported_at,
-                        recorded_at,
-                    });
-                    outcomes.push(StatusOutcome::Recorded {
-                        status: u.status,
-                        events: history.len(),
-                    });
-                }
-                Err(e) => outcomes.push(StatusOutcome::Refused(e)),
-            }
-        }
-        for (id, (ticket, history)) in touched {
-            batch.insert(keys::ticket_key(&id), keys::encode(&ticket)?);
-            batch.insert(keys::history_key(&id), keys::encode(&history)?);
-        }
-        Ok(outcomes)
     }
 
     /// Applies consecutive entries. Runs of `Submit` entries share one store
     /// batch (with the applied state written once, after the last); any other
     /// entry is applied on its own, as [`apply_entry`](Self::apply_entry).
     /// The result is the same as applying each entry alone: keys created by
-    /// earlier entries of the run are seen by later ones through `created`.
+    /// earlier entries of the run are seen by later ones through the run's
+    /// overlay (`intake_core::apply::Run`).
     pub(crate) fn apply_group(
         &self,
         entries: Vec<Entry>,
         membership: &mut Membership,
     ) -> io::Result<Vec<CommandResponse>> {
         let mut responses = Vec::with_capacity(entries.len());
-        let mut run = SubmitRun::default();
+        let mut run = self.new_run();
         for entry in entries {
             match entry.payload {
                 EntryPayload::Normal(Command::Submit {
@@ -421,7 +268,7 @@ impl StateMachine {
                     responses.push(self.add_submit(&mut run, entry.log_id, accepted_at, complaints)?);
                 }
                 payload => {
-                    self.finish_run(std::mem::take(&mut run), membership)?;
+                    self.finish_run(std::mem::replace(&mut run, self.new_run()), membership)?;
                     responses.push(self.apply_entry(
                         Entry {
                             log_id: entry.log_id,
@@ -436,6 +283,15 @@ impl StateMachine {
         Ok(responses)
     }
 
+    /// An empty run, its batch to be filled.
+    fn new_run(&self) -> SubmitRun {
+        SubmitRun {
+            run: apply::Run::default(),
+            sink: BatchSink::new(self.home.apply_hook.get().cloned()),
+            last: None,
+        }
+    }
+
     /// Adds one `Submit` entry's effects to `run`; its response.
     fn add_submit(
         &self,
@@ -444,15 +300,28 @@ impl StateMachine {
         accepted_at: i64,
         complaints: Vec<Complaint>,
     ) -> io::Result<CommandResponse> {
-        let outcomes = self.apply_submit(
+        if complaints.len() > MAX_ITEMS_PER_ENTRY {
+            tracing::error!(
+                shard = self.shard,
+                log_index = log_id.index,
+                "entry holds more than 256 complaints; rest ignored"
+            );
+        }
+        let mut guard = self.incidents.lock();
+        let index = match guard.take() {
+            Some(ix) => guard.insert(ix),
+            None => guard.insert(incidents::load_index(&self.tree, &mut run.sink.batch)?),
+        };
+        let outcomes = run.run.submit(
+            &self.view(),
+            index,
             log_id.index,
             accepted_at,
             complaints,
-            &mut run.created,
-            &mut run.incidents,
-            &mut run.batch,
+            &mut run.sink,
         )?;
-        run.new_tickets += created_count(&outcomes);
+        drop(guard);
+        self.warn_conflicts(&outcomes);
         run.last = Some(log_id);
         Ok(CommandResponse::Submitted(outcomes))
     }
@@ -468,16 +337,10 @@ impl StateMachine {
 
     /// A run's batch, completed with the delivery state and the applied
     /// state; `None` for an empty run.
-    fn seal_run(&self, mut run: SubmitRun, membership: &Membership) -> io::Result<Option<Batch>> {
-        let Some(last) = run.last else { return Ok(None) };
-        if run.new_tickets > 0 {
-            let mut state = self.dispatch_state()?;
-            state.created += run.new_tickets;
-            run.batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
-        }
-        let state: AppliedState = (Some(last), membership.clone());
-        run.batch.insert(SM_STATE, keys::encode(&state)?);
-        Ok(Some(run.batch))
+    fn seal_run(&self, run: SubmitRun, membership: &Membership) -> io::Result<Option<Batch>> {
+        let SubmitRun { run, mut sink, last } = run;
+        run.seal(&self.view(), &mut sink)?;
+        Ok(sink.finish(last.as_ref(), membership)?)
     }
 
     /// Applies one entry atomically with the applied state; `membership` is
@@ -487,11 +350,13 @@ impl StateMachine {
         entry: Entry,
         membership: &mut Membership,
     ) -> io::Result<CommandResponse> {
-        let mut batch = Batch::default();
+        let log_id = entry.log_id;
+        let view = self.view();
+        let mut sink = BatchSink::new(None);
         let response = match entry.payload {
             EntryPayload::Blank => CommandResponse::Empty,
             EntryPayload::Membership(m) => {
-                *membership = Membership::new(Some(entry.log_id), m);
+                *membership = Membership::new(Some(log_id), m);
                 CommandResponse::Empty
             }
             EntryPayload::Normal(Command::Submit {
@@ -499,38 +364,24 @@ impl StateMachine {
                 complaints,
             }) => {
                 // A run of one: the same code as a group's, applied state included.
-                let mut run = SubmitRun::default();
-                let response = self.add_submit(&mut run, entry.log_id, accepted_at, complaints)?;
+                let mut run = self.new_run();
+                let response = self.add_submit(&mut run, log_id, accepted_at, complaints)?;
                 self.finish_run(run, membership)?;
                 return Ok(response);
             }
             EntryPayload::Normal(Command::UpdateStatus { recorded_at, updates }) => {
-                CommandResponse::StatusUpdated(self.apply_status(recorded_at, updates, &mut batch)?)
+                CommandResponse::StatusUpdated(apply::update_status(&view, recorded_at, updates, &mut sink)?)
             }
             EntryPayload::Normal(Command::AdvanceDispatch { from, to, count }) => {
-                let mut state = self.dispatch_state()?;
-                let moved = state.next == from && to > from;
-                if moved {
-                    state.next = to;
-                    state.delivered = state.delivered.saturating_add(count).min(state.created);
-                    batch.insert(keys::DISPATCH_KEY, keys::encode(&state)?);
-                }
+                let (moved, state) = apply::advance_dispatch(&view, from, to, count, &mut sink)?;
                 CommandResponse::DispatchAdvanced { moved, state }
             }
             EntryPayload::Normal(Command::SetClusterMap(map)) => {
-                // Only a newer map replaces the current one, so a stale
-                // proposal (e.g. a re-sent bootstrap) is harmless.
-                let newer = self
-                    .cluster_map()
-                    .map_err(io::Error::from)?
-                    .is_none_or(|m| m.version < map.version);
-                if newer {
-                    batch.insert(keys::CLUSTER_KEY, keys::encode_cluster(entry.log_id.index, &map)?);
-                }
+                apply::set_cluster_map(&view, log_id.index, &map, &mut sink)?;
                 CommandResponse::Empty
             }
             EntryPayload::Normal(Command::CompactKeys { before }) => {
-                let (keys, more) = self.compact_keys(before, &mut batch)?;
+                let (keys, more) = apply::compact_keys(&view, before, &mut sink)?;
                 if keys > 0 {
                     tracing::info!(
                         shard = self.shard,
@@ -542,9 +393,10 @@ impl StateMachine {
                 CommandResponse::Compacted { keys, more }
             }
         };
-        let state: AppliedState = (Some(entry.log_id), membership.clone());
-        batch.insert(SM_STATE, keys::encode(&state)?);
-        self.tree.apply_batch(batch)?;
+        apply::applied(log_id.index, &mut sink)?;
+        if let Some(batch) = sink.finish(Some(&log_id), membership)? {
+            self.tree.apply_batch(batch)?;
+        }
         Ok(response)
     }
 
@@ -600,10 +452,10 @@ impl StateMachine {
 /// `recover` and redone.
 fn load_tree(tree: &Tree, file: File, meta: &SnapshotMeta) -> Result<(), StorageError> {
     tree.remove(SM_STATE)?;
-    for prefix in keys::SNAPSHOT_PREFIXES {
+    for kind in &crate::records::RECORD_KINDS {
         let mut batch = Batch::default();
         let mut n = 0usize;
-        for kv in tree.scan_prefix([prefix]) {
+        for kv in tree.scan_prefix([kind.prefix]) {
             batch.remove(kv?.0);
             n += 1;
             if n.is_multiple_of(LOAD_BATCH) {
@@ -795,14 +647,6 @@ const MAX_APPLY_GROUP: usize = 64;
 /// than the work.
 const BLOCKING_APPLY_COMPLAINTS: usize = 32;
 
-/// Tickets a `Submit` created (not retries, not conflicts).
-fn created_count(outcomes: &[SubmitOutcome]) -> u64 {
-    outcomes
-        .iter()
-        .filter(|o| matches!(o, SubmitOutcome::Created { .. }))
-        .count() as u64
-}
-
 /// Complaints an entry carries (for the decision above).
 fn entry_complaints(entry: &Entry) -> usize {
     match &entry.payload {
@@ -812,13 +656,12 @@ fn entry_complaints(entry: &Entry) -> usize {
     }
 }
 
-/// A run of consecutive `Submit` entries being applied as one store batch.
-#[derive(Default)]
+/// A run of consecutive `Submit` entries being applied as one store batch:
+/// the rules' run (`intake_core::apply::Run`), the batch, and the last
+/// entry's log id for the applied state.
 struct SubmitRun {
-    batch: Batch,
-    created: HashMap<String, Ticket>,
-    incidents: incidents::Overlay,
-    new_tickets: u64,
+    run: apply::Run,
+    sink: BatchSink,
     last: Option<LogId>,
 }
 

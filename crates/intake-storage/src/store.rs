@@ -104,6 +104,13 @@ impl SmStore {
 /// A key and its value, as stored.
 pub type Record = (Slice, Slice);
 
+/// Records read in key order.
+pub type Records = std::iter::Map<fjall::Iter, fn(fjall::Guard) -> Result<Record, StorageError>>;
+
+fn record(g: fjall::Guard) -> Result<Record, StorageError> {
+    Ok(g.into_inner()?)
+}
+
 /// One shard's keyspace. Cheap to clone.
 #[derive(Clone)]
 pub struct Tree {
@@ -140,19 +147,20 @@ impl Tree {
     }
 
     /// Records whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        prefix: impl AsRef<[u8]>,
-    ) -> impl Iterator<Item = Result<Record, StorageError>> {
-        self.ks.prefix(prefix).map(|g| Ok(g.into_inner()?))
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Records {
+        self.ks.prefix(prefix).map(record)
     }
 
-    /// Records with keys in `range`, in key order.
-    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(
-        &self,
-        range: R,
-    ) -> impl Iterator<Item = Result<Record, StorageError>> {
-        self.ks.range(range).map(|g| Ok(g.into_inner()?))
+    /// Records with keys in `range`, in key order. The iterator owns its
+    /// bounds, so it may outlive them.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Records {
+        self.ks.range(range).map(record)
+    }
+
+    /// Every record, in key order.
+    #[cfg(test)]
+    pub fn iter(&self) -> Records {
+        self.ks.iter().map(record)
     }
 
     /// Writes `batch` atomically.

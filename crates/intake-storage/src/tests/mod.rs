@@ -9,4 +9,5 @@ mod incidents;
 mod key_window;
 mod migration;
 mod openraft_suite;
+mod pure_apply;
 mod snapshots;
