@@ -132,21 +132,31 @@ impl IntakeServiceImpl {
     /// A call slot for a submit call of `class`, noting an emergency's
     /// arrival first (it tightens the limits for ordinary work).
     fn admit(&self, class: Priority, hops: u32) -> Result<CallPermit, RequestError> {
-        let now = Instant::now();
+        self.note_arrival(class);
+        self.slot_only(class, hops)
+    }
+
+    /// An emergency arrived: ordinary work gets less CPU for a while.
+    fn note_arrival(&self, class: Priority) {
         if class == Priority::Emergency {
-            self.admission.saw_emergency(now);
+            self.admission.saw_emergency(Instant::now());
         }
+    }
+
+    fn slot_only(&self, class: Priority, hops: u32) -> Result<CallPermit, RequestError> {
         let backlog = self.router.registry().backlog();
-        Ok(self.admission.admit_call(class, hops, backlog, now)?)
+        Ok(self.admission.admit_call(class, hops, backlog, Instant::now())?)
     }
 
     /// Rule 1 for a door in this process that knows a call's class before
     /// its request exists (the HTTP door, from the body's categories): the
     /// slot to attach to the request ([`Admitted::attach`]), or the refusal
-    /// as the status the call would have been answered, at once.
+    /// as the status the call would have been answered, at once. The
+    /// emergency is noted only once the call is let in by the gate ([`Self::slot`]):
+    /// a caller without a token must not tighten the limits for the rest.
     pub fn admit_early(&self, class: Priority) -> Result<Admitted, Status> {
         let started = std::time::Instant::now();
-        self.admit(class, 0)
+        self.slot_only(class, 0)
             .map(|slot| Admitted::new(class, slot))
             .map_err(|e| {
                 let e = self.turned_away(e, class, 0);
@@ -158,7 +168,10 @@ impl IntakeServiceImpl {
     /// The call's slot: the one its door took (`early`), or one taken here.
     fn slot(&self, early: Option<Admitted>, class: Priority, hops: u32) -> Result<Slot, RequestError> {
         match early {
-            Some(early) => Ok(Slot::Early(early)),
+            Some(early) => {
+                self.note_arrival(class);
+                Ok(Slot::Early(early))
+            }
             None => self.admit(class, hops).map(Slot::Here),
         }
     }
