@@ -8,7 +8,9 @@
 //! HTTP request into the gRPC request message and calls the node's own
 //! `IntakeService` in-process, then translates the `tonic::Status` back. So
 //! an HTTP complaint passes through exactly the validation, routing,
-//! admission (emergencies first) and idempotency of a gRPC one.
+//! admission (emergencies first) and idempotency of a gRPC one. Admission
+//! comes first: once a body's categories are known the door asks the node
+//! for the call's slot ([`Door::admit`]) before it builds the request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +20,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::Listener;
-use intake_core::{CategoryTable, DistrictTable};
+use intake_core::{CategoryTable, DistrictTable, Priority};
 use intake_proto::pb;
 use intake_proto::pb::intake_service_server::IntakeService;
+use intake_proto::wire::{HTTP_PREVIOUS_ATTEMPTS_HEADER, HTTP_TIMEOUT_MS_HEADER, mark_retry};
+use intake_server::admission::early::Admitted;
+use intake_server::intake_service::IntakeServiceImpl;
 use serde::Serialize;
 
 pub mod api;
@@ -43,6 +48,9 @@ pub struct Door {
     /// For the public look-ups (the web page's `/t/{id}`, Open311's
     /// `GET requests`), which take no token.
     public: Arc<dyn IntakeService>,
+    /// The node's admission, asked before a body becomes a request; `None`:
+    /// the service admits each call itself, after converting it.
+    admission: Option<Arc<IntakeServiceImpl>>,
     districts: Arc<DistrictTable>,
     categories: Arc<CategoryTable>,
     locator: Locator,
@@ -58,6 +66,7 @@ impl Door {
             locator: Locator::for_table(&districts),
             public: service.clone(),
             service,
+            admission: None,
             districts: Arc::new(districts),
             categories: Arc::new(categories),
         }
@@ -68,6 +77,36 @@ impl Door {
     pub fn with_public_lookups(mut self, public: Arc<dyn IntakeService>) -> Self {
         self.public = public;
         self
+    }
+
+    /// Admission at the door, by the node's own rules: a submission's slot
+    /// in `node`'s call pool is taken (or refused, `429` at once) as soon as
+    /// its class is known, before the request is converted, validated or
+    /// routed. `node` is the service behind `service`, ungated: the gate
+    /// still decides the call that is let in.
+    pub fn with_admission(mut self, node: Arc<IntakeServiceImpl>) -> Self {
+        self.admission = Some(node);
+        self
+    }
+
+    /// A slot for a submission of `class`, carried by `call` into the
+    /// service; a refusal (`429` with `Retry-After`, or what else the node
+    /// answers) comes back at once.
+    pub fn admit(&self, call: Call, class: Priority) -> Result<Call, Problem> {
+        let Some(node) = &self.admission else {
+            return Ok(call);
+        };
+        let slot = node.admit_early(class).map_err(|s| Problem::from_status(&s))?;
+        Ok(Call {
+            admitted: Some(slot),
+            ..call
+        })
+    }
+
+    /// The class of a submission whose complaints have these categories:
+    /// an emergency if any is, as the node classifies a batch.
+    pub fn class_of<'a>(&self, categories: impl Iterator<Item = &'a str>) -> Priority {
+        class_of(&self.categories, categories)
     }
 
     pub fn districts(&self) -> &DistrictTable {
@@ -129,6 +168,15 @@ impl Door {
     }
 }
 
+/// An emergency if any of `categories` is one in `table`.
+fn class_of<'a>(table: &CategoryTable, mut categories: impl Iterator<Item = &'a str>) -> Priority {
+    if categories.any(|c| table.priority(c) == Priority::Emergency) {
+        Priority::Emergency
+    } else {
+        Priority::Ordinary
+    }
+}
+
 fn ticket_of(
     answer: Result<tonic::Response<pb::GetTicketResponse>, tonic::Status>,
     ticket_id: &str,
@@ -144,15 +192,23 @@ fn ticket_of(
 /// within it (a `504` a little before it runs out, as gRPC's
 /// `DEADLINE_EXCEEDED`), and sheds at once what could not be done in time.
 /// Without it the node's own limit applies (10 s by default).
-pub const REQUEST_TIMEOUT_MS: &str = "x-request-timeout-ms";
+pub const REQUEST_TIMEOUT_MS: &str = HTTP_TIMEOUT_MS_HEADER;
+
+/// Header marking a retry: how many attempts with the same key came before
+/// this one (gRPC's `grpc-previous-rpc-attempts`, gRFC A6). A node answers
+/// a marked submission whose key it has applied from that record first.
+pub const PREVIOUS_ATTEMPTS: &str = HTTP_PREVIOUS_ATTEMPTS_HEADER;
 
 /// What an HTTP request tells the node besides its body, passed on as a
-/// gRPC client would send it: `authorization: Bearer <token>` and the
-/// time left (`grpc-timeout`), counted from the request's arrival.
-#[derive(Clone, Debug)]
+/// gRPC client would send it: `authorization: Bearer <token>`, the time
+/// left (`grpc-timeout`), counted from the request's arrival, and the retry
+/// mark; and the call's slot once the door admitted it.
+#[derive(Clone)]
 pub struct Call {
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     deadline: Option<Instant>,
+    previous_attempts: u32,
+    admitted: Option<Admitted>,
 }
 
 impl Call {
@@ -168,9 +224,16 @@ impl Call {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let previous_attempts = headers
+            .get(PREVIOUS_ATTEMPTS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0);
         Self {
             authorization,
             deadline,
+            previous_attempts,
+            admitted: None,
         }
     }
 
@@ -183,11 +246,16 @@ impl Call {
         self
     }
 
-    /// `msg` as an in-process call with this caller's token and time left.
+    /// `msg` as an in-process call with this caller's token, time left,
+    /// retry mark and slot.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         if let Some(v) = &self.authorization {
             req.metadata_mut().insert("authorization", v.clone());
+        }
+        mark_retry(req.metadata_mut(), self.previous_attempts);
+        if let Some(slot) = &self.admitted {
+            slot.attach(&mut req);
         }
         if let Some(deadline) = self.deadline {
             // gRPC's form, which the service reads: "<n>m" in milliseconds.
@@ -266,5 +334,59 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Resp
             format!("encoding the answer: {e}"),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use intake_proto::wire::is_retry;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, axum::http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_retry_mark_and_the_time_left_reach_the_node_as_grpc_sends_them() {
+        let call = Call::from_headers(&headers(&[
+            (PREVIOUS_ATTEMPTS, "2"),
+            (REQUEST_TIMEOUT_MS, "1500"),
+        ]));
+        let req = call.request(());
+        assert!(is_retry(req.metadata()));
+        assert_eq!(
+            req.metadata()
+                .get(intake_proto::wire::PREVIOUS_ATTEMPTS_HEADER)
+                .unwrap(),
+            "2"
+        );
+        let timeout = req.metadata().get("grpc-timeout").unwrap().to_str().unwrap();
+        let ms: u64 = timeout.strip_suffix('m').unwrap().parse().unwrap();
+        assert!((1..=1500).contains(&ms), "{timeout}");
+    }
+
+    #[test]
+    fn a_submission_is_an_emergency_if_any_complaint_is() {
+        let t = CategoryTable::default();
+        assert_eq!(class_of(&t, ["noise", "flood"].into_iter()), Priority::Emergency);
+        assert_eq!(class_of(&t, ["noise", "Flood"].into_iter()), Priority::Ordinary);
+        assert_eq!(class_of(&t, std::iter::empty()), Priority::Ordinary);
+    }
+
+    #[test]
+    fn a_first_attempt_or_a_garbled_mark_is_no_retry() {
+        for h in [
+            headers(&[]),
+            headers(&[(PREVIOUS_ATTEMPTS, "0")]),
+            headers(&[(PREVIOUS_ATTEMPTS, "many")]),
+        ] {
+            let req = Call::from_headers(&h).request(());
+            assert!(!is_retry(req.metadata()));
+            assert!(req.metadata().get("grpc-timeout").is_none());
+        }
     }
 }

@@ -283,6 +283,91 @@ async fn shed_complaints_are_429_with_retry_after_and_emergencies_still_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_door_refuses_ordinary_submissions_before_reading_them_and_still_takes_emergencies() {
+    // 8 call slots, of which ordinary submissions may hold 6; the CPU rule
+    // is off so that only the slots decide.
+    let c = Cluster::start(1, |cfg| {
+        cfg.admission.node_requests = 8;
+        cfg.admission.ordinary_share = 0.75;
+        cfg.admission.max_runtime_lag = Duration::from_secs(3600);
+        cfg.admission.emergency_runtime_lag = Duration::from_secs(3600);
+    })
+    .await;
+    let door = c.door(1);
+    // Ordinary submissions in progress at the door: each holds the slot the
+    // door took for it (`admit_early`, what the door asks once a body's
+    // class is known) until it is answered. Held here, they stay in
+    // progress for as long as the test needs.
+    let node = c.nodes[&1].intake_service();
+    let mut in_progress = Vec::new();
+    while let Ok(slot) = node.admit_early(intake_core::Priority::Ordinary) {
+        in_progress.push(slot);
+        assert!(in_progress.len() <= 8, "the pool is bounded");
+    }
+    assert_eq!(in_progress.len(), 6, "ordinary calls leave a quarter");
+
+    let refused = |r: &common::Resp| {
+        assert_eq!(r.status, 429, "{}", r.text());
+        let p = is_problem(r);
+        assert_eq!(p["code"], "RESOURCE_EXHAUSTED", "{p}");
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .contains("too many submissions in progress"),
+            "{p}"
+        );
+        let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(secs >= 1);
+        assert!(p["retry_after_ms"].as_u64().unwrap() > 0, "{p}");
+    };
+    let r = post_json(door, "/v1/complaints", &[("Idempotency-Key", "o-1")], NOISE).await;
+    refused(&r);
+    // Refused before it is converted or validated: an ordinary complaint
+    // for no district is shed, not examined.
+    let nowhere = br#"{"district_code":"nowhere","category":"noise","text":"x"}"#;
+    refused(&post_json(door, "/v1/complaints", &[("Idempotency-Key", "o-2")], nowhere).await);
+    let ordinary_batch = br#"{"complaints":[{"idempotency_key":"ob-1","district_code":"110105","category":"noise","text":"x"}]}"#;
+    refused(&post_json(door, "/v1/complaints:batch", &[], ordinary_batch).await);
+
+    // Emergencies still find room, alone or in a batch with ordinary ones.
+    let flood = br#"{"district_code":"110105","category":"flood","text":"Water in the underpass"}"#;
+    let r = post_json(door, "/v1/complaints", &[("Idempotency-Key", "e-1")], flood).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mixed =
+        br#"{"complaints":[{"idempotency_key":"eb-1","district_code":"110105","category":"flood","text":"x"},
+        {"idempotency_key":"eb-2","district_code":"110105","category":"noise","text":"y"}]}"#;
+    let r = post_json(door, "/v1/complaints:batch", &[], mixed).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["results"][0]["accepted"]["ticket_id"].is_string(),
+        "{}",
+        r.text()
+    );
+
+    // Open311's POST is admitted the same way, by its service code.
+    let form = |body: &'static str| {
+        raw(
+            door,
+            "POST /open311/v2/requests.json HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
+            body.as_bytes(),
+        )
+    };
+    let r = form("service_code=noise&attribute%5Bdistrict%5D=110105&description=Drilling").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.json()[0]["code"], 429, "{}", r.text());
+    let r = form("service_code=flood&attribute%5Bdistrict%5D=110105&description=Underpass").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // Once the submissions in progress are answered, ordinary ones pass.
+    drop(in_progress);
+    let r = post_json(door, "/v1/complaints", &[("Idempotency-Key", "o-1")], NOISE).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_leader_is_503_with_retry_after() {
     // The shard's leader and one more node go: the one left is a follower
     // that can find no leader (a leader left alone would instead keep the

@@ -510,16 +510,18 @@ impl Engine {
         deadline: Instant,
         previous_attempts: u32,
     ) -> Result<Answers, tonic::Status> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = self.attempt_timeout.map_or(left, |t| t.min(left));
         if let Some(doors) = &self.http {
-            let answers = doors.send(at, batch, complaints, deadline).await?;
+            let answers = doors
+                .send(at, batch, complaints, timeout, previous_attempts)
+                .await?;
             for (code, _) in answers.iter().filter_map(|a| a.as_ref().err()) {
                 self.sample_error(*code, "(HTTP)");
             }
             return Ok(answers);
         }
         let mut client = self.clients[at].clone();
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = self.attempt_timeout.map_or(left, |t| t.min(left));
         // The gRPC deadline covers the server; this covers a call that never
         // got onto a connection (tonic's timer starts later).
         let local = timeout + Duration::from_millis(50);

@@ -11,6 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use intake_proto::pb;
+use intake_proto::wire::{HTTP_PREVIOUS_ATTEMPTS_HEADER, HTTP_TIMEOUT_MS_HEADER};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -53,15 +54,21 @@ impl HttpDoors {
         self.bases.is_empty()
     }
 
-    /// One call to door `at`; `Err` when the whole call failed (a status
-    /// the engine treats as gRPC's, "tcp connect error" when never sent).
+    /// One call to door `at`, given `timeout` (the attempt's limit within
+    /// the deadline), marked as a retry after `previous_attempts` as the
+    /// gRPC calls are; `Err` when the whole call failed (a status the engine
+    /// treats as gRPC's, "tcp connect error" when never sent).
     pub async fn send(
         &self,
         at: usize,
         batch: bool,
         complaints: Vec<pb::Complaint>,
-        deadline: Instant,
+        timeout: Duration,
+        previous_attempts: u32,
     ) -> Result<Answers, tonic::Status> {
+        // As the gRPC calls: the node's limit is the attempt's; this one
+        // also covers a call that waited for a connection.
+        let deadline = Instant::now() + timeout + Duration::from_millis(50);
         let n = complaints.len();
         let (path, body) = if batch {
             let items: Vec<Value> = complaints.iter().map(complaint_json).collect();
@@ -74,15 +81,15 @@ impl HttpDoors {
             .bases
             .get(at)
             .ok_or_else(|| tonic::Status::internal("no such door"))?;
-        // The time left, so the node answers (or sheds) within it, as
+        // The attempt's time, so the node answers (or sheds) within it, as
         // gRPC's grpc-timeout tells it.
-        let left_ms = deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis()
-            .max(1);
-        let req = http::Request::post(format!("{base}{path}"))
+        let mut req = http::Request::post(format!("{base}{path}"))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header("x-request-timeout-ms", left_ms.to_string())
+            .header(HTTP_TIMEOUT_MS_HEADER, timeout.as_millis().max(1).to_string());
+        if previous_attempts > 0 {
+            req = req.header(HTTP_PREVIOUS_ATTEMPTS_HEADER, previous_attempts.to_string());
+        }
+        let req = req
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let left = deadline.saturating_duration_since(Instant::now());

@@ -14,6 +14,15 @@ use crate::pb;
 /// already committed without another proposal.
 pub const PREVIOUS_ATTEMPTS_HEADER: &str = "grpc-previous-rpc-attempts";
 
+/// The HTTP door's form of [`PREVIOUS_ATTEMPTS_HEADER`] (an HTTP client
+/// sends no `grpc-` headers): `X-Previous-Attempts: N` on a retry, which the
+/// door passes on as gRPC's.
+pub const HTTP_PREVIOUS_ATTEMPTS_HEADER: &str = "x-previous-attempts";
+
+/// The HTTP door's form of `grpc-timeout`: how long the caller waits, in
+/// milliseconds, counted from the request's arrival.
+pub const HTTP_TIMEOUT_MS_HEADER: &str = "x-request-timeout-ms";
+
 /// Metadata key counting the nodes a request was forwarded through, so a
 /// stale view of leaders can never bounce a request around the cluster.
 pub const HOPS_HEADER: &str = "x-intake-hops";

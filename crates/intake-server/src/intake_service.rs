@@ -20,6 +20,7 @@ use intake_storage::ShardId;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::admission::early::Admitted;
 use crate::admission::{Admission, CallPermit};
 use crate::convert::{complaint_from_pb, now_millis, reported_at_from_pb, status_from_pb};
 use crate::deadline::parse_grpc_timeout;
@@ -59,6 +60,15 @@ impl Call {
             deadline: self.deadline,
         }
     }
+}
+
+/// A submit call's slot in the node's call pool, held until it is answered.
+#[allow(dead_code)] // held, never read
+enum Slot {
+    /// Taken by a door in this process before the request was built.
+    Early(Admitted),
+    /// Taken by this service.
+    Here(CallPermit),
 }
 
 /// One shard's complaints of one class from a batch, by index in the call.
@@ -122,12 +132,48 @@ impl IntakeServiceImpl {
     /// A call slot for a submit call of `class`, noting an emergency's
     /// arrival first (it tightens the limits for ordinary work).
     fn admit(&self, class: Priority, hops: u32) -> Result<CallPermit, RequestError> {
-        let now = Instant::now();
+        self.note_arrival(class);
+        self.slot_only(class, hops)
+    }
+
+    /// An emergency arrived: ordinary work gets less CPU for a while.
+    fn note_arrival(&self, class: Priority) {
         if class == Priority::Emergency {
-            self.admission.saw_emergency(now);
+            self.admission.saw_emergency(Instant::now());
         }
+    }
+
+    fn slot_only(&self, class: Priority, hops: u32) -> Result<CallPermit, RequestError> {
         let backlog = self.router.registry().backlog();
-        Ok(self.admission.admit_call(class, hops, backlog, now)?)
+        Ok(self.admission.admit_call(class, hops, backlog, Instant::now())?)
+    }
+
+    /// Rule 1 for a door in this process that knows a call's class before
+    /// its request exists (the HTTP door, from the body's categories): the
+    /// slot to attach to the request ([`Admitted::attach`]), or the refusal
+    /// as the status the call would have been answered, at once. The
+    /// emergency is noted only once the call is let in by the gate ([`Self::slot`]):
+    /// a caller without a token must not tighten the limits for the rest.
+    pub fn admit_early(&self, class: Priority) -> Result<Admitted, Status> {
+        let started = std::time::Instant::now();
+        self.slot_only(class, 0)
+            .map(|slot| Admitted::new(class, slot))
+            .map_err(|e| {
+                let e = self.turned_away(e, class, 0);
+                record_submit(Some(e.code()), started);
+                Status::from(e)
+            })
+    }
+
+    /// The call's slot: the one its door took (`early`), or one taken here.
+    fn slot(&self, early: Option<Admitted>, class: Priority, hops: u32) -> Result<Slot, RequestError> {
+        match early {
+            Some(early) => {
+                self.note_arrival(class);
+                Ok(Slot::Early(early))
+            }
+            None => self.admit(class, hops).map(Slot::Here),
+        }
     }
 
     /// A refusal on its way out to a client, stretched while shedding lasts.
@@ -186,14 +232,18 @@ impl IntakeServiceImpl {
     }
 
     /// One complaint, from validation to its ticket.
-    async fn submit_one(&self, complaint: Option<pb::Complaint>, call: Call) -> (Priority, ItemResult) {
-        let (c, shard) = match self.check(complaint) {
+    async fn submit_one(&self, request: Request<pb::SubmitRequest>, call: Call) -> (Priority, ItemResult) {
+        // The slot its door took, if a door in this process admitted the
+        // call before building it; a gRPC call is validated, then admitted.
+        let early = (request.get_ref().complaint.as_ref())
+            .and_then(|c| Admitted::of(&request, self.categories.priority(&c.category)));
+        let (c, shard) = match self.check(request.into_inner().complaint) {
             Ok(checked) => checked,
             Err(e) => return (Priority::Ordinary, Err(e)),
         };
         let class = self.class(&c);
         let result = async {
-            let _slot = self.admit(class, call.hops)?;
+            let _slot = self.slot(early, class, call.hops)?;
             let mut results = self.router.submit(call.submission(shard, vec![c], class)).await?;
             results
                 .pop()
@@ -305,7 +355,7 @@ impl IntakeService for IntakeServiceImpl {
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let started = std::time::Instant::now();
         let call = self.call(&request);
-        let (class, result) = self.submit_one(request.into_inner().complaint, call).await;
+        let (class, result) = self.submit_one(request, call).await;
         let result = result.map_err(|e| self.turned_away(e, class, call.hops));
         record_submit(result.as_ref().err().map(RequestError::code), started);
         result.map(Response::new).map_err(Status::from)
@@ -317,8 +367,9 @@ impl IntakeService for IntakeServiceImpl {
     ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
         let started = std::time::Instant::now();
         let call = self.call(&request);
-        let complaints = request.into_inner().complaints;
-        let any_emergency = complaints
+        let any_emergency = request
+            .get_ref()
+            .complaints
             .iter()
             .any(|c| self.categories.priority(&c.category) == Priority::Emergency);
         let call_class = if any_emergency {
@@ -326,11 +377,13 @@ impl IntakeService for IntakeServiceImpl {
         } else {
             Priority::Ordinary
         };
-        let _slot = self.admit(call_class, call.hops).map_err(|e| {
+        let early = Admitted::of(&request, call_class);
+        let _slot = self.slot(early, call_class, call.hops).map_err(|e| {
             let e = self.turned_away(e, call_class, call.hops);
             record_submit(Some(e.code()), started);
             Status::from(e)
         })?;
+        let complaints = request.into_inner().complaints;
         if complaints.len() > MAX_BATCH_ITEMS {
             let many = format!(
                 "has {} items, more than the limit of {MAX_BATCH_ITEMS}",

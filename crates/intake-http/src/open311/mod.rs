@@ -69,6 +69,13 @@ pub async fn post_root(
         .get(crate::api::IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok());
     let form = Form::parse(&bytes);
+    // Admitted by its service code (the category) before the district is
+    // looked up and the complaint built.
+    let class = door.class_of(form.service_code().into_iter());
+    let call = match door.admit(call, class) {
+        Ok(call) => call,
+        Err(p) => return problem(fmt, &p),
+    };
     let complaint = match form.complaint(key, door.categories(), door.locator()) {
         Ok(c) => c,
         Err(e) => return error(fmt, StatusCode::BAD_REQUEST, e.0),

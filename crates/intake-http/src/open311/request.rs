@@ -37,6 +37,11 @@ impl Form {
         self.get("api_key")
     }
 
+    /// `service_code`: the category.
+    pub fn service_code(&self) -> Option<&str> {
+        self.get("service_code")
+    }
+
     /// `attribute[name]`.
     fn attribute(&self, name: &str) -> Option<&str> {
         self.get(&format!("attribute[{name}]"))
@@ -51,7 +56,7 @@ impl Form {
         locator: &Locator,
     ) -> Result<pb::Complaint, FormError> {
         let service_code = self
-            .get("service_code")
+            .service_code()
             .ok_or_else(|| FormError("service_code is required (see services.json)".into()))?;
         if !known_service(categories, service_code) {
             return Err(FormError(format!(

@@ -109,7 +109,8 @@ impl Cluster {
                 DistrictTable::beijing(),
                 CategoryTable::default(),
             )
-            .with_public_lookups(node.intake_service());
+            .with_public_lookups(node.intake_service())
+            .with_admission(node.intake_service());
             let router = intake_http::router(door);
             let mut stopping = stopped.clone();
             let shutdown = async move {

@@ -8,7 +8,8 @@
 //! 1. at the door ([`Admission::admit_call`]): ordinary complaints are refused
 //!    while the runtime runs late (out of CPU; a lower limit while
 //!    emergencies are arriving), and every call needs a slot of the node's
-//!    call pool, of which ordinary calls may take only a share;
+//!    call pool, of which ordinary calls may take only a share (the HTTP
+//!    door asks before it builds the request, [`early`]);
 //! 2. per shard, before routing ([`Admission::admit_shard`]): ordinary
 //!    complaints are refused while the shard answers too slowly from here,
 //!    or while its leader recently refused what this node forwarded;
@@ -18,6 +19,7 @@
 //!    the door is stretched by how long shedding has lasted ([`streak`]).
 
 pub mod delay;
+pub mod early;
 pub mod emergency;
 pub mod lag;
 pub mod latency;

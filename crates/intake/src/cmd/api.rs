@@ -21,8 +21,11 @@ pub async fn start(
     let listener = listen(addr).with_context(|| format!("--api {addr}: cannot listen"))?;
     // Behind the gRPC port's gate (tokens, roles, channels, rate limits);
     // the public look-ups (web page, Open311 `GET requests`) need none.
+    // Submissions are admitted by the node's rules as soon as their class is
+    // known, before the door builds the request.
     let door = intake_http::Door::new(node.gated_intake_service(), districts, categories)
-        .with_public_lookups(node.intake_service());
+        .with_public_lookups(node.intake_service())
+        .with_admission(node.intake_service());
     let router = intake_http::router(door);
     let tls = node.tls().cloned();
     tracing::info!(%addr, tls = tls.is_some(), "HTTP API, Open311 and web page");
