@@ -471,7 +471,7 @@ fn load_tree(tree: &Tree, file: File, meta: &SnapshotMeta) -> Result<(), Storage
         n += 1;
         if n.is_multiple_of(LOAD_BATCH) {
             tree.apply_batch(std::mem::take(&mut batch))
-                .map_err(io::Error::other)?;
+                .map_err(io::Error::from)?;
         }
         Ok(())
     })?;
@@ -506,7 +506,7 @@ impl StateMachine {
         };
         self.tree
             .insert(SM_SNAPSHOT, keys::encode(&rec)?)
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
         self.home.persist().await?;
         Ok(rec)
     }
@@ -555,7 +555,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let rec = SnapshotRecord { id: id.clone(), meta };
         self.tree
             .insert(SM_SNAPSHOT, keys::encode(&rec)?)
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
         // Durable before openraft purges the log this snapshot replaces; also
         // makes the tree durable up to the snapshot's applied id.
         self.home.persist().await?;

@@ -97,7 +97,13 @@ impl SmStore {
 
     /// Bytes on disk (journal and tables).
     pub fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        match self.db.disk_space() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the state-machine store's size on disk");
+                0
+            }
+        }
     }
 }
 
