@@ -31,6 +31,16 @@ pub const SM_DIR: &str = "sm";
 /// a surge (README's 512 MiB per node); fjall's default is 64 MiB each.
 const MEMTABLE_BYTES: u64 = 8 << 20;
 
+/// fjall's flush and compaction threads. Its default is one per core (up to
+/// 4), and with more than one, worker 0 hands every compaction message back
+/// to the queue to stay free for flushes (fjall 3.1 `worker_pool.rs`): while
+/// the other worker compacts, worker 0 takes the message back at once, in a
+/// loop. Profiled on a node holding ~300,000 tickets, that loop was 17 % of
+/// the node's CPU samples (`worker_tick` and `flume` send), on a 2-core
+/// machine shared with the Raft log and the gRPC runtime. One thread flushes
+/// and compacts in turn and never spins (docs/benchmarks.md).
+const FLUSH_AND_COMPACTION_THREADS: usize = 1;
+
 /// One node's state-machine database. Cheap to clone.
 #[derive(Clone)]
 pub struct SmStore {
@@ -44,7 +54,10 @@ impl SmStore {
     /// Opens (or creates) the store under `dir`, with a block cache of
     /// `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
-        let db = Database::builder(dir).cache_size(cache_bytes).open()?;
+        let db = Database::builder(dir)
+            .cache_size(cache_bytes)
+            .worker_threads(FLUSH_AND_COMPACTION_THREADS)
+            .open()?;
         Ok(Self {
             db,
             failed: tokio::sync::watch::Sender::new(None),
