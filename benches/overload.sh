@@ -5,8 +5,10 @@
 #      unary and with BATCH complaints per SubmitBatch;
 #   3. priority: 5x capacity, measured again just before (unary, then
 #      batched) with EMERGENCY_SHARE of
-#      emergencies, the batched case PRIORITY_RUNS times, then once more with
-#      clients that have no retry budget (--no-retry-budget);
+#      emergencies, the unary case once more with clients that send every
+#      arrival (--no-client-throttle), the batched case PRIORITY_RUNS times,
+#      then once more with clients that have no retry budget
+#      (--no-retry-budget);
 #   4. the peak RSS (VmHWM) of every node at the end, after 10x was offered.
 # Each run lasts DURATION seconds; everything runs on 127.0.0.1 and stops by
 # itself. The last line of each `intake load` run is its contract line.
@@ -62,6 +64,10 @@ R=$(python3 -c "print(max(1, round($CAP * 5)))")
 echo "== priority: 5x unary capacity, emergency share $EMERGENCY_SHARE: --rate $R"
 "$BIN" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
   --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" || true
+
+echo "== priority: 5x unary capacity, clients without the client-side throttle: --rate $R --no-client-throttle"
+"$BIN" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
+  --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" --no-client-throttle || true
 
 RB=$(python3 -c "print(max(1, round($CAPB * 5 / $BATCH)))")
 for run in $(seq 1 "$PRIORITY_RUNS"); do

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use intake_core::category::Priority;
 use intake_proto::pb;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use intake_proto::wire::{item_result, mark_retry, retry_delay};
@@ -21,6 +22,7 @@ use crate::redact::key_tag;
 use crate::retry::RetryBudget;
 use crate::retry_loop::{Attempts, Backoff, RetryPolicy, RoundEnd, Verdict};
 use crate::routing::Routing;
+use crate::throttle::{Answer as ThrottleAnswer, Throttle};
 
 /// An accepted complaint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,7 @@ struct Inner {
     config: ClientConfig,
     routing: Arc<Routing>,
     budget: RetryBudget,
+    throttle: Option<Throttle>,
 }
 
 /// One call's complaints, and what has become of each so far.
@@ -159,6 +162,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 budget: RetryBudget::new(config.retry_budget),
+                throttle: config.throttle.map(Throttle::new),
                 config,
                 routing,
             }),
@@ -231,16 +235,20 @@ impl Client {
             if deadline.saturating_duration_since(Instant::now()).is_zero() {
                 break;
             }
-            let Some(&first) = round.items.first() else { break };
+            let (items, mut verdicts) = self.throttled(&mut call, round.items);
+            let Some(&first) = items.first() else {
+                attempts.settle(Instant::now(), verdicts);
+                continue;
+            };
             let district = call.complaints[first].district_code.clone();
             let target = self.target(&district, call.failed.as_deref());
-            let sending: Vec<pb::Complaint> =
-                round.items.iter().map(|i| call.complaints[*i].clone()).collect();
+            let sending: Vec<pb::Complaint> = items.iter().map(|i| call.complaints[*i].clone()).collect();
             let (target, answers) = self
                 .send_somewhere(rpc, target, sending, cfg.attempt_timeout, round.number, deadline)
                 .await;
             let answered = Instant::now();
-            let verdicts = call.judge_round(routing, &round.items, answers, &target);
+            self.count_for_throttle(&call, &items, &answers, answered);
+            verdicts.extend(call.judge_round(routing, &items, answers, &target));
             let end = attempts.settle(answered, verdicts);
             if end == RoundEnd::Accepted && routing.leader_of(&district).as_deref() != Some(target.as_str()) {
                 // Served, but by forwarding: learn the real leader.
@@ -248,6 +256,58 @@ impl Client {
             }
         }
         call.finish()
+    }
+
+    /// The round's complaints to send, and the verdicts of the ordinary ones
+    /// the client-side throttle holds back: settled at once as
+    /// [`ClientError::Overloaded`] with the throttle's retry delay, as the
+    /// cluster's own refusal at capacity would be.
+    fn throttled(&self, call: &mut Call, round: Vec<usize>) -> (Vec<usize>, Vec<(usize, Verdict)>) {
+        let Some(throttle) = &self.inner.throttle else {
+            return (round, Vec::new());
+        };
+        let now = Instant::now();
+        let categories = &self.inner.config.categories;
+        let (mut sending, mut held) = (Vec::with_capacity(round.len()), Vec::new());
+        for i in round {
+            let c = &call.complaints[i];
+            let ordinary = categories.priority(&c.category) == Priority::Ordinary;
+            match ordinary.then(|| throttle.admit(&c.district_code, now)) {
+                Some(Err(retry_after)) => {
+                    call.results[i] = Some(Err(ClientError::Overloaded { retry_after }));
+                    held.push((i, Verdict::Refused));
+                }
+                _ => sending.push(i),
+            }
+        }
+        (sending, held)
+    }
+
+    /// Tells the throttle what the cluster answered the ordinary complaints
+    /// `items` of `call`.
+    fn count_for_throttle(
+        &self,
+        call: &Call,
+        items: &[usize],
+        answers: &[Result<pb::SubmitResponse, Status>],
+        now: Instant,
+    ) {
+        let Some(throttle) = &self.inner.throttle else {
+            return;
+        };
+        let categories = &self.inner.config.categories;
+        for (i, answer) in items.iter().zip(answers) {
+            let c = &call.complaints[*i];
+            if categories.priority(&c.category) == Priority::Emergency {
+                continue;
+            }
+            let counted = match answer {
+                Ok(_) => ThrottleAnswer::Accepted,
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => ThrottleAnswer::Overloaded,
+                Err(_) => ThrottleAnswer::Other,
+            };
+            throttle.answered(&c.district_code, counted, now);
+        }
     }
 
     /// Where a round for `district` goes: its shard's leader, unless that is

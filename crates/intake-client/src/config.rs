@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
+use intake_core::category::CategoryTable;
+
 use crate::retry::RetryBudgetConfig;
 use crate::security::Security;
+use crate::throttle::ThrottleConfig;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -30,6 +33,14 @@ pub struct ClientConfig {
     pub suspect_for: Duration,
     /// TLS (the nodes' CA, a client certificate) and the bearer token.
     pub security: Security,
+    /// Client-side throttling of ordinary complaints while the cluster turns
+    /// most of them away at capacity ([`crate::Throttle`]); `None` sends
+    /// every complaint.
+    pub throttle: Option<ThrottleConfig>,
+    /// Which categories are emergencies, never throttled here: the table the
+    /// cluster runs with (`intake start --categories`; the embedded default
+    /// unless set).
+    pub categories: CategoryTable,
 }
 
 impl ClientConfig {
@@ -45,6 +56,8 @@ impl ClientConfig {
             map_refresh_interval: Duration::from_millis(500),
             suspect_for: Duration::from_secs(3),
             security: Security::default(),
+            throttle: Some(ThrottleConfig::default()),
+            categories: CategoryTable::default(),
         }
     }
 }

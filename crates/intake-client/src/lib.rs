@@ -76,6 +76,7 @@ mod retry;
 mod retry_loop;
 mod routing;
 mod security;
+mod throttle;
 
 pub use client::{Client, MAX_BATCH_ITEMS, Submitted};
 pub use config::ClientConfig;
@@ -87,3 +88,4 @@ pub use redact::key_tag;
 pub use retry::{RetryBudget, RetryBudgetConfig, backoff, backoff_ceiling};
 pub use retry_loop::{Attempts, Backoff, RetryPolicy, Round, RoundEnd, Stop, Verdict};
 pub use security::{Authorize, Security};
+pub use throttle::{Answer as ThrottleAnswer, Throttle, ThrottleConfig};

@@ -200,6 +200,8 @@ async fn retry_budget_bounds_attempts_and_retry_info_spaces_them() {
         max_tokens: 10.0,
         token_ratio: 0.1,
     };
+    // The budget alone decides here; the throttle has its own test below.
+    config.throttle = None;
     let client = Client::connect(config).await.unwrap();
 
     let started = Instant::now();
@@ -233,6 +235,51 @@ async fn retry_budget_bounds_attempts_and_retry_info_spaces_them() {
     assert_eq!(attempts.len(), 6);
     assert_eq!(attempts[5].0, "k-2");
     assert!(client.retry_tokens() < 5.0);
+}
+
+/// The client-side throttle from the outside: once a node has refused the
+/// ordinary complaints it was sent at capacity, most new ordinary ones are
+/// answered `Overloaded` by the client itself without reaching it, while
+/// every emergency still goes.
+#[tokio::test]
+async fn a_node_refusing_at_capacity_is_spared_ordinary_complaints_but_never_emergencies() {
+    let (server, addr) = serve_always_full().await;
+    let mut config = ClientConfig::new([addr]);
+    // First attempts only, so that each call is one decision of the throttle.
+    config.retry_budget = RetryBudgetConfig {
+        max_tokens: 0.0,
+        token_ratio: 0.1,
+    };
+    let client = Client::connect(config).await.unwrap();
+    for i in 0..60 {
+        match client
+            .submit(complaint(&format!("o-{i}"), DISTRICT, "noise"))
+            .await
+        {
+            Err(ClientError::Overloaded { retry_after }) => assert!(retry_after > Duration::ZERO),
+            other => panic!("expected Overloaded, got {other:?}"),
+        }
+    }
+    let reached = server.attempts.lock().unwrap().len();
+    // With no acceptance, the chance to be held back after n refusals is
+    // n/(n+1): about ln(60) ≈ 4 of the 60 reach the node, rarely 12.
+    assert!(
+        (1..=15).contains(&reached),
+        "{reached} of 60 ordinary complaints reached the node"
+    );
+    for i in 0..20 {
+        let mut fire = complaint(&format!("e-{i}"), DISTRICT, "smoke on the stairs");
+        fire.category = "fire".into();
+        assert!(matches!(
+            client.submit(fire).await,
+            Err(ClientError::Overloaded { .. })
+        ));
+    }
+    assert_eq!(
+        server.attempts.lock().unwrap().len(),
+        reached + 20,
+        "every emergency reached the node"
+    );
 }
 
 #[tokio::test]

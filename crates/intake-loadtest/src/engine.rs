@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use intake_client::{
     Attempts, Authorize, Backoff, EndpointHealth, RetryBudget, RetryBudgetConfig, RetryPolicy, Security,
-    Stop, Verdict, never_sent,
+    Stop, Throttle, ThrottleAnswer, ThrottleConfig, Verdict, never_sent,
 };
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
@@ -136,6 +136,9 @@ pub struct Engine {
     /// One attempt's limit (within the deadline), as `intake-client`'s
     /// `attempt_timeout`; `None`: an attempt may take the whole deadline.
     attempt_timeout: Option<Duration>,
+    /// Client-side throttling of ordinary complaints, as `intake-client`
+    /// does it; `None` sends every arrival (`--no-client-throttle`).
+    throttle: Option<Throttle>,
     tally: Mutex<Tally>,
     latency: Mutex<Histogram<u64>>,
     start: Instant,
@@ -145,7 +148,7 @@ impl Engine {
     /// The clock of the run starts now: per-second series and fault times
     /// count from here.
     pub fn new(clients: Vec<Intake>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
-        Self::build(clients, budget, None, None)
+        Self::build(clients, budget, None, None, None)
     }
 
     /// As [`Engine::new`], each attempt limited to `attempt_timeout`: a node
@@ -158,7 +161,7 @@ impl Engine {
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
     ) -> Arc<Engine> {
-        Self::build(clients, budget, attempt_timeout, None)
+        Self::build(clients, budget, attempt_timeout, None, None)
     }
 
     /// As `new`, submitting through the HTTP doors when `http` is given.
@@ -167,16 +170,18 @@ impl Engine {
         http: Option<HttpDoors>,
         budget: Option<RetryBudgetConfig>,
     ) -> Arc<Engine> {
-        Self::build(clients, budget, None, http)
+        Self::build(clients, budget, None, http, None)
     }
 
-    /// Every option at once: the retry budget, one attempt's limit, and the
-    /// HTTP doors to submit through (gRPC when `None`).
+    /// Every option at once: the retry budget, one attempt's limit, the
+    /// HTTP doors to submit through (gRPC when `None`), and the client-side
+    /// throttle (none when `None`).
     pub fn build(
         clients: Vec<Intake>,
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
         http: Option<HttpDoors>,
+        throttle: Option<ThrottleConfig>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             http,
@@ -185,6 +190,7 @@ impl Engine {
             clients,
             budget: budget.map(RetryBudget::new),
             attempt_timeout,
+            throttle: throttle.map(Throttle::new),
             tally: Mutex::new(Tally::default()),
             latency: Mutex::new(histogram()),
             start: Instant::now(),
@@ -348,31 +354,90 @@ impl Engine {
             let at = self
                 .health
                 .pick(&self.names, (idx + round.number as usize) % n, Instant::now());
-            let complaints: Vec<pb::Complaint> = round.items.iter().map(|i| items[*i].clone()).collect();
+            let (sending, mut verdicts) = self.throttled(ctx, &items, round.items, &mut results);
+            if sending.is_empty() {
+                attempts.settle(tokio::time::Instant::now(), verdicts);
+                continue;
+            }
+            let complaints: Vec<pb::Complaint> = sending.iter().map(|i| items[*i].clone()).collect();
             let answers = self
                 .send_somewhere(at, req.batch, complaints, deadline, round.number)
                 .await;
             let answered = tokio::time::Instant::now();
-            let verdicts: Vec<(usize, Verdict)> = round
-                .items
-                .iter()
-                .zip(answers)
-                .map(|(i, answer)| {
-                    let verdict = match &answer {
-                        Ok(_) => Verdict::Accepted,
-                        Err((code, after)) if retryable(*code) => Verdict::Retry(*after),
-                        Err(_) => Verdict::Refused,
-                    };
-                    results[*i] = Some(answer.map_err(|(code, _)| code));
-                    (*i, verdict)
-                })
-                .collect();
+            self.count_for_throttle(ctx, &items, &sending, &answers, answered);
+            verdicts.extend(sending.iter().zip(answers).map(|(i, answer)| {
+                let verdict = match &answer {
+                    Ok(_) => Verdict::Accepted,
+                    Err((code, after)) if retryable(*code) => Verdict::Retry(*after),
+                    Err(_) => Verdict::Refused,
+                };
+                results[*i] = Some(answer.map_err(|(code, _)| code));
+                (*i, verdict)
+            }));
             attempts.settle(answered, verdicts);
         }
         if attempts.stopped() == Some(Stop::Throttled) {
             self.tally.lock().retries_throttled += 1;
         }
         self.record(ctx, scheduled, &items, results);
+    }
+
+    /// The round's complaints to send, and the verdicts of those the
+    /// client-side throttle refused here (ordinary complaints of districts
+    /// the cluster has lately been turning away at capacity): answered
+    /// RESOURCE_EXHAUSTED, as the cluster would, and not retried within
+    /// this request, as a refusal with a retry delay longer than the
+    /// deadline is not.
+    fn throttled(
+        &self,
+        ctx: &PhaseCtx,
+        items: &[pb::Complaint],
+        round: Vec<usize>,
+        results: &mut [Option<Result<String, Code>>],
+    ) -> (Vec<usize>, Vec<(usize, Verdict)>) {
+        let Some(throttle) = &self.throttle else {
+            return (round, Vec::new());
+        };
+        let now = tokio::time::Instant::now();
+        let (mut sending, mut refused) = (Vec::with_capacity(round.len()), Vec::new());
+        for i in round {
+            let c = &items[i];
+            if !ctx.workload.is_emergency(&c.category) && throttle.admit(&c.district_code, now).is_err() {
+                results[i] = Some(Err(Code::ResourceExhausted));
+                refused.push((i, Verdict::Refused));
+            } else {
+                sending.push(i);
+            }
+        }
+        if !refused.is_empty() {
+            self.tally.lock().client_throttled += refused.len() as u64;
+        }
+        (sending, refused)
+    }
+
+    /// Tells the throttle what the cluster answered the ordinary complaints
+    /// of `sent`.
+    fn count_for_throttle(
+        &self,
+        ctx: &PhaseCtx,
+        items: &[pb::Complaint],
+        sent: &[usize],
+        answers: &Answers,
+        now: tokio::time::Instant,
+    ) {
+        let Some(throttle) = &self.throttle else { return };
+        for (i, answer) in sent.iter().zip(answers) {
+            let c = &items[*i];
+            if ctx.workload.is_emergency(&c.category) {
+                continue;
+            }
+            let counted = match answer {
+                Ok(_) => ThrottleAnswer::Accepted,
+                Err((Code::ResourceExhausted, _)) => ThrottleAnswer::Overloaded,
+                Err(_) => ThrottleAnswer::Other,
+            };
+            throttle.answered(&c.district_code, counted, now);
+        }
     }
 
     /// What became of each complaint of a request that arrived (was due)

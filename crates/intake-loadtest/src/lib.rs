@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-pub use intake_client::RetryBudgetConfig;
+pub use intake_client::{RetryBudgetConfig, ThrottleConfig};
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
 use tokio::sync::Mutex;
@@ -59,6 +59,9 @@ pub struct RunOptions {
     /// One attempt's limit within the deadline (`intake load
     /// --attempt-timeout-ms`); `None`: the whole deadline.
     pub attempt_timeout: Option<Duration>,
+    /// Client-side throttling of ordinary complaints, as `intake-client`
+    /// does it (`None`: `intake load --no-client-throttle`).
+    pub client_throttle: Option<ThrottleConfig>,
     /// The door complaints go through.
     pub protocol: Protocol,
     /// With `Endpoints` and `Protocol::Http`: each node's HTTP door
@@ -175,6 +178,12 @@ impl Summary {
                 t.resent_unsent
             ));
         }
+        if t.client_throttled > 0 {
+            out.push(format!(
+                "client_throttled={} (ordinary complaints this tool's client-side throttle refused without sending; counted as rejected)",
+                t.client_throttled
+            ));
+        }
         for a in &self.alerts {
             out.push(format!(
                 "alert district={} category={} raised_s={:.1} cleared_s={}",
@@ -237,6 +246,7 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         opts.retry_budget,
         opts.attempt_timeout,
         doors.map(|d| http::HttpDoors::new(&d)),
+        opts.client_throttle,
     );
     let alert_watch = alerts::AlertWatch::start(&endpoints, engine.start());
     let fault_task = cluster

@@ -48,6 +48,9 @@ pub struct Tally {
     /// Requests resent at once to another endpoint because their connection
     /// was refused: they never reached a node, so this is no retry.
     pub resent_unsent: u64,
+    /// Ordinary complaints the client-side throttle refused without sending
+    /// (counted in `rejected` too).
+    pub client_throttled: u64,
     /// Errors other than drops, by gRPC code.
     pub error_codes: BTreeMap<String, u64>,
     /// The part of `error_codes` that were emergencies: whether they timed

@@ -112,6 +112,13 @@ pub struct LoadArgs {
     /// Default: an attempt may take the whole deadline.
     #[arg(long)]
     attempt_timeout_ms: Option<u64>,
+    /// Send every arrival, as a client without intake-client's client-side
+    /// throttle would. By default ordinary complaints of a district that the
+    /// cluster has lately been turning away at capacity are refused here
+    /// with some probability (counted as rejected and printed as
+    /// client_throttled), as intake-client does; emergencies never are.
+    #[arg(long)]
+    no_client_throttle: bool,
     /// Seconds to wait for the sink to have every ticket before checking it.
     #[arg(long, default_value_t = 120)]
     drain_timeout_s: u64,
@@ -192,6 +199,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 ..RetryBudgetConfig::default()
             }),
             attempt_timeout: args.attempt_timeout_ms.map(|ms| Duration::from_millis(ms.max(1))),
+            client_throttle: (!args.no_client_throttle).then(intake_loadtest::ThrottleConfig::default),
         },
     );
     // On Ctrl-C the run is dropped, and with it the spawned processes
