@@ -69,21 +69,21 @@
 mod client;
 mod config;
 mod error;
-mod health;
 mod outbox;
 mod redact;
 mod retry;
 mod retry_loop;
+mod rotation;
 mod routing;
 mod security;
 
 pub use client::{Client, MAX_BATCH_ITEMS, Submitted};
 pub use config::ClientConfig;
 pub use error::{ClientError, FieldViolation};
-pub use health::{EndpointHealth, PROBE_FIRST, PROBE_MAX, never_sent};
 pub use intake_proto::pb;
 pub use outbox::{MAX_RECORD_BYTES, Outbox, OutboxConfig, OutboxError, OutboxEvent};
 pub use redact::key_tag;
 pub use retry::{RetryBudget, RetryBudgetConfig, backoff, backoff_ceiling};
 pub use retry_loop::{Attempts, Backoff, RetryPolicy, Round, RoundEnd, Stop, Verdict};
+pub use rotation::{HealthProbe, Probe, Rotation, RotationConfig, never_sent, nothing_heard};
 pub use security::{Authorize, Security};

@@ -233,11 +233,11 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         )));
     }
     let engine = Engine::build(
-        engine::clients(&endpoints)?,
+        &endpoints,
         opts.retry_budget,
         opts.attempt_timeout,
         doors.map(|d| http::HttpDoors::new(&d)),
-    );
+    )?;
     let alert_watch = alerts::AlertWatch::start(&endpoints, engine.start());
     let fault_task = cluster
         .as_ref()
