@@ -157,6 +157,15 @@ impl Summary {
                 }
             }
         }
+        // What the cluster said when it refused: whether a refusal's delay
+        // outlived the deadline is what `rejected` hides.
+        if t.rejected > 0
+            && let Some(message) = t.error_samples.get("ResourceExhausted")
+        {
+            out.push(format!(
+                "refusal_sample message={message:?} (the first refusal seen)"
+            ));
+        }
         if t.dropped > 0 {
             out.push(format!(
                 "client_dropped={} (arrivals found all --concurrency slots busy; counted as errors)",
