@@ -26,7 +26,7 @@
 # three nodes healthy. Exits 1 if anything acknowledged is lost or
 # duplicated, a ticket misses the sink, or a shard has no leader; with
 # REQUIRE_TARGET=1 also if a fault misses the acknowledgement target (not the
-# default: `pause` misses it today, see README).
+# default: `pause`, and at times `partition`, miss it today, see README).
 #
 #   deploy/tests/containers.sh            # every fault (~4 min)
 #   deploy/tests/containers.sh --smoke    # kill_leader and partition

@@ -103,7 +103,8 @@ impl Call {
                     let (verdict, shun) = judge(status, trail, &mut self.results[i], key, target);
                     if let Some(shun) = shun {
                         // A node that answered with RetryInfo is up but
-                        // found no leader: look again, but do not shun it.
+                        // found no leader: look again, but do not pass it
+                        // over. (One that said nothing is out already.)
                         routing.miss(&c.district_code, target, shun);
                         self.failed = Some(target.to_string());
                     }
@@ -310,24 +311,26 @@ impl Client {
         }
     }
 
-    /// Where a round for `district` goes: its shard's leader, unless that is
-    /// the node that just `failed`; else the next endpoint in turn.
+    /// Where a round for `district` goes: its shard's leader while it is in
+    /// rotation, unless that is the node that just `failed`; else the next
+    /// endpoint in turn (see `rotation`).
     fn target(&self, district: &str, failed: Option<&str>) -> String {
         let routing = &self.inner.routing;
-        match (failed, routing.leader_of(district)) {
-            (None, Some(leader)) => leader,
-            (Some(bad), Some(leader)) if bad != leader => leader,
-            _ => routing.next_endpoint(failed),
-        }
+        let avoid: Vec<String> = failed.map(str::to_string).into_iter().collect();
+        routing
+            .rotation
+            .pick(routing.leader_of(district).as_deref(), &avoid)
     }
 
     /// One request, to `target` or, if it never reaches a server there (the
     /// connection is refused or does not open in time), to the other
     /// endpoints in turn, at once: nothing was sent, so resending is no
-    /// retry and costs no retry budget (gRPC's transparent retry). The
-    /// refusing endpoint leaves the rotation until a probe finds it back.
-    /// Each endpoint is tried at most once, within `deadline`. Returns where
-    /// the last request went and its answers.
+    /// retry and costs no retry budget (gRPC's transparent retry). Each
+    /// endpoint is tried at most once, within `deadline`. What the rotation
+    /// learns: an endpoint that refused, broke the connection or let the
+    /// attempt run out without a word is out of it until it answers again;
+    /// one that answered is in it. Returns where the last request went and
+    /// its answers.
     async fn send_somewhere(
         &self,
         rpc: Rpc,
@@ -337,39 +340,41 @@ impl Client {
         round: u32,
         deadline: Instant,
     ) -> (String, Vec<Result<pb::SubmitResponse, Status>>) {
-        let health = &self.inner.routing.health;
+        let rotation = &self.inner.routing.rotation;
         let mut tried: Vec<String> = Vec::new();
         loop {
             let timeout = attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
-            health.sending(&target, std::time::Instant::now());
-            let answers = self
+            let (answers, silent) = self
                 .attempt(rpc, &target, complaints.clone(), timeout, round)
                 .await;
-            let refused = !answers.is_empty()
-                && answers
-                    .iter()
-                    .all(|a| a.as_ref().err().is_some_and(crate::health::never_sent));
-            if !refused {
-                health.answered(&target);
-                return (target, answers);
-            }
-            health.refused(&target, std::time::Instant::now());
-            tried.push(target.clone());
-            if tried.len() >= self.inner.routing.endpoint_count() || Instant::now() >= deadline {
-                return (target, answers);
-            }
-            match self.inner.routing.untried_endpoint(&tried) {
-                Some(next) => {
-                    tracing::debug!(from = %target, to = %next, "connection refused: resending elsewhere");
-                    target = next;
+            let all_failed = |f: fn(&Status) -> bool| {
+                !answers.is_empty() && answers.iter().all(|a| a.as_ref().err().is_some_and(f))
+            };
+            if !all_failed(crate::rotation::never_sent) {
+                if silent || all_failed(crate::rotation::nothing_heard) {
+                    rotation.heard_nothing(&target);
+                } else {
+                    rotation.answered(&target);
                 }
-                None => return (target, answers),
+                return (target, answers);
             }
+            rotation.heard_nothing(&target);
+            tried.push(target.clone());
+            if Instant::now() >= deadline {
+                return (target, answers);
+            }
+            let next = rotation.pick(None, &tried);
+            if tried.contains(&next) || rotation.is_out(&next) {
+                return (target, answers);
+            }
+            tracing::debug!(from = %target, to = %next, "connection refused: resending elsewhere");
+            target = next;
         }
     }
 
-    /// One request to `target`; one answer per complaint. A failure of the
-    /// whole request is every complaint's answer.
+    /// One request to `target`; one answer per complaint (a failure of the
+    /// whole request is every complaint's answer), and whether the local
+    /// timer ran out on it (nothing heard).
     async fn attempt(
         &self,
         rpc: Rpc,
@@ -377,12 +382,12 @@ impl Client {
         complaints: Vec<pb::Complaint>,
         timeout: Duration,
         previous_attempts: u32,
-    ) -> Vec<Result<pb::SubmitResponse, Status>> {
+    ) -> (Vec<Result<pb::SubmitResponse, Status>>, bool) {
         let n = complaints.len();
         let all = |s: Status| vec![Err(s); n];
         let channel = match self.inner.routing.channel(target) {
             Ok(c) => c,
-            Err(e) => return all(Status::unavailable(e.to_string())),
+            Err(e) => return (all(Status::unavailable(e.to_string())), false),
         };
         let mut client =
             IntakeServiceClient::with_interceptor(channel, self.inner.routing.security().interceptor());
@@ -398,8 +403,8 @@ impl Client {
                 req.set_timeout(timeout);
                 mark_retry(req.metadata_mut(), previous_attempts);
                 match tokio::time::timeout(local, client.submit(req)).await {
-                    Ok(r) => vec![r.map(tonic::Response::into_inner)],
-                    Err(_) => all(hung()),
+                    Ok(r) => (vec![r.map(tonic::Response::into_inner)], false),
+                    Err(_) => (all(hung()), true),
                 }
             }
             Rpc::Batch => {
@@ -410,12 +415,13 @@ impl Client {
                     Ok(Ok(resp)) => {
                         let results = resp.into_inner().results;
                         if results.len() != n {
-                            return all(Status::internal("the node answered a different number of items"));
+                            let odd = Status::internal("the node answered a different number of items");
+                            return (all(odd), false);
                         }
-                        results.into_iter().map(item_result).collect()
+                        (results.into_iter().map(item_result).collect(), false)
                     }
-                    Ok(Err(status)) => all(status),
-                    Err(_) => all(hung()),
+                    Ok(Err(status)) => (all(status), false),
+                    Err(_) => (all(hung()), true),
                 }
             }
         }

@@ -27,9 +27,11 @@ pub struct ClientConfig {
     /// The shard map is fetched again at most this often, so a storm of
     /// misses costs one `ClusterStatus` call, not one per miss.
     pub map_refresh_interval: Duration,
-    /// A node that failed an attempt is tried last for this long. It should
-    /// outlast an election, or a stopped leader that its followers still
-    /// name keeps being tried first and drains the retry budget.
+    /// A node that answered an attempt but could not serve it (no leader
+    /// reachable from it) is passed over for this long, then tried by one
+    /// request at a time. It should outlast an election. (A node that said
+    /// nothing at all is out of rotation until a health probe hears it:
+    /// `rotation.rs`.)
     pub suspect_for: Duration,
     /// TLS (the nodes' CA, a client certificate) and the bearer token.
     pub security: Security,

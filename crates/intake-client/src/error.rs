@@ -66,7 +66,7 @@ pub(crate) enum Failure {
 }
 
 pub(crate) fn classify(status: &Status) -> Failure {
-    if crate::health::never_sent(status) {
+    if crate::rotation::never_sent(status) {
         return Failure::NotSent;
     }
     match status.code() {

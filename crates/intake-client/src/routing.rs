@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::error::ClientError;
-use crate::health::EndpointHealth;
+use crate::rotation::{HealthProbe, Rotation, RotationConfig};
 use crate::security::Security;
 
 /// What the client knows of the cluster: for each district, the address of
@@ -56,20 +56,15 @@ fn normalize(addr: &str) -> String {
 }
 
 pub(crate) struct Routing {
-    endpoints: Vec<String>,
     connect_timeout: Duration,
     refresh_interval: Duration,
-    suspect_for: Duration,
     channels: Mutex<HashMap<String, Channel>>,
     map: RwLock<ShardMap>,
-    /// Nodes that failed an attempt recently, until when to avoid them. A
-    /// stopped leader stays named by its followers' views until they elect,
-    /// so without this every call would try it first and burn the budget.
-    suspects: Mutex<HashMap<String, Instant>>,
-    /// Nodes that refused a connection: out of rotation until a probe finds
-    /// them back (see `health`).
-    pub health: EndpointHealth,
-    next: AtomicUsize,
+    /// The configured endpoints in turn, and which nodes are out of
+    /// rotation or passed over (see `rotation`). A stopped leader stays
+    /// named by its followers' views until they elect, so without this
+    /// every call would try it first and burn the budget.
+    pub rotation: Rotation,
     refreshing: AtomicBool,
     last_refresh: Mutex<Option<Instant>>,
     /// TLS and token for every channel and call.
@@ -87,22 +82,23 @@ impl Routing {
         if endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints".into()));
         }
+        let config = RotationConfig {
+            shun_for: suspect_for,
+            ..RotationConfig::default()
+        };
+        let probe = Arc::new(HealthProbe::new(security.clone(), connect_timeout));
         let routing = Self {
-            endpoints: endpoints.iter().map(|e| normalize(e)).collect(),
             connect_timeout,
             refresh_interval,
-            suspect_for,
             channels: Mutex::new(HashMap::new()),
             map: RwLock::new(ShardMap::default()),
-            suspects: Mutex::new(HashMap::new()),
-            health: EndpointHealth::new(),
-            next: AtomicUsize::new(0),
+            rotation: Rotation::new(endpoints.iter().map(|e| normalize(e)).collect(), config, probe),
             refreshing: AtomicBool::new(false),
             last_refresh: Mutex::new(None),
             security,
         };
         // Fail now on a malformed endpoint rather than on the first call.
-        for e in &routing.endpoints {
+        for e in routing.rotation.endpoints() {
             routing.channel(e)?;
         }
         Ok(routing)
@@ -129,66 +125,22 @@ impl Routing {
         &self.security
     }
 
-    /// The known leader of `district`'s shard, unless it failed lately.
+    /// The known leader of `district`'s shard, unless it failed lately
+    /// (out of rotation or passed over).
     pub fn leader_of(&self, district: &str) -> Option<String> {
         let map = self.map.read();
         map.leaders
             .get(district)
-            .filter(|a| !self.is_suspect(a) && !self.is_down(a))
+            .filter(|a| self.rotation.in_rotation(a))
             .cloned()
-    }
-
-    /// The next configured endpoint in turn, preferring, in this order, one
-    /// that is not `avoid`, has not failed lately and has not refused a
-    /// connection; one that has not refused; one that is not `avoid`.
-    pub fn next_endpoint(&self, avoid: Option<&str>) -> String {
-        let n = self.endpoints.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let in_turn = || (0..n).map(|i| &self.endpoints[(start + i) % n]);
-        let not_avoid = |e: &&String| Some(e.as_str()) != avoid;
-        in_turn()
-            .find(|e| not_avoid(e) && !self.is_suspect(e) && !self.is_down(e))
-            .or_else(|| in_turn().find(|e| not_avoid(e) && !self.is_down(e)))
-            .or_else(|| in_turn().find(|e| !self.is_down(e)))
-            .or_else(|| in_turn().find(not_avoid))
-            .unwrap_or(&self.endpoints[start % n])
-            .clone()
-    }
-
-    /// A configured endpoint not in `tried` that has not refused a
-    /// connection lately, in turn; for resending a request that never left.
-    pub fn untried_endpoint(&self, tried: &[String]) -> Option<String> {
-        let n = self.endpoints.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.endpoints[(start + i) % n])
-            .find(|e| !tried.contains(e) && !self.is_down(e))
-            .cloned()
-    }
-
-    pub fn endpoint_count(&self) -> usize {
-        self.endpoints.len()
-    }
-
-    fn is_down(&self, addr: &str) -> bool {
-        self.health.is_down(addr, std::time::Instant::now())
-    }
-
-    fn is_suspect(&self, addr: &str) -> bool {
-        self.suspects
-            .lock()
-            .get(addr)
-            .is_some_and(|until| *until > Instant::now())
     }
 
     /// `addr` failed an attempt for `district`: forget it as the district's
-    /// leader, ask for a fresh map, and if it looks down, avoid it a while.
-    pub fn miss(self: &Arc<Self>, district: &str, addr: &str, looks_down: bool) {
-        if looks_down {
-            let mut suspects = self.suspects.lock();
-            let now = Instant::now();
-            suspects.retain(|_, until| *until > now);
-            suspects.insert(addr.to_string(), now + self.suspect_for);
+    /// leader, ask for a fresh map, and if it answered but could not serve,
+    /// pass it over a while.
+    pub fn miss(self: &Arc<Self>, district: &str, addr: &str, could_not_serve: bool) {
+        if could_not_serve {
+            self.rotation.could_not_serve(addr);
         }
         {
             let mut map = self.map.write();
@@ -219,7 +171,7 @@ impl Routing {
 
     /// Asks one endpoint (in turn) for the cluster status.
     async fn refresh(&self) {
-        let addr = self.next_endpoint(None);
+        let addr = self.rotation.pick(None, &[]);
         let Ok(channel) = self.channel(&addr) else {
             return;
         };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{TestCluster, complaint, fast_tuning};
 use intake_client::{Client, ClientConfig, ClientError, RetryBudgetConfig, Submitted, pb};
-use stand_in::{SERVER_DELAY, serve_always_full};
+use stand_in::{SERVER_DELAY, serve_always_full, serve_busy_once};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -346,6 +346,9 @@ async fn each_complaint_of_a_batch_waits_only_its_own_retry_delay() {
     let mut config = ClientConfig::new([addr]);
     config.backoff_base = Duration::from_millis(1);
     config.call_timeout = Duration::from_secs(5);
+    // Two refusals at capacity and no ticket yet: the throttle could hold
+    // the resend back; this test is about each complaint's own delay.
+    config.throttle = None;
     let client = Client::connect(config).await.unwrap();
     let started = std::time::Instant::now();
     let results = client
@@ -466,4 +469,31 @@ async fn a_killed_node_costs_no_complaint_even_with_a_tiny_retry_budget() {
         failures.first()
     );
     cluster.shutdown().await;
+}
+
+/// A paused node takes connections and answers nothing. The first attempt
+/// that runs out on it takes it out of rotation (a health probe, not a
+/// request, asks it again), so of many calls only that one pays.
+#[tokio::test]
+async fn a_silent_node_leaves_the_rotation_after_one_attempt_runs_out() {
+    // Listening, never accepting: connections open, nothing is answered.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (server, live) = serve_busy_once().await;
+    let mut config = ClientConfig::new([silent.local_addr().unwrap().to_string(), live]);
+    config.attempt_timeout = Duration::from_millis(300);
+    config.call_timeout = Duration::from_secs(5);
+    let client = Client::connect(config).await.unwrap();
+    let mut attempts = Vec::new();
+    for i in 0..10 {
+        let c = complaint(&format!("silent-{i}"), DISTRICT, "a node is paused");
+        let mut answers = client.submit_batch(vec![c]).await;
+        match answers.pop() {
+            Some(Ok(s)) => attempts.push(s.attempts),
+            other => panic!("call {i}: {other:?}"),
+        }
+    }
+    attempts.sort_unstable();
+    assert_eq!(attempts, [1, 1, 1, 1, 1, 1, 1, 1, 1, 2], "one call found it out");
+    assert_eq!(server.requests.lock().unwrap().len(), 10);
+    drop(silent);
 }

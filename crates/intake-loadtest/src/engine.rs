@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use intake_client::{
-    Attempts, Authorize, Backoff, EndpointHealth, RetryBudget, RetryBudgetConfig, RetryPolicy, Security,
-    Stop, Throttle, ThrottleAnswer, ThrottleConfig, Verdict, never_sent,
+    Attempts, Authorize, Backoff, HealthProbe, RetryBudget, RetryBudgetConfig, RetryPolicy, Rotation,
+    RotationConfig, Security, Stop, Throttle, ThrottleAnswer, ThrottleConfig, Verdict, never_sent,
+    nothing_heard,
 };
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
@@ -32,6 +33,9 @@ use crate::http::HttpDoors;
 use crate::scenario::{Phase, Rate};
 use crate::tally::{Outcome, Tally, histogram};
 use crate::workload::{Request, Workload};
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Responses can be large (batches); the default 4 MiB is not enough.
 const MAX_DECODING_BYTES: usize = 16 * 1024 * 1024;
@@ -66,7 +70,7 @@ fn endpoint(endpoint: &str) -> Result<Endpoint, LoadError> {
         endpoint: endpoint.to_string(),
         message: e.to_string(),
     })?;
-    Ok(ep.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true))
+    Ok(ep.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
 }
 
 /// A channel that connects on first use, so a node that is down when the run
@@ -89,9 +93,7 @@ pub async fn check_reachable(endpoints: &[String]) -> Result<(), LoadError> {
 }
 
 pub fn clients(endpoints: &[String]) -> Result<Vec<Intake>, LoadError> {
-    if endpoints.is_empty() {
-        return Err(LoadError::Invalid("no endpoints to send load to".into()));
-    }
+    check_any(endpoints)?;
     endpoints
         .iter()
         .map(|e| {
@@ -101,6 +103,13 @@ pub fn clients(endpoints: &[String]) -> Result<Vec<Intake>, LoadError> {
             )
         })
         .collect()
+}
+
+fn check_any(endpoints: &[String]) -> Result<(), LoadError> {
+    if endpoints.is_empty() {
+        return Err(LoadError::Invalid("no endpoints to send load to".into()));
+    }
+    Ok(())
 }
 
 /// What a run produced, before verification.
@@ -126,10 +135,10 @@ pub struct Engine {
     /// `--protocol http`: complaints go to these doors instead (same order
     /// as `clients`, which still serve verification's look-ups).
     http: Option<HttpDoors>,
-    /// The clients' keys in `health`, by index.
-    names: Vec<String>,
-    /// Endpoints that refused connections, as `intake-client` tracks them.
-    health: EndpointHealth,
+    /// Which endpoint each attempt goes to, and which are out of rotation,
+    /// as in `intake-client` (the same type); its endpoints are `clients`'
+    /// addresses, in order.
+    rotation: Rotation,
     /// Shared by every request of the run, as one `intake-client` shares
     /// one among its calls; `None` retries whenever the deadline allows.
     budget: Option<RetryBudget>,
@@ -147,46 +156,49 @@ pub struct Engine {
 impl Engine {
     /// The clock of the run starts now: per-second series and fault times
     /// count from here.
-    pub fn new(clients: Vec<Intake>, budget: Option<RetryBudgetConfig>) -> Arc<Engine> {
-        Self::build(clients, budget, None, None, None)
+    pub fn new(endpoints: &[String], budget: Option<RetryBudgetConfig>) -> Result<Arc<Engine>, LoadError> {
+        Self::build(endpoints, budget, None, None, None)
     }
 
     /// As [`Engine::new`], each attempt limited to `attempt_timeout`: a node
-    /// that lets one run out (paused, or cut off from its peers and waiting
-    /// on them) costs that part of the deadline, not all of it, and it (like
-    /// one that answers UNAVAILABLE) leaves the rotation until a probe finds
-    /// it answering, as a refusing node does.
+    /// that lets one run out without a word (paused, or its process stuck)
+    /// costs that part of the deadline, not all of it, and leaves the
+    /// rotation until a health probe hears it, as a refusing node does; one
+    /// that answers that it cannot serve (UNAVAILABLE, or DEADLINE_EXCEEDED
+    /// waiting on peers it cannot reach) is passed over for a while.
     pub fn with_attempt_timeout(
-        clients: Vec<Intake>,
+        endpoints: &[String],
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
-    ) -> Arc<Engine> {
-        Self::build(clients, budget, attempt_timeout, None, None)
+    ) -> Result<Arc<Engine>, LoadError> {
+        Self::build(endpoints, budget, attempt_timeout, None, None)
     }
 
     /// As `new`, submitting through the HTTP doors when `http` is given.
     pub fn with_http(
-        clients: Vec<Intake>,
+        endpoints: &[String],
         http: Option<HttpDoors>,
         budget: Option<RetryBudgetConfig>,
-    ) -> Arc<Engine> {
-        Self::build(clients, budget, None, http, None)
+    ) -> Result<Arc<Engine>, LoadError> {
+        Self::build(endpoints, budget, None, http, None)
     }
 
-    /// Every option at once: the retry budget, one attempt's limit, the
-    /// HTTP doors to submit through (gRPC when `None`), and the client-side
-    /// throttle (none when `None`).
+    /// Every option at once: the nodes' gRPC endpoints, the retry budget,
+    /// one attempt's limit, the HTTP doors to submit through (gRPC when
+    /// `None`; the doors are probed through the gRPC endpoints), and the
+    /// client-side throttle (none when `None`).
     pub fn build(
-        clients: Vec<Intake>,
+        endpoints: &[String],
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
         http: Option<HttpDoors>,
         throttle: Option<ThrottleConfig>,
-    ) -> Arc<Engine> {
-        Arc::new(Engine {
+    ) -> Result<Arc<Engine>, LoadError> {
+        let clients = clients(endpoints)?;
+        let probe = Arc::new(HealthProbe::new(security(), CONNECT_TIMEOUT));
+        Ok(Arc::new(Engine {
             http,
-            names: (0..clients.len()).map(|i| i.to_string()).collect(),
-            health: EndpointHealth::new(),
+            rotation: Rotation::new(endpoints.to_vec(), RotationConfig::default(), probe),
             clients,
             budget: budget.map(RetryBudget::new),
             attempt_timeout,
@@ -194,7 +206,7 @@ impl Engine {
             tally: Mutex::new(Tally::default()),
             latency: Mutex::new(histogram()),
             start: Instant::now(),
-        })
+        }))
     }
 
     pub fn start(&self) -> Instant {
@@ -275,9 +287,8 @@ impl Engine {
                 Ok(permit) => {
                     self.tally.lock().offered(ctx.index, second, size);
                     let (me, ctx) = (self.clone(), ctx.clone());
-                    let idx = n as usize;
                     tasks.spawn(async move {
-                        me.one(&ctx, idx, scheduled, req).await;
+                        me.one(&ctx, scheduled, req).await;
                         drop(permit);
                     });
                 }
@@ -294,10 +305,9 @@ impl Engine {
         let total = phase.total.unwrap_or(u64::MAX);
         let offered = Arc::new(AtomicU64::new(0));
         let workers = phase.concurrency.max(1);
-        for w in 0..workers {
+        for _ in 0..workers {
             let (me, ctx, offered) = (self.clone(), ctx.clone(), offered.clone());
             tasks.spawn(async move {
-                let mut i = w;
                 while Instant::now() < end {
                     let req = ctx.workload.request(&mut rand::rng());
                     let size = req.items.len() as u64;
@@ -307,8 +317,7 @@ impl Engine {
                         break;
                     }
                     me.tally.lock().offered(ctx.index, me.second(), size);
-                    me.one(&ctx, i, Instant::now(), req).await;
-                    i += workers;
+                    me.one(&ctx, Instant::now(), req).await;
                 }
             });
         }
@@ -331,7 +340,7 @@ impl Engine {
     /// when the ordinary complaints beside it were told to stay away
     /// longer), the pause doubles from 20 ms to 500 ms, and the budget
     /// (when set) is shared by every request of the run.
-    async fn one(&self, ctx: &PhaseCtx, idx: usize, scheduled: Instant, req: Request) {
+    async fn one(&self, ctx: &PhaseCtx, scheduled: Instant, req: Request) {
         let items = req.items;
         let mut results: Vec<Option<Result<String, Code>>> = vec![None; items.len()];
         let start = tokio::time::Instant::from_std(scheduled);
@@ -343,26 +352,26 @@ impl Engine {
             start + ctx.deadline,
         );
         let deadline = scheduled + ctx.deadline;
+        // The endpoint the last attempt went to: the next goes elsewhere.
+        let mut last: Vec<String> = Vec::new();
         while let Some(round) = attempts.next_round().await {
             if round.is_retry() {
                 self.tally.lock().retries += 1;
             }
-            // Each attempt goes to the next endpoint in turn, so the retries
-            // of a request sent to a killed node reach a live one; endpoints
-            // that refused connections lately are passed over.
-            let n = self.clients.len();
-            let at = self
-                .health
-                .pick(&self.names, (idx + round.number as usize) % n, Instant::now());
+            // Each attempt goes to the next endpoint in rotation, so the
+            // retries of a request sent to a dead or paused node reach a
+            // live one, and the nodes out of rotation get none.
+            let at = self.rotation.pick(None, &last);
             let (sending, mut verdicts) = self.throttled(ctx, &items, round.items, &mut results);
             if sending.is_empty() {
                 attempts.settle(tokio::time::Instant::now(), verdicts);
                 continue;
             }
             let complaints: Vec<pb::Complaint> = sending.iter().map(|i| items[*i].clone()).collect();
-            let answers = self
+            let (to, answers) = self
                 .send_somewhere(at, req.batch, complaints, deadline, round.number)
                 .await;
+            last = vec![to];
             let answered = tokio::time::Instant::now();
             self.count_for_throttle(ctx, &items, &sending, &answers, answered);
             verdicts.extend(sending.iter().zip(answers).map(|(i, answer)| {
@@ -484,79 +493,84 @@ impl Engine {
     /// One request, to endpoint `at` or, while it never reaches a server
     /// (the connection is refused or does not open in time), to the other
     /// endpoints in turn at once: nothing was sent, so this is no retry and
-    /// costs no attempt and no retry budget (gRPC's transparent retry), and
-    /// the refusing endpoint leaves the rotation until a probe finds it
-    /// back. Each endpoint is tried at most once, within `deadline`.
+    /// costs no attempt and no retry budget (gRPC's transparent retry). Each
+    /// endpoint is tried at most once, within `deadline`. Returns where the
+    /// last call went and its answers; the rotation learns from each call
+    /// (`judge_node`).
     async fn send_somewhere(
         &self,
-        mut at: usize,
+        mut at: String,
         batch: bool,
         complaints: Vec<pb::Complaint>,
         deadline: Instant,
         previous_attempts: u32,
-    ) -> Answers {
-        let n = self.clients.len();
-        for _ in 0..n {
+    ) -> (String, Answers) {
+        let mut tried: Vec<String> = Vec::new();
+        loop {
             let sent = Instant::now();
-            self.health.sending(&self.names[at], sent);
-            match self
-                .send(at, batch, complaints.clone(), deadline, previous_attempts)
+            let left = deadline.saturating_duration_since(sent);
+            let timeout = self.attempt_timeout.map_or(left, |t| t.min(left));
+            let status = match self
+                .send(&at, batch, complaints.clone(), timeout, previous_attempts)
                 .await
             {
-                Ok(answers) if self.ran_out(sent, &answers) => {
-                    self.health.refused(&self.names[at], Instant::now());
-                    return answers;
-                }
                 Ok(answers) => {
-                    self.health.answered(&self.names[at]);
-                    return answers;
+                    self.judge_node(&at, sent.elapsed() >= timeout, &answers);
+                    return (at, answers);
                 }
-                Err(status) if never_sent(&status) => {
-                    self.health.refused(&self.names[at], Instant::now());
-                    let next = self.health.pick(&self.names, at + 1, Instant::now());
-                    if next == at
-                        || self.health.is_down(&self.names[next], Instant::now())
-                        || Instant::now() >= deadline
-                    {
-                        return self.failed(&status, complaints.len());
-                    }
-                    self.tally.lock().resent_unsent += 1;
-                    at = next;
-                }
+                Err(status) if never_sent(&status) => status,
                 Err(status) => {
                     let answers = self.failed(&status, complaints.len());
-                    if self.ran_out(sent, &answers) {
-                        self.health.refused(&self.names[at], Instant::now());
-                    }
-                    return answers;
+                    let silent = nothing_heard(&status) || sent.elapsed() >= timeout;
+                    self.judge_node(&at, silent, &answers);
+                    return (at, answers);
                 }
+            };
+            self.rotation.heard_nothing(&at);
+            tried.push(at.clone());
+            let next = self.rotation.pick(None, &tried);
+            if tried.contains(&next) || self.rotation.is_out(&next) || Instant::now() >= deadline {
+                let answers = self.failed(&status, complaints.len());
+                return (at, answers);
             }
+            self.tally.lock().resent_unsent += 1;
+            at = next;
         }
-        let status = tonic::Status::unavailable("no endpoint took the connection");
-        self.failed(&status, complaints.len())
     }
 
-    /// With an attempt timeout, whether the node failed an attempt sent at
-    /// `sent` in a way that says it cannot serve now: it let the attempt run
-    /// out (stalled, or waiting on peers it cannot reach) or answered every
-    /// complaint UNAVAILABLE (it reaches no leader). Like intake-client's
-    /// suspects, such a node is passed over for a while, so that first
-    /// attempts go to nodes that serve and the retry budget is not spent on
-    /// the one that does not. Overload (RESOURCE_EXHAUSTED) is the
-    /// cluster's, not the node's, and does not count.
-    fn ran_out(&self, sent: Instant, answers: &Answers) -> bool {
-        let Some(t) = self.attempt_timeout else {
-            return false;
-        };
-        let timed_out = sent.elapsed() >= t && answers.iter().all(Result::is_err);
-        let unavailable = !answers.is_empty()
+    /// What a call to `at` that reached it tells the rotation. With an
+    /// attempt timeout: a node that let the attempt run out without a word
+    /// (`silent`: paused, stuck) is out until a health probe hears it; one
+    /// that answered every complaint UNAVAILABLE or DEADLINE_EXCEEDED (it
+    /// reaches no leader: cut off, or forwarding to a leader that cannot
+    /// answer) is passed over for a while, as intake-client passes over a
+    /// node that could not serve, so that first attempts go to nodes that
+    /// serve and the retry budget is not spent on the one that does not.
+    /// Overload (RESOURCE_EXHAUSTED) is the cluster's, not the node's, and
+    /// does not count. Without an attempt timeout (the benchmarks) only a
+    /// refused connection takes a node out, as before, so their figures keep
+    /// their meaning.
+    fn judge_node(&self, at: &str, silent: bool, answers: &Answers) {
+        let served = answers.iter().any(Result::is_ok);
+        if self.attempt_timeout.is_none() || served {
+            self.rotation.answered(at);
+            return;
+        }
+        if silent {
+            self.rotation.heard_nothing(at);
+            return;
+        }
+        self.rotation.answered(at);
+        let unserved = !answers.is_empty()
             && answers.iter().all(|a| {
                 matches!(
                     a,
                     Err((Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _))
                 )
             });
-        timed_out || unavailable
+        if unserved {
+            self.rotation.could_not_serve(at);
+        }
     }
 
     /// Every complaint's answer when the whole call failed with `status`.
@@ -565,18 +579,22 @@ impl Engine {
         vec![Err((status.code(), retry_delay(status))); n]
     }
 
-    /// One call to endpoint `at`: the answer per complaint, or the status
-    /// that failed the whole call.
+    /// One call to endpoint `addr`, given `timeout`: the answer per
+    /// complaint, or the status that failed the whole call.
     async fn send(
         &self,
-        at: usize,
+        addr: &str,
         batch: bool,
         mut complaints: Vec<pb::Complaint>,
-        deadline: Instant,
+        timeout: Duration,
         previous_attempts: u32,
     ) -> Result<Answers, tonic::Status> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = self.attempt_timeout.map_or(left, |t| t.min(left));
+        let at = self
+            .rotation
+            .endpoints()
+            .iter()
+            .position(|e| e == addr)
+            .ok_or_else(|| tonic::Status::internal(format!("{addr} is not an endpoint of this run")))?;
         if let Some(doors) = &self.http {
             let answers = doors
                 .send(at, batch, complaints, timeout, previous_attempts)
@@ -600,11 +618,7 @@ impl Engine {
             let answer = tokio::time::timeout(local, client.submit(r))
                 .await
                 .unwrap_or_else(|_| Err(hung()));
-            return match answer {
-                Ok(r) => Ok(vec![Ok(r.into_inner().ticket_id)]),
-                Err(s) if never_sent(&s) => Err(s),
-                Err(s) => Ok(self.failed(&s, 1)),
-            };
+            return answer.map(|r| vec![Ok(r.into_inner().ticket_id)]);
         }
         let n = complaints.len();
         let mut r = tonic::Request::new(pb::SubmitBatchRequest { complaints });
@@ -645,12 +659,20 @@ const RETRY_POLICY: RetryPolicy = RetryPolicy {
 };
 
 /// Whether a code is worth another attempt. `Unknown` is what a broken
-/// connection (a killed node) looks like; the complaint may have committed,
-/// but a retry with the same idempotency key returns that ticket, so it is
-/// as safe as the others, and it is what an adapter does.
+/// connection (a killed node) looks like, and `Cancelled` ("Timeout
+/// expired") what this tool's own attempt timer gives when a node says
+/// nothing (a paused one); the complaint may have committed, but a retry
+/// with the same idempotency key returns that ticket, so it is as safe as
+/// the others, and it is what an adapter does (`intake-client` retries
+/// both). Without `Cancelled` here, every attempt that hit a paused node
+/// was its request's last.
 fn retryable(code: Code) -> bool {
     matches!(
         code,
-        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Unknown
+        Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Cancelled
     )
 }

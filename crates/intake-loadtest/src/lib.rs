@@ -160,6 +160,15 @@ impl Summary {
                 }
             }
         }
+        // What the cluster said when it refused: whether a refusal's delay
+        // outlived the deadline is what `rejected` hides.
+        if t.rejected > 0
+            && let Some(message) = t.error_samples.get("ResourceExhausted")
+        {
+            out.push(format!(
+                "refusal_sample message={message:?} (the first refusal seen)"
+            ));
+        }
         if t.dropped > 0 {
             out.push(format!(
                 "client_dropped={} (arrivals found all --concurrency slots busy; counted as errors)",
@@ -242,12 +251,12 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         )));
     }
     let engine = Engine::build(
-        engine::clients(&endpoints)?,
+        &endpoints,
         opts.retry_budget,
         opts.attempt_timeout,
         doors.map(|d| http::HttpDoors::new(&d)),
         opts.client_throttle,
-    );
+    )?;
     let alert_watch = alerts::AlertWatch::start(&endpoints, engine.start());
     let fault_task = cluster
         .as_ref()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use intake_core::category::CategoryTable;
 use intake_core::district::DistrictTable;
-use intake_loadtest::engine::{self, Engine};
+use intake_loadtest::engine::Engine;
 use intake_loadtest::tally::Tally;
 use intake_loadtest::{Mix, Phase, Rate, RetryBudgetConfig};
 use intake_proto::pb;
@@ -107,7 +107,7 @@ const IN_FLIGHT: usize = 4;
 async fn offer(budget: Option<RetryBudgetConfig>) -> (u64, u64, u64) {
     let peer = StandIn::default();
     let (addr, serving) = serve(peer.clone()).await;
-    let engine = Engine::new(engine::clients(&[addr]).unwrap(), budget);
+    let engine = Engine::new(&[addr], budget).unwrap();
     // Slow enough that the retries (20 ms, then 40 ms of backoff) of one
     // request end before IN_FLIGHT more arrive.
     let t = drive(&engine, 20.0, IN_FLIGHT, MAX_ATTEMPTS).await;
@@ -178,7 +178,7 @@ async fn requests_for_a_refusing_endpoint_land_on_a_live_one_without_the_budget(
         max_tokens: 1.0,
         token_ratio: 0.1,
     };
-    let engine = Engine::new(engine::clients(&[dead, live]).unwrap(), Some(budget));
+    let engine = Engine::new(&[dead, live], Some(budget)).unwrap();
     let t = drive(&engine, 50.0, 8, 1).await;
     serving.abort();
     assert_eq!(
@@ -195,6 +195,40 @@ async fn requests_for_a_refusing_endpoint_land_on_a_live_one_without_the_budget(
         t.resent_unsent < REQUESTS / 2,
         "the dead endpoint stayed in rotation: {} resent",
         t.resent_unsent
+    );
+    assert_eq!(peer.attempts.load(Ordering::Relaxed), REQUESTS);
+}
+
+/// A paused node (`docker pause`, SIGSTOP): its kernel takes connections,
+/// nothing answers. The first attempt that runs out on it takes it out of
+/// rotation; later requests go to the live node only (a health probe, not a
+/// request, asks it again), so every request lands within its deadline.
+#[tokio::test]
+async fn a_silent_endpoint_costs_only_the_attempts_that_found_it_out() {
+    // Listening, never accepting: connections open, nothing is answered.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let peer = StandIn {
+        accepts: true,
+        ..Default::default()
+    };
+    let (live, serving) = serve(peer.clone()).await;
+    let engine =
+        Engine::with_attempt_timeout(&[silent_addr, live], None, Some(Duration::from_millis(300))).unwrap();
+    // 40 requests over 2 s; about 3 are sent to the silent node before its
+    // first attempt runs out.
+    let t = drive(&engine, 20.0, 8, 3).await;
+    serving.abort();
+    drop(silent);
+    assert_eq!(
+        t.acked, REQUESTS,
+        "every request lands: {} errors {:?}",
+        t.errors, t.error_codes
+    );
+    assert!(
+        t.retries <= 6,
+        "{} requests hung on the silent node: it stayed in rotation",
+        t.retries
     );
     assert_eq!(peer.attempts.load(Ordering::Relaxed), REQUESTS);
 }

@@ -107,8 +107,9 @@ pub struct LoadArgs {
     no_retry_budget: bool,
     /// Give up on one attempt after this many milliseconds (within the
     /// deadline) and send the next to another node, as intake-client's
-    /// attempt timeout does; a node that let an attempt run out, or answered
-    /// it UNAVAILABLE, leaves the rotation until a probe finds it answering.
+    /// attempt timeout does; a node that let an attempt run out without an
+    /// answer leaves the rotation until a health check hears it, and one
+    /// that answered UNAVAILABLE is passed over for a while.
     /// Default: an attempt may take the whole deadline.
     #[arg(long)]
     attempt_timeout_ms: Option<u64>,
