@@ -4,7 +4,8 @@
 # (`promtool test rules`: each alert fires on the series that should trigger
 # it, and not before its `for`), the scrape config, and that every metric the
 # rules and the Grafana dashboard name is one the nodes export
-# (crates/intake-server/src/observe.rs FAMILIES, or Prometheus' `up`).
+# (crates/intake-server/src/observe.rs FAMILIES, or Prometheus' `up`), and that
+# Grafana's datasource assumes the scrape interval Prometheus uses.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -35,10 +36,19 @@ needed = {"intake_submit_total", "intake_submit_duration_seconds", "intake_dispa
           "intake_raft_term", "intake_raft_is_leader", "process_resident_memory_bytes"}
 used = " ".join(exprs)
 missing = [n for n in sorted(needed) if n not in used]
+# Grafana's $__rate_interval is built from the datasource's timeInterval
+# (15s when unset): it must be the scrape interval Prometheus really uses.
+scrape = re.search(r"^\s*scrape_interval:\s*(\S+)", open("deploy/compose/prometheus/prometheus.yml").read(), re.M)
+ds = re.search(r"^\s*timeInterval:\s*(\S+)",
+               open("deploy/compose/grafana/provisioning/datasources/prometheus.yml").read(), re.M)
+mismatch = not scrape or not ds or scrape.group(1) != ds.group(1)
+if mismatch:
+    print(f"monitoring: the Grafana datasource's timeInterval ({ds and ds.group(1)}) is not prometheus.yml's "
+          f"scrape_interval ({scrape and scrape.group(1)})", file=sys.stderr)
 for n in sorted(unknown):
     print(f"monitoring: {n} is not a metric the nodes export", file=sys.stderr)
 for n in missing:
     print(f"monitoring: the dashboard does not show {n}", file=sys.stderr)
-sys.exit(1 if unknown or missing else 0)
+sys.exit(1 if unknown or missing or mismatch else 0)
 PY
 echo "monitoring: rules, rule tests, scrape config and dashboard metrics check out"

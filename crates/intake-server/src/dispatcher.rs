@@ -257,7 +257,15 @@ impl ShardTask {
                 backoff = self.cfg.backoff_min;
                 continue;
             }
-            // Some or all were refused: wait, then offer the rest again.
+            // Some or all were refused: the oldest waiting ticket keeps
+            // ageing while the downstream is away. The gauges are otherwise
+            // set only on progress, so without this the leader, whose view
+            // dashboards and alerts read, would report the last delivery's
+            // lag (0) through a whole outage.
+            let (state, seconds) = lag(&self.sm);
+            metrics::gauge!("intake_dispatch_lag_tickets", &labels).set(state.lag() as f64);
+            metrics::gauge!("intake_dispatch_lag_seconds", &labels).set(seconds);
+            // Wait, then offer the rest again.
             let pause = rand::rng().random_range(Duration::ZERO..=backoff);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
