@@ -302,11 +302,7 @@ impl Client {
             if categories.priority(&c.category) == Priority::Emergency {
                 continue;
             }
-            let counted = match answer {
-                Ok(_) => ThrottleAnswer::Accepted,
-                Err(s) if s.code() == tonic::Code::ResourceExhausted => ThrottleAnswer::Overloaded,
-                Err(_) => ThrottleAnswer::Other,
-            };
+            let counted = ThrottleAnswer::of(answer.as_ref().err().map(Status::code));
             throttle.answered(&c.district_code, counted, now);
         }
     }

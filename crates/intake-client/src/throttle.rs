@@ -115,6 +115,18 @@ pub enum Answer {
     Other,
 }
 
+impl Answer {
+    /// How an answer counts: `None` for a ticket, else the code the
+    /// complaint was answered with.
+    pub fn of(code: Option<tonic::Code>) -> Self {
+        match code {
+            None => Answer::Accepted,
+            Some(tonic::Code::ResourceExhausted) => Answer::Overloaded,
+            Some(_) => Answer::Other,
+        }
+    }
+}
+
 /// One client's throttle, shared by all its calls.
 #[derive(Debug)]
 pub struct Throttle {
@@ -279,6 +291,22 @@ mod tests {
         let much_later = start + t.config().window * 12;
         assert!(t.refuse_probability("110105", much_later) < 0.01);
         assert!(t.admit_with("110105", much_later, 0.01).is_ok());
+    }
+
+    #[test]
+    fn only_a_ticket_and_a_refusal_at_capacity_count() {
+        assert_eq!(Answer::of(None), Answer::Accepted);
+        assert_eq!(
+            Answer::of(Some(tonic::Code::ResourceExhausted)),
+            Answer::Overloaded
+        );
+        for code in [
+            tonic::Code::Unavailable,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::InvalidArgument,
+        ] {
+            assert_eq!(Answer::of(Some(code)), Answer::Other);
+        }
     }
 
     #[test]

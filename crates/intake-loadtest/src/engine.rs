@@ -440,11 +440,7 @@ impl Engine {
             if ctx.workload.is_emergency(&c.category) {
                 continue;
             }
-            let counted = match answer {
-                Ok(_) => ThrottleAnswer::Accepted,
-                Err((Code::ResourceExhausted, _)) => ThrottleAnswer::Overloaded,
-                Err(_) => ThrottleAnswer::Other,
-            };
+            let counted = ThrottleAnswer::of(answer.as_ref().err().map(|(code, _)| *code));
             throttle.answered(&c.district_code, counted, now);
         }
     }
