@@ -4,11 +4,13 @@
 //! through the router.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use intake_cluster::Groups;
 use intake_core::{ClusterMap, Complaint, META_GROUP, slot_of};
 use intake_storage::{NodeId, Raft, ShardId, StateMachine};
+use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use parking_lot::RwLock;
 
@@ -130,6 +132,28 @@ impl Registry {
         let raft = self.raft(shard)?;
         let metrics = raft.metrics();
         metrics.borrow_watched().current_leader
+    }
+
+    /// Whether this node's replica of `shard` leads it but has had no
+    /// acknowledgement from a quorum for longer than `silence`: the node is
+    /// cut off from its peers (or they stalled), so what it proposed waits
+    /// on the network, not on load. openraft stops taking new proposals at
+    /// such a leader once its lease (the maximum election timeout) lapses;
+    /// this tells the ones taken before that apart.
+    pub fn leads_without_quorum(&self, shard: ShardId, silence: Duration) -> bool {
+        let Some(raft) = self.raft(shard) else {
+            return false;
+        };
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.current_leader != Some(self.node_id) {
+            return false;
+        }
+        // Never acknowledged (a new or single-voter leader): not known to
+        // be cut off.
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|acked| acked.elapsed() > silence)
     }
 
     /// The leader of `shard` and its address, when this node's replica

@@ -57,6 +57,50 @@ pub struct Router {
     forwarder: Forwarder,
 }
 
+/// One try at a submission: when it began, the shard's leader as this node
+/// knew it then (none without a replica here), which is what its latency
+/// measures, and whether it was forwarded to another node.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    began: Instant,
+    leader: Option<NodeId>,
+    forwarded: bool,
+}
+
+impl Attempt {
+    fn new(leader: Option<NodeId>) -> Self {
+        Self {
+            began: Instant::now(),
+            leader,
+            forwarded: false,
+        }
+    }
+}
+
+/// How long a leader may go without an acknowledgement from a quorum before
+/// its proposals' deadline misses are put down to the network rather than
+/// load: five heartbeats at the default 100 ms (followers start an election
+/// after 1-2 s of silence). An overloaded leader's followers still answer
+/// its heartbeats, and its acknowledgements still measure it.
+const QUORUM_SILENCE: Duration = Duration::from_millis(500);
+
+/// Whether an attempt's answer measures how long its shard takes from here.
+/// Acknowledgements and deadline misses do; refusals are fast by design and
+/// would hide it. A forward that ran out with nothing heard from the peer
+/// (the forwarder's own timer) does not: that leader stalled or was cut
+/// off, which elections and the clients' rotation deal with, and counted
+/// as slowness it refused the shard's ordinary complaints until the new
+/// leader was known, with delays the callers' deadlines could not absorb.
+/// A leader that is merely overloaded still answers, with
+/// acknowledgements that show its latency or refusals of its own.
+fn measures_latency(result: &Answers, forwarded: bool) -> bool {
+    match result {
+        Ok(items) => items.iter().any(|r| r.is_ok()),
+        Err(RequestError::Expired(_)) if forwarded => false,
+        Err(e) => e.is_expiry(),
+    }
+}
+
 /// Where a request goes after a local replica refused it.
 enum Next {
     Forward(NodeId, String),
@@ -156,7 +200,7 @@ impl Router {
             return Ok(known.into_iter().flatten().collect());
         }
         let n = complaints.len();
-        let mut attempt = Instant::now();
+        let mut attempt = Attempt::new(None);
         let sent = Submission { complaints, ..sent };
         let result = match self.registry.batcher(shard) {
             Some(batcher) => self.submit_local(&batcher, &sent, &mut attempt).await,
@@ -198,22 +242,27 @@ impl Router {
         (known, rest)
     }
 
-    /// Acknowledgements and deadline misses measure how long `shard` takes
-    /// from here; refusals are fast by design and would hide that, and so
-    /// would answers found in local state. Measured from the start of the
-    /// attempt that got the answer: time spent waiting out an election
-    /// before it says nothing about the shard once it has a leader.
-    fn note_latency(&self, shard: ShardId, result: &Answers, attempt: Instant) {
-        let measured = match result {
-            Ok(items) => items.iter().any(|r| r.is_ok()),
-            Err(e) => e.is_expiry(),
-        };
-        if measured {
-            let now = Instant::now();
-            let took = now.saturating_duration_since(attempt);
-            self.admission
-                .took(shard, self.registry.known_leader(shard), took, now);
+    /// Notes how long `shard` took from here, when the answer measures it
+    /// ([`measures_latency`]; answers found in local state do not reach
+    /// here). Measured from the start of the attempt that got the answer:
+    /// time spent waiting out an election before it says nothing about the
+    /// shard once it has a leader, nor does an attempt made under a leader
+    /// since replaced (see [`crate::admission::slowness`]).
+    fn note_latency(&self, shard: ShardId, result: &Answers, attempt: Attempt) {
+        if !measures_latency(result, attempt.forwarded) {
+            return;
         }
+        // A local proposal that ran out at a leader cut off from its quorum
+        // waited on the network: counted, it refused the shard's ordinary
+        // complaints at this door for seconds into a partition, and the
+        // clients' throttles took those refusals for overload.
+        if result.is_err() && self.registry.leads_without_quorum(shard, QUORUM_SILENCE) {
+            return;
+        }
+        let now = Instant::now();
+        let took = now.saturating_duration_since(attempt.began);
+        let leader = self.registry.known_leader(shard);
+        self.admission.took(shard, attempt.leader, leader, took, now);
     }
 
     /// After a forward: if the leader's node shed ordinary complaints (the
@@ -234,7 +283,7 @@ impl Router {
     /// A shard with a replica here: forward to the leader it knows, or
     /// propose through the local batcher and follow its answer. `attempt`
     /// is set to when the attempt that produced the answer began.
-    async fn submit_local(&self, batcher: &Batcher, sent: &Submission, attempt: &mut Instant) -> Answers {
+    async fn submit_local(&self, batcher: &Batcher, sent: &Submission, attempt: &mut Attempt) -> Answers {
         let shard = sent.shard;
         let mut backoff = Duration::from_millis(20);
         // An election takes a second or two; a node cut off from its peers
@@ -250,13 +299,15 @@ impl Router {
         // same round, when the replica names the same stale leader.
         let mut unreachable = None;
         loop {
-            *attempt = Instant::now();
+            *attempt = Attempt::new(self.registry.known_leader(shard));
             if let Some((id, addr)) = self.leader_elsewhere(shard, sent.hops) {
+                attempt.forwarded = true;
                 match self.forward_submit(id, &addr, sent).await {
                     Err(RequestError::Unreachable(_)) => unreachable = Some(id),
                     results => return results,
                 }
             }
+            attempt.forwarded = false;
             let refusal = match propose(batcher, sent).await {
                 Ok(results) => return Ok(results),
                 Err(Proposal::Failed(e)) => return Err(e),
@@ -264,6 +315,7 @@ impl Router {
             };
             match self.next_step(&refusal, sent.hops) {
                 Next::Forward(id, addr) if unreachable != Some(id) => {
+                    attempt.forwarded = true;
                     match self.forward_submit(id, &addr, sent).await {
                         // The leader moved or is unreachable: learn again.
                         Err(RequestError::Unreachable(_)) => {}
@@ -286,9 +338,12 @@ impl Router {
 
     /// A shard with no replica here: ask its voters in turn, until the
     /// deadline, so a dead voter or an election is absorbed.
-    async fn submit_remote(&self, sent: &Submission, attempt: &mut Instant) -> Answers {
+    async fn submit_remote(&self, sent: &Submission, attempt: &mut Attempt) -> Answers {
         self.ask_voters(sent.shard, sent.hops, Some(sent.deadline), |node, addr| {
-            *attempt = Instant::now();
+            *attempt = Attempt {
+                forwarded: true,
+                ..Attempt::new(None)
+            };
             async move { self.forward_submit(node, &addr, sent).await }
         })
         .await
@@ -658,4 +713,42 @@ fn item_result(shard: ShardId, o: SubmitOutcome) -> ItemResult {
 /// One item of a peer's batch answer, read by the shared wire helper.
 pub(crate) fn item_from_peer(r: pb::SubmitResult, deadline: Instant) -> ItemResult {
     intake_proto::wire::item_outcome(r).map_err(|e| RequestError::from_peer_item(e, deadline))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acked() -> ItemResult {
+        item_result(
+            0,
+            SubmitOutcome::Created {
+                id: TicketId {
+                    shard: 0,
+                    log_index: 1,
+                    item: 0,
+                },
+                accepted_at: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn silence_from_a_forwarded_leader_is_not_its_latency() {
+        let ran_out = || Err(RequestError::Expired(Expiry::MayHaveCommitted));
+        assert!(!measures_latency(&ran_out(), true), "nothing heard from the peer");
+        assert!(measures_latency(&ran_out(), false), "the local leader ran late");
+        let peer_late = Err(RequestError::Peer {
+            code: tonic::Code::DeadlineExceeded,
+            message: "late".into(),
+            retry_after: None,
+        });
+        assert!(measures_latency(&peer_late, true), "the leader said it ran late");
+        assert!(measures_latency(&Ok(vec![acked()]), true));
+        let refused = Err(RequestError::Refused(crate::admission::refusal::Refusal::new(
+            crate::admission::refusal::Reason::NodeBusy,
+            Duration::from_millis(100),
+        )));
+        assert!(!measures_latency(&refused, false), "refusals are fast by design");
+    }
 }

@@ -173,9 +173,17 @@ impl Admission {
     }
 
     /// How long a submission to `shard` took from this door, measured from
-    /// the attempt that got the answer, under `leader`.
-    pub fn took(&self, shard: ShardId, leader: Option<NodeId>, took: Duration, now: Instant) {
-        self.slowness.record(shard, leader, took, now);
+    /// the attempt that got the answer, which began under `asked` and ended
+    /// under `leader` (as this node knows them).
+    pub fn took(
+        &self,
+        shard: ShardId,
+        asked: Option<NodeId>,
+        leader: Option<NodeId>,
+        took: Duration,
+        now: Instant,
+    ) {
+        self.slowness.record(shard, asked, leader, took, now);
     }
 
     /// The leader's node refused ordinary complaints forwarded from here,
@@ -258,7 +266,7 @@ mod tests {
     fn a_slow_shard_refuses_at_the_door_only_and_a_peers_shedding_is_remembered_briefly() {
         let (a, _) = admission(AdmissionConfig::default());
         let now = Instant::now();
-        a.took(2, Some(1), Duration::from_secs(3), now);
+        a.took(2, Some(1), Some(1), Duration::from_secs(3), now);
         let refused = a.admit_shard(2, 0, || Some(1), now).unwrap_err();
         assert_eq!(refused.reason, Reason::ShardSlow(2));
         assert!(
