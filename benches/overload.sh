@@ -69,12 +69,23 @@ echo "== priority: 5x unary capacity, clients without the client-side throttle: 
 "$LOAD" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
   --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" --no-client-throttle || true
 
+# METRICS_DIR: each node's /metrics before and after the batched priority
+# runs, to see where their time went (the counters are cumulative).
+dump_metrics() {
+  [ -n "${METRICS_DIR:-}" ] || return 0
+  mkdir -p "$METRICS_DIR"
+  for i in 1 2 3; do
+    curl -s "http://127.0.0.1:$((BASE+100+i))/metrics" >"$METRICS_DIR/node$i.$1.prom" || true
+  done
+}
 RB=$(python3 -c "print(max(1, round($CAPB * 5 / $BATCH)))")
+dump_metrics before_batched
 for run in $(seq 1 "$PRIORITY_RUNS"); do
   echo "== priority: 5x batched capacity, emergency share $EMERGENCY_SHARE: --rate $RB requests/s x $BATCH (run $run)"
   "$LOAD" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
     --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" || true
 done
+dump_metrics after_batched
 echo "== priority: 5x batched capacity, clients without a retry budget: --rate $RB requests/s x $BATCH --no-retry-budget"
 "$LOAD" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
   --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" --no-retry-budget || true
