@@ -30,10 +30,10 @@ rate_of() { sed -n 's/.*throughput=\([0-9.]*\)\/s.*/\1/p'; }
 # and CAPB (complaints/s).
 measure_capacity() {
   local line
-  line=$("$BIN" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" | last)
+  line=$("$LOAD" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" | last)
   echo "unary:   $line"
   CAP=$(echo "$line" | rate_of)
-  line=$("$BIN" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" --batch "$BATCH" | last)
+  line=$("$LOAD" load --endpoints "$EPS" --concurrency "$CONCURRENCY" --duration "$DURATION" --batch "$BATCH" | last)
   echo "batch$BATCH: $line"
   CAPB=$(echo "$line" | rate_of)
 }
@@ -44,11 +44,11 @@ measure_capacity
 for pct in 50 100 200 1000; do
   R=$(python3 -c "print(max(1, round($CAP * $pct / 100)))")
   echo "== ${pct}% of unary capacity: --rate $R"
-  "$BIN" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
+  "$LOAD" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
     --deadline-ms "$DEADLINE_MS" | grep -v '^class=' || true
   RB=$(python3 -c "print(max(1, round($CAPB * $pct / 100 / $BATCH)))")
   echo "== ${pct}% of batched capacity: --rate $RB requests/s x $BATCH"
-  "$BIN" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
+  "$LOAD" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
     --deadline-ms "$DEADLINE_MS" | grep -v '^class=' || true
 done
 
@@ -62,21 +62,32 @@ measure_capacity
 
 R=$(python3 -c "print(max(1, round($CAP * 5)))")
 echo "== priority: 5x unary capacity, emergency share $EMERGENCY_SHARE: --rate $R"
-"$BIN" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
+"$LOAD" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
   --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" || true
 
 echo "== priority: 5x unary capacity, clients without the client-side throttle: --rate $R --no-client-throttle"
-"$BIN" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
+"$LOAD" load --endpoints "$EPS" --rate "$R" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
   --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" --no-client-throttle || true
 
+# METRICS_DIR: each node's /metrics before and after the batched priority
+# runs, to see where their time went (the counters are cumulative).
+dump_metrics() {
+  [ -n "${METRICS_DIR:-}" ] || return 0
+  mkdir -p "$METRICS_DIR"
+  for i in 1 2 3; do
+    curl -s "http://127.0.0.1:$((BASE+100+i))/metrics" >"$METRICS_DIR/node$i.$1.prom" || true
+  done
+}
 RB=$(python3 -c "print(max(1, round($CAPB * 5 / $BATCH)))")
+dump_metrics before_batched
 for run in $(seq 1 "$PRIORITY_RUNS"); do
   echo "== priority: 5x batched capacity, emergency share $EMERGENCY_SHARE: --rate $RB requests/s x $BATCH (run $run)"
-  "$BIN" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
+  "$LOAD" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
     --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" || true
 done
+dump_metrics after_batched
 echo "== priority: 5x batched capacity, clients without a retry budget: --rate $RB requests/s x $BATCH --no-retry-budget"
-"$BIN" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
+"$LOAD" load --endpoints "$EPS" --rate "$RB" --batch "$BATCH" --duration "$DURATION" --concurrency "$OPEN_CONCURRENCY" \
   --deadline-ms "$DEADLINE_MS" --emergency-share "$EMERGENCY_SHARE" --no-retry-budget || true
 
 echo "== peak RSS per node (VmHWM)"

@@ -6,9 +6,18 @@
 //! the leader's node — a stream, a task and a handful of wake-ups on both
 //! sides (issue 15: "forwarded client requests are batched per peer too").
 //! Each peer gets a lane: a bounded queue and at most [`CALLS_PER_PEER`]
-//! calls in flight. What queues while those are busy leaves together in
-//! the next call, so batches grow with the load and an idle lane adds no
-//! wait at all.
+//! calls in flight, per class. What queues while those are busy leaves
+//! together in the next call, so batches grow with the load and an idle
+//! lane adds no wait at all.
+//!
+//! Emergencies have a queue and calls of their own in each lane. With one
+//! queue and one set of calls, in a batched surge the calls to a peer were
+//! held by ordinary complaints (a forwarded call answers when its slowest
+//! shard has committed, and ordinary complaints queue at the leader up to
+//! their deadline), the next call took the earliest deadline (the ordinary
+//! complaints of a batch admitted for its emergencies get half the time
+//! left, so they came first), and an emergency waited in the lane until its
+//! own deadline: the batched 5x surge's DEADLINE_EXCEEDED emergencies.
 //!
 //! Only submissions that the leader's node would treat alike share a call:
 //! same class (admission at the door sees one class per call), hop count,
@@ -35,10 +44,11 @@ use crate::error::{Expiry, RequestError};
 use crate::limits::MAX_BATCH_ITEMS;
 use crate::router::ItemResult;
 
-/// Calls in flight to one peer at most; more submissions wait and join.
+/// Calls in flight to one peer at most, per class; more submissions wait
+/// and join.
 pub const CALLS_PER_PEER: usize = 4;
-/// Submissions waiting for one peer at most; beyond, the caller is refused
-/// at once (the peer is far behind).
+/// Submissions waiting for one peer at most, per class; beyond, the caller
+/// is refused at once (the peer is far behind).
 const LANE_QUEUE: usize = 4096;
 /// Complaints per forwarded call at most (the leader's limit per call).
 const ITEMS_PER_CALL: usize = MAX_BATCH_ITEMS / 4;
@@ -63,7 +73,17 @@ struct Job {
 
 struct Lane {
     addr: String,
-    jobs: mpsc::Sender<Job>,
+    emergency: mpsc::Sender<Job>,
+    ordinary: mpsc::Sender<Job>,
+}
+
+impl Lane {
+    fn jobs(&self, class: Priority) -> &mpsc::Sender<Job> {
+        match class {
+            Priority::Emergency => &self.emergency,
+            Priority::Ordinary => &self.ordinary,
+        }
+    }
 }
 
 /// The node's lanes to its peers. Cheap to clone.
@@ -86,8 +106,8 @@ impl Forwarder {
     pub async fn send(&self, node: NodeId, addr: &str, forward: Forward) -> Answers {
         let deadline = forward.deadline;
         let (reply, answer) = oneshot::channel();
+        let jobs = self.lane(node, addr, forward.class);
         let job = Job { forward, reply };
-        let jobs = self.lane(node, addr);
         jobs.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => RequestError::Unreachable(format!(
                 "node {node} has {LANE_QUEUE} forwarded submissions waiting"
@@ -104,52 +124,98 @@ impl Forwarder {
         }
     }
 
-    /// The lane to `node`, made (and its task started) on first use, or
-    /// anew when the node's address changed.
-    fn lane(&self, node: NodeId, addr: &str) -> mpsc::Sender<Job> {
+    /// The queue for `class` of the lane to `node`, made (and its task
+    /// started) on first use, or anew when the node's address changed.
+    fn lane(&self, node: NodeId, addr: &str, class: Priority) -> mpsc::Sender<Job> {
         if let Some(l) = self.lanes.get(&node)
             && l.addr == addr
-            && !l.jobs.is_closed()
+            && !l.jobs(class).is_closed()
         {
-            return l.jobs.clone();
+            return l.jobs(class).clone();
         }
-        let (jobs, rx) = mpsc::channel(LANE_QUEUE);
-        tokio::spawn(run_lane(self.peers.clone(), node, addr.to_string(), rx));
-        self.lanes.insert(
-            node,
-            Lane {
-                addr: addr.to_string(),
-                jobs: jobs.clone(),
-            },
-        );
+        let (emergency, emergency_rx) = mpsc::channel(LANE_QUEUE);
+        let (ordinary, ordinary_rx) = mpsc::channel(LANE_QUEUE);
+        let sides = [Side::new(emergency_rx), Side::new(ordinary_rx)];
+        tokio::spawn(run_lane(self.peers.clone(), node, addr.to_string(), sides));
+        let lane = Lane {
+            addr: addr.to_string(),
+            emergency,
+            ordinary,
+        };
+        let jobs = lane.jobs(class).clone();
+        self.lanes.insert(node, lane);
         jobs
     }
 }
 
+/// One class's half of a lane: its queue, what was taken off it and waits
+/// for a call, and its calls in flight.
+struct Side {
+    rx: mpsc::Receiver<Job>,
+    carried: Vec<Job>,
+    slots: Arc<Semaphore>,
+    open: bool,
+}
+
+impl Side {
+    fn new(rx: mpsc::Receiver<Job>) -> Self {
+        Self {
+            rx,
+            carried: Vec::new(),
+            slots: Arc::new(Semaphore::new(CALLS_PER_PEER)),
+            open: true,
+        }
+    }
+
+    /// Takes what waits in the queue, up to a call's worth.
+    fn gather(&mut self) {
+        while self.open && self.carried.len() < ITEMS_PER_CALL {
+            match self.rx.try_recv() {
+                Ok(job) => self.carried.push(job),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+    }
+
+    /// A job that arrived while nothing was carried, or the queue's end.
+    fn arrived(&mut self, job: Option<Job>) {
+        match job {
+            Some(job) => self.carried.push(job),
+            None => self.open = false,
+        }
+    }
+}
+
 /// Takes what waits, in calls of compatible submissions, at most
-/// [`CALLS_PER_PEER`] at once. Ends when the lane is dropped.
-async fn run_lane(peers: PeerPool, node: NodeId, addr: String, mut rx: mpsc::Receiver<Job>) {
-    let slots = Arc::new(Semaphore::new(CALLS_PER_PEER));
-    let mut carried: Vec<Job> = Vec::new();
+/// [`CALLS_PER_PEER`] at once per class: `sides` are the emergencies' and
+/// the ordinary complaints', and neither waits for the other's calls.
+/// Ends when the lane is dropped.
+async fn run_lane(peers: PeerPool, node: NodeId, addr: String, mut sides: [Side; 2]) {
     loop {
-        // A free slot first: what arrives meanwhile joins the next call.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
+        for side in &mut sides {
+            side.gather();
+        }
+        let [emergency, ordinary] = &mut sides;
+        // A free slot for a class with work waiting; what arrives
+        // meanwhile joins its class's next call. Emergencies first.
+        let (slot, side) = tokio::select! {
+            biased;
+            Ok(slot) = Arc::clone(&emergency.slots).acquire_owned(), if !emergency.carried.is_empty() => (slot, emergency),
+            Ok(slot) = Arc::clone(&ordinary.slots).acquire_owned(), if !ordinary.carried.is_empty() => (slot, ordinary),
+            job = emergency.rx.recv(), if emergency.open && emergency.carried.is_empty() => {
+                emergency.arrived(job);
+                continue;
+            }
+            job = ordinary.rx.recv(), if ordinary.open && ordinary.carried.is_empty() => {
+                ordinary.arrived(job);
+                continue;
+            }
+            // Both queues ended and nothing is left to send.
+            else => return,
         };
-        if carried.is_empty() {
-            match rx.recv().await {
-                Some(job) => carried.push(job),
-                None => return,
-            }
-        }
-        while carried.len() < ITEMS_PER_CALL {
-            match rx.try_recv() {
-                Ok(job) => carried.push(job),
-                Err(_) => break,
-            }
-        }
-        let (call, rest) = take_call(std::mem::take(&mut carried), Instant::now());
-        carried = rest;
+        let (call, rest) = take_call(std::mem::take(&mut side.carried), Instant::now());
+        side.carried = rest;
         let (peers, addr) = (peers.clone(), addr.clone());
         tokio::spawn(async move {
             send_call(&peers, node, &addr, call).await;
