@@ -180,6 +180,7 @@ impl IntakeServiceImpl {
     fn turned_away(&self, e: RequestError, class: Priority, hops: u32) -> RequestError {
         match e {
             RequestError::Refused(r) => {
+                crate::observe::record_refusal(&r.reason, class, hops);
                 RequestError::Refused(self.admission.turned_away(r, class, hops, Instant::now()))
             }
             other => other,

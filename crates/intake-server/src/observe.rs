@@ -40,6 +40,22 @@ pub fn record_submit(failed: Option<tonic::Code>, started: std::time::Instant) {
     metrics::histogram!("intake_submit_duration_seconds").record(started.elapsed().as_secs_f64());
 }
 
+/// Counts one refused complaint: which bound refused it, for which class,
+/// from how far (emergencies refused are what a surge must not show).
+pub fn record_refusal(reason: &crate::admission::Reason, class: intake_core::Priority, hops: u32) {
+    let class = match class {
+        intake_core::Priority::Emergency => "emergency",
+        intake_core::Priority::Ordinary => "ordinary",
+    };
+    metrics::counter!(
+        "intake_submit_refused_total",
+        "reason" => reason.label(),
+        "class" => class,
+        "hops" => hops_label(hops)
+    )
+    .increment(1);
+}
+
 /// The process's Prometheus recorder, installed on first use (one per
 /// process: nodes started in one process, as in `intake demo` and the
 /// tests, share it). `/metrics` renders it (see `ops.rs`).
@@ -135,6 +151,13 @@ pub const FAMILIES: &[Family] = &[
         Unit::Count,
         &["outcome"],
         "Complaints answered by this node (Submit calls and SubmitBatch items), by outcome: accepted, invalid, conflict, shed, unavailable, deadline, error.",
+    ),
+    family(
+        "intake_submit_refused_total",
+        Counter,
+        Unit::Count,
+        &["reason", "class", "hops"],
+        "Complaints this node refused (RESOURCE_EXHAUSTED), by the bound that refused them (node_busy, out_of_cpu, shard_slow, shard_at_capacity, rate_limited, peer: a leader's refusal passed on), class (emergency, ordinary) and hops (0: from a client, 1 or 2: forwarded).",
     ),
     family(
         "intake_submit_duration_seconds",

@@ -25,6 +25,21 @@ pub enum Reason {
     Peer(String),
 }
 
+impl Reason {
+    /// The metric label of this reason: a fixed set, whatever the shard or
+    /// token (`intake_submit_refused_total`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reason::NodeBusy => "node_busy",
+            Reason::OutOfCpu => "out_of_cpu",
+            Reason::ShardSlow(_) => "shard_slow",
+            Reason::ShardAtCapacity(_) => "shard_at_capacity",
+            Reason::RateLimited(_) => "rate_limited",
+            Reason::Peer(_) => "peer",
+        }
+    }
+}
+
 /// A submission turned away at once, with the delay after which a retry
 /// (with the same idempotency key) may succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
