@@ -50,8 +50,12 @@ pub struct AdmissionConfig {
     /// before new ones are refused; calls forwarded by other nodes have a
     /// pool of the same size.
     pub node_requests: usize,
-    /// Calls in progress per client connection; beyond it tonic's load
-    /// shedding answers RESOURCE_EXHAUSTED.
+    /// Calls in progress per client connection, handlers started or not;
+    /// beyond it tonic's load shedding answers RESOURCE_EXHAUSTED, blind to
+    /// class. So it must stay well above `node_requests`, which knows the
+    /// class: at twice it, in a 5x unary surge over one connection per node
+    /// (calls waiting for a worker count too), this bound refused more
+    /// emergencies than every class-aware rule together (docs/benchmarks.md).
     pub per_connection: usize,
     /// Proposals of one shard in flight at once. One by default: while it
     /// commits, the next proposal gathers everything that arrives, so a
@@ -90,7 +94,7 @@ impl Default for AdmissionConfig {
             node_queue: 8192,
             ordinary_share: 0.75,
             node_requests: 1024,
-            per_connection: 2048,
+            per_connection: 4096,
             max_in_flight: 1,
             max_batch_items: intake_core::ticket_id::MAX_ITEMS_PER_ENTRY,
             max_batch_bytes: crate::limits::MAX_ENTRY_COMPLAINT_BYTES,

@@ -485,10 +485,10 @@ async fn serve(
         // In a surge clients time out and reset streams before this server
         // has accepted them. h2's default (20 such resets) then sends GOAWAY,
         // failing every call on the connection, done or nearly done: a
-        // collapse. Half the call limit instead: each pending reset holds its
-        // request until accepted, so this also caps what a rapid-reset flood
-        // pins (at 4,096 a node peaked at 515 MiB in the 10x surge).
-        .http2_max_pending_accept_reset_streams(Some((cfg.admission.per_connection / 2).max(20)))
+        // collapse. The node's call pool instead: each pending reset holds
+        // its request until accepted, so this also caps what a rapid-reset
+        // flood pins (at 4,096 a node peaked at 515 MiB in the 10x surge).
+        .http2_max_pending_accept_reset_streams(Some(cfg.admission.node_requests.max(20)))
         // Deadlines count from here, not from when a handler got its body.
         .layer(tonic::service::InterceptorLayer::new(crate::arrival::stamp))
         // A deadline that runs out is DEADLINE_EXCEEDED, not tonic's CANCELLED.

@@ -72,6 +72,16 @@ pub struct StartArgs {
     /// Complaints queued over all shards this node leads. Default 8192.
     #[arg(long, env = "INTAKE_NODE_QUEUE")]
     node_queue: Option<usize>,
+    /// Submit and SubmitBatch calls from clients in progress on this node
+    /// before new ones are refused (ordinary calls may take 3/4 of them,
+    /// the rest is kept for emergencies). Default 1024.
+    #[arg(long, env = "INTAKE_MAX_CALLS")]
+    max_calls: Option<usize>,
+    /// Calls in progress on one client connection, their handlers started
+    /// or not, before tonic refuses more with RESOURCE_EXHAUSTED whatever
+    /// their class. Default 4 x --max-calls.
+    #[arg(long, env = "INTAKE_MAX_CALLS_PER_CONNECTION")]
+    max_calls_per_connection: Option<usize>,
     /// Microseconds a batch waits for more complaints once it has one. Default 2000.
     #[arg(long, env = "INTAKE_BATCH_LINGER_US")]
     batch_linger_us: Option<u64>,
@@ -147,6 +157,8 @@ struct FileConfig {
     key_retention_hours: Option<f64>,
     shard_queue: Option<usize>,
     node_queue: Option<usize>,
+    max_calls: Option<usize>,
+    max_calls_per_connection: Option<usize>,
     batch_linger_us: Option<u64>,
     max_in_flight: Option<usize>,
     max_runtime_lag_ms: Option<u64>,
@@ -347,6 +359,14 @@ fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> 
     if let Some(n) = args.node_queue.or(file.node_queue) {
         cfg.admission.node_queue = n.max(1);
     }
+    if let Some(n) = args.max_calls.or(file.max_calls) {
+        cfg.admission.node_requests = n.max(1);
+    }
+    cfg.admission.per_connection = args
+        .max_calls_per_connection
+        .or(file.max_calls_per_connection)
+        .unwrap_or_else(|| cfg.admission.node_requests.saturating_mul(4))
+        .max(1);
     if let Some(us) = args.batch_linger_us.or(file.batch_linger_us) {
         cfg.admission.linger = Duration::from_micros(us);
     }
@@ -458,7 +478,7 @@ mod tests {
     }
 
     /// Every key but node_id, which each file below sets first.
-    const KEYS: [&str; 19] = [
+    const KEYS: [&str; 21] = [
         "listen",
         "advertise",
         "data_dir",
@@ -472,6 +492,8 @@ mod tests {
         "key_retention_hours",
         "shard_queue",
         "node_queue",
+        "max_calls",
+        "max_calls_per_connection",
         "batch_linger_us",
         "max_in_flight",
         "max_runtime_lag_ms",
