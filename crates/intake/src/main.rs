@@ -27,7 +27,8 @@ enum Command {
     /// one process: the quickest first look.
     Demo(cmd::demo::DemoArgs),
     /// Start a node.
-    Start(cmd::start::StartArgs),
+    // Boxed: its many flags make it by far the largest variant.
+    Start(Box<cmd::start::StartArgs>),
     /// Submit one complaint; prints the ticket id.
     Submit(cmd::submit::SubmitArgs),
     /// Look a ticket up by id, with its status history.
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(a) => cmd::demo::run(a).await,
-            Command::Start(a) => cmd::start::run(a).await,
+            Command::Start(a) => cmd::start::run(*a).await,
             Command::Submit(a) => cmd::submit::run(a).await,
             Command::Get(a) => cmd::get::run(a).await,
             Command::UpdateStatus(a) => cmd::update_status::run(a).await,
