@@ -458,6 +458,19 @@ pub async fn report_loop(
         ] {
             metrics::counter!("intake_auth_refused_total", "code" => code).increment(0);
         }
+        // So are refusals of emergencies, which a surge must not show: each
+        // reason and class from a client starts at zero.
+        for reason in crate::admission::Reason::LABELS {
+            for class in ["emergency", "ordinary"] {
+                metrics::counter!(
+                    "intake_submit_refused_total",
+                    "reason" => reason,
+                    "class" => class,
+                    "hops" => "0"
+                )
+                .increment(0);
+            }
+        }
         storage.report_metrics();
         if let Some(bytes) = resident_bytes() {
             metrics::gauge!("process_resident_memory_bytes").set(bytes as f64);

@@ -26,6 +26,16 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every value [`Reason::label`] gives.
+    pub const LABELS: [&'static str; 6] = [
+        "node_busy",
+        "out_of_cpu",
+        "shard_slow",
+        "shard_at_capacity",
+        "rate_limited",
+        "peer",
+    ];
+
     /// The metric label of this reason: a fixed set, whatever the shard or
     /// token (`intake_submit_refused_total`).
     pub fn label(&self) -> &'static str {
@@ -113,6 +123,20 @@ mod tests {
             Refusal::new(Reason::NodeBusy, Duration::ZERO).retry_after,
             MIN_RETRY
         );
+    }
+
+    #[test]
+    fn every_label_is_listed_for_the_metric_to_start_at_zero() {
+        for r in [
+            Reason::NodeBusy,
+            Reason::OutOfCpu,
+            Reason::ShardSlow(1),
+            Reason::ShardAtCapacity(1),
+            Reason::RateLimited("t".into()),
+            Reason::Peer("p".into()),
+        ] {
+            assert!(Reason::LABELS.contains(&r.label()), "{r:?}");
+        }
     }
 
     #[test]
