@@ -19,6 +19,16 @@ pub enum Priority {
     Ordinary,
 }
 
+impl Priority {
+    /// The class as metric labels and reports spell it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Priority::Emergency => "emergency",
+            Priority::Ordinary => "ordinary",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CategoryError {
     #[error("category table line {line}: {reason}")]

@@ -87,14 +87,21 @@ pub struct AdmissionConfig {
     pub emergency_runtime_lag: Duration,
 }
 
+/// The per-connection bound for a node call pool of `node_requests`: well
+/// above it (see [`AdmissionConfig::per_connection`]).
+pub fn per_connection_for(node_requests: usize) -> usize {
+    node_requests.saturating_mul(4)
+}
+
 impl Default for AdmissionConfig {
     fn default() -> Self {
+        let node_requests = 1024;
         Self {
             shard_queue: 2048,
             node_queue: 8192,
             ordinary_share: 0.75,
-            node_requests: 1024,
-            per_connection: 4096,
+            node_requests,
+            per_connection: per_connection_for(node_requests),
             max_in_flight: 1,
             max_batch_items: intake_core::ticket_id::MAX_ITEMS_PER_ENTRY,
             max_batch_bytes: crate::limits::MAX_ENTRY_COMPLAINT_BYTES,

@@ -43,14 +43,10 @@ pub fn record_submit(failed: Option<tonic::Code>, started: std::time::Instant) {
 /// Counts one refused complaint: which bound refused it, for which class,
 /// from how far (emergencies refused are what a surge must not show).
 pub fn record_refusal(reason: &crate::admission::Reason, class: intake_core::Priority, hops: u32) {
-    let class = match class {
-        intake_core::Priority::Emergency => "emergency",
-        intake_core::Priority::Ordinary => "ordinary",
-    };
     metrics::counter!(
         "intake_submit_refused_total",
         "reason" => reason.label(),
-        "class" => class,
+        "class" => class.label(),
         "hops" => hops_label(hops)
     )
     .increment(1);
@@ -461,11 +457,11 @@ pub async fn report_loop(
         // So are refusals of emergencies, which a surge must not show: each
         // reason and class from a client starts at zero.
         for reason in crate::admission::Reason::LABELS {
-            for class in ["emergency", "ordinary"] {
+            for class in [intake_core::Priority::Emergency, intake_core::Priority::Ordinary] {
                 metrics::counter!(
                     "intake_submit_refused_total",
                     "reason" => reason,
-                    "class" => class,
+                    "class" => class.label(),
                     "hops" => "0"
                 )
                 .increment(0);

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intake_core::{ActiveSurge, CategoryTable, DistrictRate, DistrictTable, Priority, SurgeConfig};
+use intake_core::{ActiveSurge, CategoryTable, DistrictRate, DistrictTable, SurgeConfig};
 use intake_core::{SurgeDetector, SurgeEvent, Ticket};
 use intake_storage::{ApplyHook, NodeId};
 use openraft::async_runtime::WatchReceiver;
@@ -95,10 +95,7 @@ impl SurgeWatch {
                     if !leads(district) {
                         continue;
                     }
-                    let class = match self.inner.categories.priority(category) {
-                        Priority::Emergency => "emergency",
-                        Priority::Ordinary => "ordinary",
-                    };
+                    let class = self.inner.categories.priority(category).label();
                     metrics::counter!(
                         "intake_complaints_total",
                         "district" => district.to_string(),

@@ -248,9 +248,7 @@ mod tests {
     fn ordinary_calls_leave_a_share_of_the_slots_to_emergencies() {
         let a = eight_slots();
         let now = Instant::now();
-        let held: Vec<_> = (0..6)
-            .map(|_| a.admit_call(Priority::Ordinary, 0, 0, now).unwrap())
-            .collect();
+        let held = take(&a, Priority::Ordinary, 6, now);
         let refused = a.admit_call(Priority::Ordinary, 0, 0, now).unwrap_err();
         assert_eq!(refused.reason, Reason::NodeBusy);
         let e1 = a.admit_call(Priority::Emergency, 0, 0, now).unwrap();

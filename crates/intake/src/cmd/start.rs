@@ -365,7 +365,7 @@ fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> 
     cfg.admission.per_connection = args
         .max_calls_per_connection
         .or(file.max_calls_per_connection)
-        .unwrap_or_else(|| cfg.admission.node_requests.saturating_mul(4))
+        .unwrap_or_else(|| intake_server::config::per_connection_for(cfg.admission.node_requests))
         .max(1);
     if let Some(us) = args.batch_linger_us.or(file.batch_linger_us) {
         cfg.admission.linger = Duration::from_micros(us);
