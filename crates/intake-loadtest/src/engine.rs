@@ -30,6 +30,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::LoadError;
 use crate::http::HttpDoors;
+use crate::leaders::Leaders;
 use crate::scenario::{Phase, Rate};
 use crate::tally::{Outcome, Tally, histogram};
 use crate::workload::{Request, Workload};
@@ -148,6 +149,11 @@ pub struct Engine {
     /// Client-side throttling of ordinary complaints, as `intake-client`
     /// does it; `None` sends every arrival (`--no-client-throttle`).
     throttle: Option<Throttle>,
+    /// Each district's shard leader among the endpoints, when routing to
+    /// leaders as `intake-client` does (`leaders.rs`, `intake load
+    /// --route-to-leaders`); `None` sends each attempt to the next endpoint
+    /// in turn.
+    leaders: Option<Arc<Leaders>>,
     tally: Mutex<Tally>,
     latency: Mutex<Histogram<u64>>,
     start: Instant,
@@ -157,7 +163,7 @@ impl Engine {
     /// The clock of the run starts now: per-second series and fault times
     /// count from here.
     pub fn new(endpoints: &[String], budget: Option<RetryBudgetConfig>) -> Result<Arc<Engine>, LoadError> {
-        Self::build(endpoints, budget, None, None, None)
+        Self::build(endpoints, budget, None, None, None, false)
     }
 
     /// As [`Engine::new`], each attempt limited to `attempt_timeout`: a node
@@ -171,7 +177,7 @@ impl Engine {
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
     ) -> Result<Arc<Engine>, LoadError> {
-        Self::build(endpoints, budget, attempt_timeout, None, None)
+        Self::build(endpoints, budget, attempt_timeout, None, None, false)
     }
 
     /// As `new`, submitting through the HTTP doors when `http` is given.
@@ -180,19 +186,21 @@ impl Engine {
         http: Option<HttpDoors>,
         budget: Option<RetryBudgetConfig>,
     ) -> Result<Arc<Engine>, LoadError> {
-        Self::build(endpoints, budget, None, http, None)
+        Self::build(endpoints, budget, None, http, None, false)
     }
 
     /// Every option at once: the nodes' gRPC endpoints, the retry budget,
     /// one attempt's limit, the HTTP doors to submit through (gRPC when
     /// `None`; the doors are probed through the gRPC endpoints), and the
-    /// client-side throttle (none when `None`).
+    /// client-side throttle (none when `None`), and whether complaints go
+    /// to their shard leader's endpoint first.
     pub fn build(
         endpoints: &[String],
         budget: Option<RetryBudgetConfig>,
         attempt_timeout: Option<Duration>,
         http: Option<HttpDoors>,
         throttle: Option<ThrottleConfig>,
+        route_to_leaders: bool,
     ) -> Result<Arc<Engine>, LoadError> {
         let clients = clients(endpoints)?;
         let probe = Arc::new(HealthProbe::new(security(), CONNECT_TIMEOUT));
@@ -203,6 +211,7 @@ impl Engine {
             budget: budget.map(RetryBudget::new),
             attempt_timeout,
             throttle: throttle.map(Throttle::new),
+            leaders: route_to_leaders.then(|| Arc::new(Leaders::default())),
             tally: Mutex::new(Tally::default()),
             latency: Mutex::new(histogram()),
             start: Instant::now(),
@@ -229,6 +238,15 @@ impl Engine {
         districts: &DistrictTable,
         categories: &CategoryTable,
     ) -> Driven {
+        let follower = self.leaders.clone().map(|l| {
+            let endpoints = self.rotation.endpoints().to_vec();
+            tokio::spawn(l.follow(endpoints))
+        });
+        if let Some(l) = &self.leaders {
+            // Known before the first arrival; without an answer the run
+            // starts on the rotation and the follower fills the map in.
+            l.refresh(self.rotation.endpoints()).await;
+        }
         let mut tasks = JoinSet::new();
         let mut spans = Vec::new();
         for (index, phase) in phases.iter().enumerate() {
@@ -246,6 +264,9 @@ impl Engine {
             spans.push((from, self.start.elapsed().as_secs_f64()));
         }
         while tasks.join_next().await.is_some() {}
+        if let Some(f) = follower {
+            f.abort();
+        }
         let elapsed = self.start.elapsed();
         Driven {
             tally: std::mem::take(&mut *self.tally.lock()),
@@ -358,10 +379,12 @@ impl Engine {
             if round.is_retry() {
                 self.tally.lock().retries += 1;
             }
-            // Each attempt goes to the next endpoint in rotation, so the
-            // retries of a request sent to a dead or paused node reach a
-            // live one, and the nodes out of rotation get none.
-            let at = self.rotation.pick(None, &last);
+            // Each attempt goes to the shard leader's endpoint if it is
+            // known and in rotation, else to the next endpoint in rotation,
+            // so the retries of a request sent to a dead or paused node
+            // reach a live one, and the nodes out of rotation get none.
+            let hint = self.leader_hint(&items);
+            let at = self.rotation.pick(hint, &last);
             let (sending, mut verdicts) = self.throttled(ctx, &items, round.items, &mut results);
             if sending.is_empty() {
                 attempts.settle(tokio::time::Instant::now(), verdicts);
@@ -389,6 +412,18 @@ impl Engine {
             self.tally.lock().retries_throttled += 1;
         }
         self.record(ctx, scheduled, &items, results);
+    }
+
+    /// The endpoint leading the shard of every complaint in `items`, when
+    /// routing to leaders and they share one district.
+    fn leader_hint(&self, items: &[pb::Complaint]) -> Option<&str> {
+        let leaders = self.leaders.as_ref()?;
+        let district = &items.first()?.district_code;
+        if items.iter().any(|c| &c.district_code != district) {
+            return None;
+        }
+        let i = leaders.of(district)?;
+        self.rotation.endpoints().get(i).map(String::as_str)
     }
 
     /// The round's complaints to send, and the verdicts of those the
@@ -661,7 +696,10 @@ const RETRY_POLICY: RetryPolicy = RetryPolicy {
 /// with the same idempotency key returns that ticket, so it is as safe as
 /// the others, and it is what an adapter does (`intake-client` retries
 /// both). Without `Cancelled` here, every attempt that hit a paused node
-/// was its request's last.
+/// was its request's last. `Internal` is what tonic makes of an HTTP/2
+/// stream broken under it ("h2 protocol error"), as when a node restarts
+/// in a rolling restart; `intake-client` retries it for the same reason
+/// (one of 5,500 complaints in a rolling restart failed on it).
 fn retryable(code: Code) -> bool {
     matches!(
         code,
@@ -670,5 +708,35 @@ fn retryable(code: Code) -> bool {
             | Code::DeadlineExceeded
             | Code::Unknown
             | Code::Cancelled
+            | Code::Internal
     )
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_what_intake_client_retries_and_nothing_definite() {
+        for code in [
+            Code::Unavailable,
+            Code::ResourceExhausted,
+            Code::DeadlineExceeded,
+            Code::Unknown,
+            Code::Cancelled,
+            Code::Internal,
+        ] {
+            assert!(retryable(code), "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::AlreadyExists,
+            Code::FailedPrecondition,
+            Code::NotFound,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+        ] {
+            assert!(!retryable(code), "{code:?}");
+        }
+    }
 }

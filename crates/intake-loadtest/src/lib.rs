@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod leaders;
 pub mod report;
 pub mod scenario;
 pub mod tally;
@@ -62,6 +63,10 @@ pub struct RunOptions {
     /// Client-side throttling of ordinary complaints, as `intake-client`
     /// does it (`None`: `intake load --no-client-throttle`).
     pub client_throttle: Option<ThrottleConfig>,
+    /// Send each complaint to its shard leader's endpoint first, as
+    /// `intake-client` does (`intake load --route-to-leaders`); `false`:
+    /// the endpoints in turn.
+    pub route_to_leaders: bool,
     /// The door complaints go through.
     pub protocol: Protocol,
     /// With `Endpoints` and `Protocol::Http`: each node's HTTP door
@@ -256,6 +261,7 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<Summary, LoadEr
         opts.attempt_timeout,
         doors.map(|d| http::HttpDoors::new(&d)),
         opts.client_throttle,
+        opts.route_to_leaders,
     )?;
     let alert_watch = alerts::AlertWatch::start(&endpoints, engine.start());
     let fault_task = cluster

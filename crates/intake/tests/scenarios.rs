@@ -14,12 +14,18 @@ const BIN: &str = env!("CARGO_BIN_EXE_intake");
 /// clean exit, a clean contract line, a clean sink line and the report
 /// files, and returns the report's JSON.
 fn run_clean(scenario: &Path, report: &Path) -> serde_json::Value {
+    run_clean_with(scenario, report, &[])
+}
+
+/// As [`run_clean`], with more `intake load` flags.
+fn run_clean_with(scenario: &Path, report: &Path, flags: &[&str]) -> serde_json::Value {
     let began = Instant::now();
     let out = Command::new(BIN)
         .args(["load", "--spawn", "3", "--scenario"])
         .arg(scenario)
         .arg("--report")
         .arg(report)
+        .args(flags)
         .output()
         .unwrap();
     let took = began.elapsed();
@@ -72,6 +78,17 @@ fn smoke_scenario_on_spawned_cluster_loses_nothing_and_writes_a_report() {
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../loadtests/scenarios/smoke.toml");
     let report = tempfile::tempdir().unwrap();
     let json = run_clean(&scenario, report.path());
+    faults_all_ok(&json, 4);
+}
+
+/// The same with complaints sent to their shard leaders first
+/// (`--route-to-leaders`): the leader it kills is the one the map names
+/// until the next refresh, and the rotation must carry the retries past it.
+#[test]
+fn smoke_scenario_routed_to_leaders_loses_nothing() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../loadtests/scenarios/smoke.toml");
+    let report = tempfile::tempdir().unwrap();
+    let json = run_clean_with(&scenario, report.path(), &["--route-to-leaders"]);
     faults_all_ok(&json, 4);
 }
 

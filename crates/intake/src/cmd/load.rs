@@ -120,6 +120,13 @@ pub struct LoadArgs {
     /// client_throttled), as intake-client does; emergencies never are.
     #[arg(long)]
     no_client_throttle: bool,
+    /// Send each complaint first to the endpoint of its district's shard
+    /// leader (from ClusterStatus, asked about once a second), as
+    /// intake-client routes it, instead of to the next endpoint in turn
+    /// (the default, as a client that does not know the leaders; any node
+    /// forwards to the leader, at the cost of a second call).
+    #[arg(long)]
+    route_to_leaders: bool,
     /// Seconds to wait for the sink to have every ticket before checking it.
     #[arg(long, default_value_t = 120)]
     drain_timeout_s: u64,
@@ -201,6 +208,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             }),
             attempt_timeout: args.attempt_timeout_ms.map(|ms| Duration::from_millis(ms.max(1))),
             client_throttle: (!args.no_client_throttle).then(intake_loadtest::ThrottleConfig::default),
+            route_to_leaders: args.route_to_leaders,
         },
     );
     // On Ctrl-C the run is dropped, and with it the spawned processes
