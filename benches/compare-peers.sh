@@ -9,6 +9,9 @@
 #   one_shard   Intake, 1 shard, unary Submit to one district
 #   spread      Intake, default shards, unary Submit, districts by population
 #   batch10     Intake, default shards, SubmitBatch of 10, complaints/s
+#   spread_leaders  (only when named in ROWS) the spread row with each
+#               complaint sent to its shard leader's node, as intake-client
+#               routes: what forwarding costs the spread row
 # Each row also gives server CPU per operation: utime+stime of the server
 # processes from /proc, before and after the drive, over the operations.
 # INTAKE_BIN picks another intake binary (A/B runs), INTAKE_FLAGS adds
@@ -61,6 +64,7 @@ drive() {
 }
 rate() { sed -E 's/.*_per_s=([0-9.]+).*/\1/' <<<"${1:-x_per_s=0}"; }
 want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
+named() { [[ " ${ROWS:-} " == *" $1 "* ]]; }
 noop="" etcd_row="" nats_row="" one_row="" spread_row="" batch_row=""
 
 intake_cluster() { # intake_cluster SHARDS TAG
@@ -128,6 +132,11 @@ fi
 if want spread; then
   intake_cluster 8 spread
   spread_row=$(drive spread --target intake --spread --endpoints "$IEPS"); echo "$spread_row"
+  stop_all
+fi
+if named spread_leaders; then
+  intake_cluster 8 leaders
+  echo "$(drive spread_leaders --target intake --spread --leaders --endpoints "$IEPS")"
   stop_all
 fi
 if want batch10; then

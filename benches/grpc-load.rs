@@ -16,6 +16,7 @@
 //! the no-op service for at most `--max-seconds`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use intake_benches::noop::noop_client::NoopClient;
 use intake_benches::noop::noop_server::{Noop, NoopServer};
 use intake_benches::{etcd, noop};
 use intake_proto::pb;
+use intake_proto::pb::admin_service_client::AdminServiceClient;
 use intake_proto::pb::intake_service_client::IntakeServiceClient;
 use tonic::transport::{Channel, Endpoint, Server};
 
@@ -100,6 +102,12 @@ struct DriveArgs {
     /// Intake: send `SubmitBatch` calls of this many complaints (1: `Submit`).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Intake, unary: send each complaint to the endpoint of its shard's
+    /// leader, as `intake-client` routes (from `ClusterStatus` on the first
+    /// endpoint, read once), instead of worker i's endpoint. Measures what
+    /// forwarding costs; the rows of `compare-peers.sh` do not use it.
+    #[arg(long)]
+    leaders: bool,
 }
 
 /// District codes repeated in proportion to population (one slot per
@@ -305,6 +313,11 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
     } else {
         vec![args.district.clone()]
     });
+    let leader_of: Arc<HashMap<String, usize>> = Arc::new(if args.leaders {
+        leader_endpoints(&args.endpoints).await?
+    } else {
+        HashMap::new()
+    });
     let errors = Arc::new(AtomicU64::new(0));
     let ops = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(tokio::sync::Mutex::new(None::<String>));
@@ -312,7 +325,9 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
     let stop = start + Duration::from_secs_f64(args.duration.max(0.0));
     let mut workers = Vec::new();
     for w in 0..args.concurrency.max(1) {
-        let mut client = clients[w % clients.len()].clone();
+        let mut own = clients[w % clients.len()].clone();
+        let all_clients = clients.clone();
+        let leader_of = leader_of.clone();
         let (args, text, payload) = (args.clone(), text.clone(), payload.clone());
         let (errors, first_error) = (errors.clone(), first_error.clone());
         let (ops, districts) = (ops.clone(), districts.clone());
@@ -328,8 +343,14 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
                         (format!("bench-{nonce}-{w}-{seq}"), districts[d].clone())
                     })
                     .collect();
+                let routed = keys.first().and_then(|(_, d)| leader_of.get(d)).copied();
+                let mut leader_client = routed.filter(|_| args.batch <= 1).map(|i| all_clients[i].clone());
+                let client = match leader_client.as_mut() {
+                    Some(c) => c,
+                    None => &mut own,
+                };
                 let t = Instant::now();
-                match call(&mut client, &args, keys, &payload, &text).await {
+                match call(client, &args, keys, &payload, &text).await {
                     Ok(n) => {
                         let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                         hist.saturating_record(us.max(1));
@@ -366,6 +387,21 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
         all.value_at_quantile(0.99) as f64 / 1000.0,
     );
     Ok(())
+}
+
+/// District code to the index in `endpoints` of its shard leader's
+/// address, from the first endpoint's `ClusterStatus` (the map `intake load
+/// --route-to-leaders` uses).
+async fn leader_endpoints(endpoints: &[String]) -> anyhow::Result<HashMap<String, usize>> {
+    let first = endpoints.first().context("no endpoints")?;
+    let mut admin = AdminServiceClient::connect(format!("http://{first}")).await?;
+    let status = admin
+        .cluster_status(pb::ClusterStatusRequest::default())
+        .await?
+        .into_inner();
+    let out = intake_loadtest::leaders::from_status(&status, endpoints);
+    anyhow::ensure!(!out.is_empty(), "--leaders: no shard leader among the endpoints");
+    Ok(out)
 }
 
 async fn serve_noop(listen: SocketAddr, max_seconds: u64) -> anyhow::Result<()> {
