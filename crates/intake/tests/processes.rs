@@ -803,6 +803,21 @@ fn demo_runs_a_cluster_and_sink_and_stops_cleanly_on_ctrl_c() {
         http_get(&api, &format!("/v1/tickets/{ticket}")).contains(&format!("\"ticket_id\":\"{ticket}\""))
     );
 
+    // The status table refreshes on its own clock: wait until one shows a
+    // shard's delivery caught up (on a slow machine the ticket can reach
+    // the sink before the first refresh after the start-up table).
+    let shown_by = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(dir.path().join("demo.out"))
+        .unwrap_or_default()
+        .contains("caught up")
+    {
+        assert!(
+            Instant::now() < shown_by,
+            "no status table showed \"caught up\" within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Ctrl-C: everything stops within seconds, exit 0.
     let pid = demo.child.id().to_string();
     assert!(
