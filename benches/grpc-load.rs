@@ -105,7 +105,7 @@ struct DriveArgs {
     /// Intake, unary: send each complaint to the endpoint of its shard's
     /// leader, as `intake-client` routes (from `ClusterStatus` on the first
     /// endpoint, read once), instead of worker i's endpoint. Measures what
-    /// forwarding costs; the rows of `compare-peers.sh` do not use it.
+    /// forwarding costs: `compare-peers.sh`'s opt-in row `spread_leaders`.
     #[arg(long)]
     leaders: bool,
 }
@@ -325,8 +325,7 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
     let stop = start + Duration::from_secs_f64(args.duration.max(0.0));
     let mut workers = Vec::new();
     for w in 0..args.concurrency.max(1) {
-        let mut own = clients[w % clients.len()].clone();
-        let all_clients = clients.clone();
+        let mut clients = clients.clone();
         let leader_of = leader_of.clone();
         let (args, text, payload) = (args.clone(), text.clone(), payload.clone());
         let (errors, first_error) = (errors.clone(), first_error.clone());
@@ -343,14 +342,11 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
                         (format!("bench-{nonce}-{w}-{seq}"), districts[d].clone())
                     })
                     .collect();
+                // Worker w's own endpoint, unless routing names the leader's.
                 let routed = keys.first().and_then(|(_, d)| leader_of.get(d)).copied();
-                let mut leader_client = routed.filter(|_| args.batch <= 1).map(|i| all_clients[i].clone());
-                let client = match leader_client.as_mut() {
-                    Some(c) => c,
-                    None => &mut own,
-                };
+                let at = routed.filter(|_| args.batch <= 1).unwrap_or(w % clients.len());
                 let t = Instant::now();
-                match call(client, &args, keys, &payload, &text).await {
+                match call(&mut clients[at], &args, keys, &payload, &text).await {
                     Ok(n) => {
                         let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                         hist.saturating_record(us.max(1));

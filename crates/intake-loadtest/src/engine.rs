@@ -238,14 +238,12 @@ impl Engine {
         districts: &DistrictTable,
         categories: &CategoryTable,
     ) -> Driven {
-        let follower = self.leaders.clone().map(|l| {
-            let endpoints = self.rotation.endpoints().to_vec();
-            tokio::spawn(l.follow(endpoints))
-        });
+        let mut follower = None;
         if let Some(l) = &self.leaders {
             // Known before the first arrival; without an answer the run
             // starts on the rotation and the follower fills the map in.
             l.refresh(self.rotation.endpoints()).await;
+            follower = Some(tokio::spawn(l.clone().follow(self.rotation.endpoints().to_vec())));
         }
         let mut tasks = JoinSet::new();
         let mut spans = Vec::new();

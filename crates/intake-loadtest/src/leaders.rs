@@ -64,11 +64,12 @@ impl Leaders {
         }
     }
 
-    /// Refreshes every [`REFRESH_EVERY`] until the task is aborted.
+    /// Refreshes every [`REFRESH_EVERY`] (the first after one interval:
+    /// the caller has just refreshed) until the task is aborted.
     pub async fn follow(self: Arc<Self>, endpoints: Vec<String>) {
         loop {
-            self.refresh(&endpoints).await;
             tokio::time::sleep(REFRESH_EVERY).await;
+            self.refresh(&endpoints).await;
         }
     }
 }
