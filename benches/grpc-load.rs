@@ -338,8 +338,13 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
                 let keys: Vec<(String, String)> = (0..args.batch.max(1))
                     .map(|_| {
                         seq += 1;
-                        let d = next_rand(&mut rand) as usize % districts.len();
-                        (format!("bench-{nonce}-{w}-{seq}"), districts[d].clone())
+                        let d = &districts[next_rand(&mut rand) as usize % districts.len()];
+                        // Named after its district, as intake-client mints
+                        // keys: at home on the complaint's shard, no claim.
+                        (
+                            intake_core::district_key(d, &format!("bench-{nonce}-{w}-{seq}")),
+                            d.clone(),
+                        )
                     })
                     .collect();
                 // Worker w's own endpoint, unless routing names the leader's.

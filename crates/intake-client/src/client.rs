@@ -64,11 +64,14 @@ struct Call {
 }
 
 impl Call {
-    /// Each complaint without a key gets a fresh UUID, before any attempt.
+    /// Each complaint without a key gets a fresh one, before any attempt:
+    /// a UUID behind its district, so that the key is at home on the
+    /// complaint's own shard and costs no claim elsewhere
+    /// (`intake_core::district_key`).
     fn new(mut complaints: Vec<pb::Complaint>) -> Call {
         for c in &mut complaints {
             if c.idempotency_key.is_empty() {
-                c.idempotency_key = uuid::Uuid::new_v4().to_string();
+                c.idempotency_key = crate::mint_key(&c.district_code);
             }
         }
         Call {

@@ -89,3 +89,12 @@ pub use retry_loop::{Attempts, Backoff, RetryPolicy, Round, RoundEnd, Stop, Verd
 pub use rotation::{HealthProbe, Probe, Rotation, RotationConfig, never_sent, nothing_heard};
 pub use security::{Authorize, Security};
 pub use throttle::{Answer as ThrottleAnswer, Throttle, ThrottleConfig};
+
+/// A fresh idempotency key for a complaint of `district`: a UUID behind the
+/// district (`{district}:{uuid}`, [`intake_core::district_key`]). A key is
+/// unique in the whole cluster and its home shard decides who holds it; a
+/// key that names its district is at home on the complaint's own shard, so
+/// the complaint costs one Raft write instead of two.
+pub fn mint_key(district: &str) -> String {
+    intake_core::district_key(district, &uuid::Uuid::new_v4().to_string())
+}

@@ -285,11 +285,11 @@ impl Outbox {
     }
 
     /// Stores the complaint durably and returns its idempotency key (the
-    /// caller's, or a fresh UUID). Once this returns, the complaint survives
+    /// caller's, or a fresh one, [`crate::mint_key`]). Once this returns, the complaint survives
     /// a crash of the adapter and will get exactly one ticket.
     pub async fn enqueue(&self, mut complaint: pb::Complaint) -> Result<String, OutboxError> {
         if complaint.idempotency_key.is_empty() {
-            complaint.idempotency_key = uuid::Uuid::new_v4().to_string();
+            complaint.idempotency_key = crate::mint_key(&complaint.district_code);
         }
         let key = complaint.idempotency_key.clone();
         let encoded = complaint.encode_to_vec();

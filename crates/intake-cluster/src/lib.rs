@@ -14,6 +14,7 @@ mod codec_fuzz;
 mod groups;
 mod network;
 mod peers;
+pub mod propose;
 mod transport;
 
 pub use codec::CodecError;

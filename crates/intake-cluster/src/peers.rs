@@ -61,6 +61,17 @@ impl PeerPool {
         self.get_or_make(&self.forwards, target, addr)
     }
 
+    /// A Raft transport client on the forward channel to `target`: for the
+    /// calls that serve client requests (key claims), which must not queue
+    /// behind replication, nor delay heartbeats in a surge.
+    pub fn forward_client(
+        &self,
+        target: NodeId,
+        addr: &str,
+    ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
+        Ok(Self::wrap(self.forward_channel(target, addr)?))
+    }
+
     fn get_or_make(
         &self,
         channels: &DashMap<NodeId, (String, Channel)>,

@@ -101,6 +101,14 @@ impl RaftTransport for RaftTransportService {
         .await
     }
 
+    async fn propose(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let command = crate::propose::accept(msg.group, &msg.payload).map_err(bad)?;
+        let raft = self.group(msg.group)?;
+        let answer = crate::propose::on_replica(&raft, command).await;
+        reply(msg.group, &answer)
+    }
+
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.unary(request, |raft, req| async move { raft.append_entries(req).await })
             .await

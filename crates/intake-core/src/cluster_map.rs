@@ -123,6 +123,24 @@ impl ClusterMap {
         self.districts.get(district).copied()
     }
 
+    /// The home shard of an idempotency key: the one shard whose log decides
+    /// which complaint holds the key, so that a key is unique in the whole
+    /// cluster (issue 16 item 6). A key minted as `{district}:…`
+    /// ([`crate::routing::district_key`]) of a district on this map lives
+    /// where that district's complaints do, so its complaint needs no claim
+    /// elsewhere; any other key goes to a shard chosen by its hash. `None`
+    /// only for a map without shards.
+    pub fn home_of_key(&self, key: &str) -> Option<u32> {
+        if let Some(shard) =
+            crate::routing::key_district(key).and_then(|d| self.shard_for(d, crate::routing::slot_of(key)))
+        {
+            return Some(shard);
+        }
+        let n = u64::try_from(self.shards.len()).ok().filter(|n| *n > 0)?;
+        let i = usize::try_from(crate::routing::key_hash(key) % n).ok()?;
+        self.shards.get(i).map(|p| p.id)
+    }
+
     pub fn placement(&self, shard: u32) -> Option<&ShardPlacement> {
         self.shards.get(shard as usize).filter(|p| p.id == shard)
     }
@@ -152,6 +170,26 @@ mod tests {
 
     fn members(n: u64) -> BTreeMap<u64, String> {
         (1..=n).map(|i| (i, format!("127.0.0.1:{}", 7000 + i))).collect()
+    }
+
+    #[test]
+    fn a_key_naming_its_district_is_at_home_there_and_others_spread() {
+        let m = ClusterMap::bootstrap(&members(3), 8, 3, &DistrictTable::beijing()).unwrap();
+        for (district, shard) in &m.districts {
+            let key = crate::routing::district_key(district, "a1b2");
+            assert_eq!(m.home_of_key(&key), Some(*shard), "{key}");
+        }
+        // Unknown districts and plain keys spread over every shard.
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..400 {
+            for key in [format!("call-{i}"), format!("999999:{i}")] {
+                let home = m.home_of_key(&key).unwrap();
+                assert!(m.placement(home).is_some());
+                seen.insert(home);
+            }
+        }
+        assert_eq!(seen.len(), 8);
+        assert_eq!(m.home_of_key("x"), m.home_of_key("x"));
     }
 
     #[test]

@@ -33,6 +33,15 @@ pub enum Command {
         recorded_at: UnixMillis,
         updates: Vec<StatusUpdate>,
     },
+    /// Claim idempotency keys at their home shard for complaints that live
+    /// on other shards, so that a key is unique in the whole cluster: the
+    /// first claim of a key holds it; a later one with the same content (a
+    /// retry) is told it holds it too, and any other learns who does.
+    /// `accepted_at` stamps the claims' age records (compaction).
+    ClaimKeys {
+        accepted_at: UnixMillis,
+        claims: Vec<KeyClaim>,
+    },
     /// The downstream acknowledged `count` tickets between `from` and `to`.
     /// Applied only while the cursor is still at `from`: a deposed leader's
     /// late proposal is then a no-op, and the delivered count stays exact.
@@ -41,6 +50,42 @@ pub enum Command {
         to: DispatchCursor,
         count: u64,
     },
+}
+
+/// One key claimed at its home shard for a complaint of another shard.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyClaim {
+    pub key: String,
+    /// [`crate::Complaint::content_digest`] of the complaint.
+    pub digest: u64,
+    /// Where the complaint lives: its district, and that district's shard.
+    pub district: String,
+    pub shard: u32,
+}
+
+/// Keys are personal enough (a phone number is a tempting key) to stay out
+/// of logs, like the complaint's own `Debug`.
+impl std::fmt::Debug for KeyClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyClaim")
+            .field("key", &format_args!("<{} bytes withheld>", self.key.len()))
+            .field("digest", &self.digest)
+            .field("district", &self.district)
+            .field("shard", &self.shard)
+            .finish()
+    }
+}
+
+/// The outcome of one claim of a `ClaimKeys` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimOutcome {
+    /// The key is this complaint's: claimed now, or by an earlier attempt
+    /// with the same content for the same shard.
+    Held,
+    /// A ticket of the home shard itself has the key.
+    Ticket(TicketId),
+    /// Another complaint, of `district` on `shard`, has claimed the key.
+    Elsewhere { district: String, shard: u32 },
 }
 
 /// The outcome of one update of an `UpdateStatus` command.
@@ -64,6 +109,9 @@ pub enum SubmitOutcome {
     Existing { id: TicketId, accepted_at: UnixMillis },
     /// The key was seen before with different content: rejected.
     Conflict { id: TicketId },
+    /// The key is claimed by a complaint that lives on `shard` (another
+    /// district): rejected; that shard knows its ticket.
+    ClaimedElsewhere { shard: u32 },
 }
 
 /// What applying a command returns to the proposer.
@@ -80,6 +128,8 @@ pub enum CommandResponse {
         more: bool,
     },
     StatusUpdated(Vec<StatusOutcome>),
+    /// One outcome per claim of a `ClaimKeys`, in order.
+    Claimed(Vec<ClaimOutcome>),
     /// Whether the cursor moved, and the state after the command.
     DispatchAdvanced {
         moved: bool,
@@ -103,6 +153,7 @@ impl std::fmt::Display for Command {
             }
             Command::SetClusterMap(m) => write!(f, "SetClusterMap(version={})", m.version),
             Command::CompactKeys { before } => write!(f, "CompactKeys(before={before})"),
+            Command::ClaimKeys { claims, .. } => write!(f, "ClaimKeys({} keys)", claims.len()),
             Command::UpdateStatus { updates, .. } => write!(f, "UpdateStatus({} updates)", updates.len()),
             Command::AdvanceDispatch { from, to, count } => {
                 write!(f, "AdvanceDispatch({from} -> {to}, {count} tickets)")

@@ -44,6 +44,42 @@ impl Complaint {
             && self.attachments == other.attachments
     }
 
+    /// A 64-bit digest of what [`Complaint::same_content`] compares: a key
+    /// claimed at its home shard for a complaint that lives on another
+    /// shard keeps this instead of the complaint, so a retry is told from
+    /// new content there. Stable across releases and platforms (FNV-1a
+    /// over length-prefixed fields), since every replica must agree.
+    pub fn content_digest(&self) -> u64 {
+        use crate::routing::{FNV_OFFSET, fnv1a64};
+        fn field(h: u64, bytes: &[u8]) -> u64 {
+            fnv1a64(fnv1a64(h, &(bytes.len() as u64).to_le_bytes()), bytes)
+        }
+        let mut h = FNV_OFFSET;
+        for f in [
+            &self.idempotency_key,
+            &self.channel,
+            &self.district,
+            &self.category,
+            &self.text,
+        ] {
+            h = field(h, f.as_bytes());
+        }
+        match &self.location {
+            None => h = field(h, b""),
+            Some(l) => {
+                h = field(h, &l.lat.to_bits().to_le_bytes());
+                h = field(h, &l.lon.to_bits().to_le_bytes());
+                h = field(h, l.address.as_bytes());
+            }
+        }
+        h = field(h, self.contact.as_bytes());
+        h = field(h, &(self.attachments.len() as u64).to_le_bytes());
+        for a in &self.attachments {
+            h = field(h, a.as_bytes());
+        }
+        h
+    }
+
     /// An upper bound on the complaint's encoded size, used to keep Raft
     /// entries small (sled writes large pages to unsynced blob files).
     pub fn approx_bytes(&self) -> usize {

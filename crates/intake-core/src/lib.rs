@@ -21,11 +21,11 @@ pub mod validate;
 
 pub use category::{CategoryError, CategoryTable, Priority};
 pub use cluster_map::{ClusterMap, META_GROUP, PlacementError, ShardPlacement};
-pub use command::{Command, CommandResponse, StatusOutcome, SubmitOutcome};
+pub use command::{ClaimOutcome, Command, CommandResponse, KeyClaim, StatusOutcome, SubmitOutcome};
 pub use complaint::{Complaint, Location, Ticket, TicketStatus};
 pub use dispatch::{DispatchCursor, DispatchState};
 pub use district::{District, DistrictError, DistrictTable};
-pub use routing::{SLOT_COUNT, slot_of};
+pub use routing::{SLOT_COUNT, district_key, key_district, slot_of};
 pub use status::{
     MAX_STATUS_HISTORY, StatusError, StatusEvent, StatusUpdate, check_transition, validate_update,
 };

@@ -124,7 +124,7 @@ impl Workload {
             let i = rng.random_range(0..self.incident_texts.len());
             let text = near_duplicate(&self.incident_texts[i], rng);
             return pb::Complaint {
-                idempotency_key: uuid::Uuid::new_v4().to_string(),
+                idempotency_key: intake_client::mint_key(&district),
                 channel,
                 district_code: district,
                 category,
@@ -139,7 +139,7 @@ impl Workload {
             .max(1);
         let start = rng.random_range(0..=self.text_pool.len() - n);
         pb::Complaint {
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            idempotency_key: intake_client::mint_key(&district),
             channel,
             district_code: district,
             category,

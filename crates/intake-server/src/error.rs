@@ -65,6 +65,17 @@ pub enum RequestError {
         "idempotency key already used for a different complaint (ticket {ticket}); use a new key for new content"
     )]
     Conflict { ticket: String },
+    /// The key's home shard says a complaint of another shard holds it, and
+    /// that shard's ticket for it is not known here (yet): the original
+    /// may still be on its way.
+    #[error(
+        "idempotency key already used for another complaint ({}shard {shard}; its ticket is not known here yet); use a new key for new content",
+        .district.as_deref().map(|d| format!("district {d}, ")).unwrap_or_default()
+    )]
+    KeyTaken {
+        district: Option<String>,
+        shard: ShardId,
+    },
     #[error("shard {shard} replica stopped: {why}")]
     Stopped { shard: ShardId, why: String },
     #[error("{0}")]
@@ -141,7 +152,7 @@ impl RequestError {
             | RequestError::Unreachable(_)
             | RequestError::Stopped { .. } => Code::Unavailable,
             RequestError::Expired(_) => Code::DeadlineExceeded,
-            RequestError::Conflict { .. } => Code::AlreadyExists,
+            RequestError::Conflict { .. } | RequestError::KeyTaken { .. } => Code::AlreadyExists,
             RequestError::NotFound(_) => Code::NotFound,
             RequestError::FailedPrecondition(_) => Code::FailedPrecondition,
             RequestError::Peer { code, .. } => *code,

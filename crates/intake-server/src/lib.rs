@@ -24,6 +24,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod forwarder;
 pub mod intake_service;
+mod key_claims;
 pub mod limits;
 pub mod meta;
 pub mod node;

@@ -177,6 +177,13 @@ pub const FAMILIES: &[Family] = &[
         "Time from a call's arrival at the server to its handler's start (reading the body, waiting for a worker).",
     ),
     family(
+        "intake_key_claims_total",
+        Counter,
+        Unit::Count,
+        &[],
+        "Idempotency keys claimed at a home shard other than their complaint's (keys that name no district of theirs): each costs a second Raft write.",
+    ),
+    family(
         "intake_forward_seconds",
         Histogram,
         Unit::Seconds,

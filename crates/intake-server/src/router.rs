@@ -39,6 +39,7 @@ use crate::convert::{
 };
 use crate::error::{Expiry, RequestError};
 use crate::forwarder::{Forward, Forwarder};
+use crate::key_claims;
 use crate::limits::MAX_HOPS;
 use crate::registry::Registry;
 
@@ -196,10 +197,16 @@ impl Router {
         } else {
             (Vec::new(), complaints)
         };
+        // Keys whose home is another shard are claimed there first, where
+        // the request entered the cluster (`key_claims.rs`).
+        let (claimed, complaints) = if hops == 0 && !complaints.is_empty() {
+            key_claims::claim_keys(self, shard, complaints, sent.deadline).await
+        } else {
+            (Vec::new(), complaints)
+        };
         if complaints.is_empty() {
-            return Ok(known.into_iter().flatten().collect());
+            return combine(known, combine(claimed, Ok(Vec::new())));
         }
-        let n = complaints.len();
         let mut attempt = Attempt::new(None);
         let sent = Submission { complaints, ..sent };
         let result = match self.registry.batcher(shard) {
@@ -207,12 +214,23 @@ impl Router {
             None => self.submit_remote(&sent, &mut attempt).await,
         };
         self.note_latency(shard, &result, attempt);
-        match result {
-            Ok(results) => Ok(merge(known, results)),
-            // The answers already known stand; the failure is the others'.
-            Err(e) if known.iter().any(Option::is_some) => Ok(merge(known, vec![Err(e); n])),
-            Err(e) => Err(e),
-        }
+        let result = result.map(|items| self.name_key_holders(&sent.complaints, items));
+        combine(known, combine(claimed, result))
+    }
+
+    /// Names, where a replica here knows it, the ticket of the complaint
+    /// whose claim made the home shard refuse a complaint.
+    fn name_key_holders(&self, complaints: &[Complaint], items: Vec<ItemResult>) -> Vec<ItemResult> {
+        items
+            .into_iter()
+            .zip(complaints)
+            .map(|(item, c)| match item {
+                Err(RequestError::KeyTaken { district, shard }) => {
+                    Err(key_claims::taken(self, &c.idempotency_key, district, shard))
+                }
+                other => other,
+            })
+            .collect()
     }
 
     /// Splits off the complaints whose keys a local replica of `shard` has
@@ -664,7 +682,7 @@ fn read_ticket(sm: &StateMachine, id: &TicketId) -> Result<Option<pb::Ticket>, R
 
 /// No usable leader for `shard` right now: wait with growing backoff, or
 /// give up if the next wait would pass the deadline.
-async fn pause_for_leader(
+pub(crate) async fn pause_for_leader(
     shard: ShardId,
     deadline: Instant,
     backoff: &mut Duration,
@@ -675,6 +693,23 @@ async fn pause_for_leader(
     tokio::time::sleep(*backoff).await;
     *backoff = (*backoff * 2).min(Duration::from_millis(500));
     Ok(())
+}
+
+/// The answer for complaints some of which were answered before they were
+/// proposed (`known`, by position; empty if none were) and the rest's
+/// `result`. The answers already known stand; a failure is the others'.
+fn combine(known: Vec<Option<ItemResult>>, result: Answers) -> Answers {
+    if known.is_empty() {
+        return result;
+    }
+    match result {
+        Ok(fresh) => Ok(merge(known, fresh)),
+        Err(e) if known.iter().any(Option::is_some) => {
+            let n = known.iter().filter(|k| k.is_none()).count();
+            Ok(merge(known, vec![Err(e); n]))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Fills the gaps of `known` (complaints answered from local state, by
@@ -706,6 +741,10 @@ fn item_result(shard: ShardId, o: SubmitOutcome) -> ItemResult {
         SubmitOutcome::Existing { id, accepted_at } => Ok(accepted(id, accepted_at, true)),
         SubmitOutcome::Conflict { id } => Err(RequestError::Conflict {
             ticket: id.to_string(),
+        }),
+        SubmitOutcome::ClaimedElsewhere { shard } => Err(RequestError::KeyTaken {
+            district: None,
+            shard,
         }),
     }
 }

@@ -18,7 +18,7 @@ use intake_core::{META_GROUP, TicketId};
 use intake_proto::pb;
 use openraft::async_runtime::WatchReceiver;
 use prost::Message;
-use raw::{Answer, Body, call, frame};
+use raw::{Answer, Body, call, call_with_body, frame};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -661,5 +661,149 @@ async fn public_requests_never_reach_the_meta_group() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     wrong.extend(meta_moved(&before, &meta_logs(&c)));
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    c.shutdown().await;
+}
+
+/// One `Submit` as raw bytes, retried with the same key while the cluster
+/// elects or sheds (a loaded test machine): the answer, or the final status.
+async fn submit_raw(addr: &str, c: &pb::Complaint) -> Result<pb::SubmitResponse, tonic::Status> {
+    let body = frame(
+        &pb::SubmitRequest {
+            complaint: Some(c.clone()),
+        }
+        .encode_to_vec(),
+    );
+    for _ in 0..50 {
+        match call_with_body(addr, SUBMIT, body.clone(), Some("5S")).await {
+            (Answer::Status(s), bytes) if s.code() == Code::Ok => {
+                return Ok(pb::SubmitResponse::decode(&bytes[5..]).unwrap());
+            }
+            (Answer::Status(s), _)
+                if matches!(
+                    s.code(),
+                    Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded
+                ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (Answer::Status(s), _) => return Err(s),
+            (broken, _) => panic!("submit: {broken:?}"),
+        }
+    }
+    panic!("submit kept failing")
+}
+
+/// Waits until every node's replica of the ticket's shard has applied it,
+/// so that any node can name it.
+async fn applied_everywhere(c: &TestCluster, key: &str, ticket: &str) {
+    let id: TicketId = ticket.parse().unwrap();
+    for _ in 0..300 {
+        let everywhere = c.nodes.values().all(|n| {
+            n.registry()
+                .state_machine(id.shard)
+                .is_some_and(|sm| sm.ticket_id_of_key(key).unwrap() == Some(id))
+        });
+        if everywhere {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ticket {ticket} was not applied on every node");
+}
+
+/// How many shards hold a ticket for `key`, over every replica.
+fn shards_with_key(c: &TestCluster, key: &str) -> std::collections::BTreeSet<u32> {
+    let mut shards = std::collections::BTreeSet::new();
+    for n in c.nodes.values() {
+        let map = n.registry().map();
+        for p in &map.shards {
+            if let Some(sm) = n.registry().state_machine(p.id)
+                && sm.ticket_id_of_key(key).unwrap().is_some()
+            {
+                shards.insert(p.id);
+            }
+        }
+    }
+    shards
+}
+
+/// Defect 3 (and issue 16 item 6): the same key sent with three districts on
+/// three shards gave three tickets. A key is now unique in the whole
+/// cluster: the first complaint holds it, a retry of it gets its ticket
+/// through any node, and any other content — another district, so another
+/// shard, included — is ALREADY_EXISTS naming that ticket. Both kinds of
+/// key: one chosen by the caller (home by hash, claimed there) and one
+/// that names a district (at home on that district's shard, whose own
+/// complaint must then respect a claim made from elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_is_one_ticket_whatever_the_district() {
+    let shards = 8;
+    let c = TestCluster::start_with(3, shards, fast_tuning()).await;
+    settle(&c, shards).await;
+    let map = c.nodes[&1].registry().map();
+    let mut picked: Vec<(String, u32)> = Vec::new();
+    for (d, s) in &map.districts {
+        if picked.len() < 3 && !picked.iter().any(|(_, x)| x == s) {
+            picked.push((d.clone(), *s));
+        }
+    }
+    let [a, b, d3] = [&picked[0].0, &picked[1].0, &picked[2].0];
+    let text = "Water main burst, street flooding";
+    let named = intake_core::district_key(a, "named-1");
+    // (key, the district that comes first, the others)
+    let cases = [
+        ("call-centre-4711".to_string(), a, [b, d3]),
+        (named.clone(), b, [a, d3]),
+    ];
+    for (key, first, others) in &cases {
+        let original = submit_raw(&c.addr(1), &complaint(key, first, text))
+            .await
+            .unwrap_or_else(|s| panic!("first use of {key}: {s:?}"));
+        assert!(!original.duplicate);
+        applied_everywhere(&c, key, &original.ticket_id).await;
+        for (node, other) in [2u64, 3].into_iter().zip(others) {
+            let s = submit_raw(&c.addr(node), &complaint(key, other, text))
+                .await
+                .expect_err("a second district must not get a ticket");
+            assert_eq!(s.code(), Code::AlreadyExists, "{key} in {other}: {s:?}");
+            assert!(
+                s.message().contains(&original.ticket_id),
+                "{key} in {other} names the original: {s:?}"
+            );
+        }
+        // Other text in the first district: the same refusal.
+        let s = submit_raw(&c.addr(2), &complaint(key, first, "something else"))
+            .await
+            .expect_err("new content must not get a ticket");
+        assert_eq!(s.code(), Code::AlreadyExists, "{s:?}");
+        // A retry of the original through any node: its ticket.
+        for node in 1..=3 {
+            let again = submit_raw(&c.addr(node), &complaint(key, first, text))
+                .await
+                .unwrap();
+            assert_eq!(again.ticket_id, original.ticket_id, "retry through node {node}");
+            assert!(again.duplicate);
+        }
+        assert_eq!(shards_with_key(&c, key).len(), 1, "{key}");
+    }
+
+    // Two districts racing in one batch: one ticket, one refusal naming it.
+    let key = "batch-race-1";
+    let batch = pb::SubmitBatchRequest {
+        complaints: vec![complaint(key, a, text), complaint(key, b, text)],
+    };
+    let (answer, bytes) = call_with_body(&c.addr(3), BATCH, frame(&batch.encode_to_vec()), Some("10S")).await;
+    assert_eq!(answer.code(), Some(Code::Ok), "{answer:?}");
+    let results: Vec<_> = pb::SubmitBatchResponse::decode(&bytes[5..])
+        .unwrap()
+        .results
+        .into_iter()
+        .map(intake_proto::wire::item_outcome)
+        .collect();
+    let tickets: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!((tickets.len(), refused.len()), (1, 1), "{results:?}");
+    assert_eq!(refused[0].code, Code::AlreadyExists as i32, "{results:?}");
+    assert_eq!(shards_with_key(&c, key).len(), 1);
     c.shutdown().await;
 }

@@ -74,6 +74,8 @@ impl WriteSink for BatchSink {
             }
             Write::Key { key, ticket } => b.insert(keys::idem_key(&key), keys::encode(&ticket)?),
             Write::ForgetKey { key } => b.remove(keys::idem_key(&key)),
+            Write::Claim { key, claim } => b.insert(keys::claim_key(&key), keys::encode(&*claim)?),
+            Write::ForgetClaim { key } => b.remove(keys::claim_key(&key)),
             Write::Age {
                 accepted_at,
                 ticket,

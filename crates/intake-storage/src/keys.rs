@@ -154,6 +154,17 @@ pub fn age_key_parts(key: &[u8]) -> Option<(i64, u64, u8)> {
     Some((accepted_at, u64::from_be_bytes(index), key[17]))
 }
 
+/// A claim on an idempotency key whose home is this shard, for a complaint
+/// of another shard: `x` + key, value postcard(StoredClaim).
+pub const CLAIM_PREFIX: u8 = b'x';
+
+pub fn claim_key(idempotency_key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + idempotency_key.len());
+    k.push(CLAIM_PREFIX);
+    k.extend_from_slice(idempotency_key.as_bytes());
+    k
+}
+
 pub fn idem_key(idempotency_key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + idempotency_key.len());
     k.push(IDEM_PREFIX);

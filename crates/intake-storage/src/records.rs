@@ -6,6 +6,7 @@
 //! own bookkeeping (`m/state`, `m/snapshot`) is on no list: a snapshot can
 //! never overwrite it.
 
+use intake_core::apply::StoredClaim;
 use intake_core::incident::{IncidentEntry, IncidentSummary};
 use intake_core::{DispatchState, StatusEvent, Ticket, TicketId};
 use serde::de::DeserializeOwned;
@@ -31,7 +32,7 @@ fn key_shape(ok: bool) -> Result<(), String> {
     if ok { Ok(()) } else { Err("malformed key".into()) }
 }
 
-pub(crate) const RECORD_KINDS: [RecordKind; 10] = [
+pub(crate) const RECORD_KINDS: [RecordKind; 11] = [
     RecordKind {
         prefix: keys::TICKET_PREFIX,
         what: "ticket",
@@ -41,6 +42,11 @@ pub(crate) const RECORD_KINDS: [RecordKind; 10] = [
         prefix: keys::IDEM_PREFIX,
         what: "idempotency",
         check: |_, v| decodes::<TicketId>(v),
+    },
+    RecordKind {
+        prefix: keys::CLAIM_PREFIX,
+        what: "key claim",
+        check: |_, v| decodes::<StoredClaim>(v),
     },
     RecordKind {
         prefix: keys::AGE_PREFIX,

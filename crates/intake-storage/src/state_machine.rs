@@ -232,6 +232,12 @@ impl StateMachine {
         Ok(Some(outcome))
     }
 
+    /// The ticket an idempotency key names on this replica, if it has
+    /// applied one with that key.
+    pub fn ticket_id_of_key(&self, key: &str) -> Result<Option<TicketId>, StorageError> {
+        self.view().key(key)
+    }
+
     /// Logs each conflict of `outcomes` by ticket id: neither complaint's
     /// content goes into the log (personal data, issue 19).
     fn warn_conflicts(&self, outcomes: &[SubmitOutcome]) {
@@ -372,6 +378,9 @@ impl StateMachine {
             EntryPayload::Normal(Command::UpdateStatus { recorded_at, updates }) => {
                 CommandResponse::StatusUpdated(apply::update_status(&view, recorded_at, updates, &mut sink)?)
             }
+            EntryPayload::Normal(Command::ClaimKeys { accepted_at, claims }) => CommandResponse::Claimed(
+                apply::claim_keys(&view, log_id.index, accepted_at, claims, &mut sink)?,
+            ),
             EntryPayload::Normal(Command::AdvanceDispatch { from, to, count }) => {
                 let (moved, state) = apply::advance_dispatch(&view, from, to, count, &mut sink)?;
                 CommandResponse::DispatchAdvanced { moved, state }
@@ -652,6 +661,7 @@ fn entry_complaints(entry: &Entry) -> usize {
     match &entry.payload {
         EntryPayload::Normal(Command::Submit { complaints, .. }) => complaints.len(),
         EntryPayload::Normal(Command::UpdateStatus { updates, .. }) => updates.len(),
+        EntryPayload::Normal(Command::ClaimKeys { claims, .. }) => claims.len(),
         _ => 1,
     }
 }

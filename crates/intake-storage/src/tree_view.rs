@@ -4,7 +4,7 @@
 
 use std::io;
 
-use intake_core::apply::{AgeRecord, ShardView};
+use intake_core::apply::{AgeRecord, ShardView, StoredClaim};
 use intake_core::incident::IncidentSummary;
 use intake_core::{DispatchState, StatusEvent, Ticket, TicketId, UnixMillis};
 
@@ -52,6 +52,10 @@ impl ShardView for TreeView<'_> {
 
     fn key(&self, key: &str) -> Result<Option<TicketId>, StorageError> {
         get(self.tree, &keys::idem_key(key), "ticket id")
+    }
+
+    fn claim(&self, key: &str) -> Result<Option<StoredClaim>, StorageError> {
+        get(self.tree, &keys::claim_key(key), "key claim")
     }
 
     fn ticket(&self, id: &TicketId) -> Result<Option<Ticket>, StorageError> {

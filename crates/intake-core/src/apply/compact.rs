@@ -42,6 +42,12 @@ where
                 key: Cow::Borrowed(&age.key),
             })?;
             forgotten += 1;
+        } else if view.claim(&age.key)?.is_some_and(|c| c.id == age.ticket) {
+            // A claim for a complaint of another shard ([`super::claim_keys`]).
+            sink.write(Write::ForgetClaim {
+                key: Cow::Borrowed(&age.key),
+            })?;
+            forgotten += 1;
         }
     }
     Ok((forgotten, false))

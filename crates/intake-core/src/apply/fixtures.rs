@@ -118,6 +118,9 @@ impl Replica {
                 let (keys, more) = compact_keys(view, before, &mut writes).unwrap();
                 CommandResponse::Compacted { keys, more }
             }
+            Command::ClaimKeys { accepted_at, claims } => CommandResponse::Claimed(
+                claim_keys(view, log_index, accepted_at, claims, &mut writes).unwrap(),
+            ),
         };
         applied(log_index, &mut writes).unwrap();
         self.state.commit(writes.clone());

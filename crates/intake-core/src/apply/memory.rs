@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use super::{AgeRecord, ShardView, Write};
+use super::{AgeRecord, ShardView, StoredClaim, Write};
 use crate::incident::{IncidentEntry, IncidentSummary};
 use crate::incident_index::IncidentIndex;
 use crate::{ClusterMap, DispatchState, StatusEvent, Ticket, TicketId, UnixMillis};
@@ -29,6 +29,7 @@ pub struct MemoryShard {
     pub shard: u32,
     pub tickets: BTreeMap<TicketId, Ticket>,
     pub keys: BTreeMap<String, TicketId>,
+    pub claims: BTreeMap<String, StoredClaim>,
     /// By (accepted_at, ticket): compaction's order.
     pub ages: BTreeMap<(UnixMillis, TicketId), String>,
     pub histories: BTreeMap<TicketId, Vec<StatusEvent>>,
@@ -66,6 +67,12 @@ impl MemoryShard {
             }
             Write::ForgetKey { key } => {
                 self.keys.remove(key.as_ref());
+            }
+            Write::Claim { key, claim } => {
+                self.claims.insert(key.into_owned(), claim.into_owned());
+            }
+            Write::ForgetClaim { key } => {
+                self.claims.remove(key.as_ref());
             }
             Write::Age {
                 accepted_at,
@@ -129,6 +136,10 @@ impl ShardView for MemoryShard {
 
     fn key(&self, key: &str) -> Result<Option<TicketId>, MemoryError> {
         Ok(self.keys.get(key).copied())
+    }
+
+    fn claim(&self, key: &str) -> Result<Option<StoredClaim>, MemoryError> {
+        Ok(self.claims.get(key).cloned())
     }
 
     fn ticket(&self, id: &TicketId) -> Result<Option<Ticket>, MemoryError> {

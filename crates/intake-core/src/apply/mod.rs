@@ -22,6 +22,7 @@
 //! borrow what they name ([`Cow::Borrowed`]), and storage encodes them
 //! straight into its batch.
 
+mod claim;
 mod compact;
 mod cursor;
 mod grouping;
@@ -31,6 +32,7 @@ mod status_update;
 
 use std::borrow::Cow;
 
+pub use claim::{StoredClaim, claim_keys};
 pub use compact::{MAX_COMPACT_PER_ENTRY, compact_keys};
 pub use cursor::{advance_dispatch, set_cluster_map};
 pub use memory::{MemoryError, MemoryShard};
@@ -51,6 +53,9 @@ pub trait ShardView {
     fn ticket_of_key(&self, key: &str) -> Result<Option<Ticket>, Self::Error>;
     /// The id an idempotency key names, if the key is known.
     fn key(&self, key: &str) -> Result<Option<TicketId>, Self::Error>;
+    /// The claim on a key for a complaint of another shard, if this shard
+    /// is the key's home and it was claimed ([`claim_keys`]).
+    fn claim(&self, key: &str) -> Result<Option<StoredClaim>, Self::Error>;
     /// A ticket of this shard by id.
     fn ticket(&self, id: &TicketId) -> Result<Option<Ticket>, Self::Error>;
     /// A ticket's status events, oldest first (empty without a record).
@@ -87,6 +92,13 @@ pub enum Write<'a> {
     Key { key: Cow<'a, str>, ticket: TicketId },
     /// An idempotency key is forgotten.
     ForgetKey { key: Cow<'a, str> },
+    /// A key is claimed here for a complaint of another shard.
+    Claim {
+        key: Cow<'a, str>,
+        claim: Cow<'a, StoredClaim>,
+    },
+    /// A claim is forgotten.
+    ForgetClaim { key: Cow<'a, str> },
     /// The age record of a ticket created with `key`.
     Age {
         accepted_at: UnixMillis,
@@ -143,6 +155,11 @@ impl Write<'_> {
                 ticket,
             },
             Write::ForgetKey { key } => Write::ForgetKey { key: own(key) },
+            Write::Claim { key, claim } => Write::Claim {
+                key: own(key),
+                claim: own(claim),
+            },
+            Write::ForgetClaim { key } => Write::ForgetClaim { key: own(key) },
             Write::Age {
                 accepted_at,
                 ticket,

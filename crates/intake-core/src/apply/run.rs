@@ -68,6 +68,12 @@ impl Run {
                 outcomes.push(repeat_outcome(&known, &complaint));
                 continue;
             }
+            // This shard is the key's home and a complaint of another
+            // shard claimed it first (claims are never made inside a run).
+            if let Some(claim) = view.claim(&complaint.idempotency_key)? {
+                outcomes.push(SubmitOutcome::ClaimedElsewhere { shard: claim.shard });
+                continue;
+            }
             let id = TicketId::new(view.shard(), log_index, item);
             let ticket = Ticket {
                 id,

@@ -48,14 +48,24 @@ pub fn frame(payload: &[u8]) -> Body {
 /// Calls `path` on `addr` over a fresh HTTP/2 connection, with an optional
 /// `grpc-timeout` header value. Bounded: no answer within 15 s is `Broken`.
 pub async fn call(addr: &str, path: &str, body: Body, timeout: Option<&str>) -> Answer {
+    call_with_body(addr, path, body, timeout).await.0
+}
+
+/// As [`call`], with the answer's message bytes (frames included).
+pub async fn call_with_body(addr: &str, path: &str, body: Body, timeout: Option<&str>) -> (Answer, Vec<u8>) {
     match tokio::time::timeout(Duration::from_secs(15), call_inner(addr, path, body, timeout)).await {
         Ok(Ok(a)) => a,
-        Ok(Err(e)) => Answer::Broken(e),
-        Err(_) => Answer::Broken("no answer within 15 s".into()),
+        Ok(Err(e)) => (Answer::Broken(e), Vec::new()),
+        Err(_) => (Answer::Broken("no answer within 15 s".into()), Vec::new()),
     }
 }
 
-async fn call_inner(addr: &str, path: &str, body: Body, timeout: Option<&str>) -> Result<Answer, String> {
+async fn call_inner(
+    addr: &str,
+    path: &str,
+    body: Body,
+    timeout: Option<&str>,
+) -> Result<(Answer, Vec<u8>), String> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -84,12 +94,14 @@ async fn call_inner(addr: &str, path: &str, body: Body, timeout: Option<&str>) -
     }
     let response = response.await.map_err(|e| format!("response: {e}"))?;
     let (parts, mut recv) = response.into_parts();
+    let mut received = Vec::new();
     let answer = if let Some(s) = Status::from_header_map(&parts.headers) {
         Answer::Status(s)
     } else {
         while let Some(chunk) = recv.data().await {
             let chunk = chunk.map_err(|e| format!("body: {e}"))?;
             let _ = recv.flow_control().release_capacity(chunk.len());
+            received.extend_from_slice(&chunk);
         }
         let trailers = recv.trailers().await.map_err(|e| format!("trailers: {e}"))?;
         match trailers.as_ref().and_then(Status::from_header_map) {
@@ -98,5 +110,5 @@ async fn call_inner(addr: &str, path: &str, body: Body, timeout: Option<&str>) -
         }
     };
     driver.abort();
-    Ok(answer)
+    Ok((answer, received))
 }

@@ -28,7 +28,8 @@ const TEXTS: [&str; 3] = [
 ];
 
 /// Entries of every kind: submits reusing keys and texts, status updates
-/// (some refused), cursor moves (one stale) and a compaction.
+/// (some refused), cursor moves (one stale), key claims (some on keys the
+/// submits use) and a compaction.
 fn commands() -> Vec<Command> {
     let mut out = Vec::new();
     for i in 0..60u64 {
@@ -51,6 +52,17 @@ fn commands() -> Vec<Command> {
                 count: 4,
             },
             9 => Command::CompactKeys { before: at - 600_000 },
+            6 => Command::ClaimKeys {
+                accepted_at: at,
+                claims: (0..3)
+                    .map(|j| intake_core::KeyClaim {
+                        key: format!("k{}", (i * 7 + j) % 50),
+                        digest: j,
+                        district: "110102".into(),
+                        shard: SHARD + 1,
+                    })
+                    .collect(),
+            },
             _ => Command::Submit {
                 accepted_at: at,
                 complaints: (0..3)
@@ -101,6 +113,9 @@ fn apply_in_memory(cmds: &[Command]) -> (MemoryShard, Vec<CommandResponse>) {
                 let (keys, more) = apply::compact_keys(&m, before, &mut w).unwrap();
                 CommandResponse::Compacted { keys, more }
             }
+            Command::ClaimKeys { accepted_at, claims } => CommandResponse::Claimed(
+                apply::claim_keys(&m, log_index, accepted_at, claims, &mut w).unwrap(),
+            ),
             Command::SetClusterMap(_) => unreachable!("not in this workload"),
         };
         if !matches!(w.last(), Some(Write::Applied { .. })) {
@@ -133,6 +148,10 @@ fn tree_as_memory(sm: &StateMachine) -> MemoryShard {
             keys::IDEM_PREFIX => {
                 let key = String::from_utf8(k[1..].to_vec()).unwrap();
                 m.keys.insert(key, postcard::from_bytes(&v).unwrap());
+            }
+            keys::CLAIM_PREFIX => {
+                let key = String::from_utf8(k[1..].to_vec()).unwrap();
+                m.claims.insert(key, postcard::from_bytes(&v).unwrap());
             }
             keys::AGE_PREFIX => {
                 let (at, index, item) = keys::age_key_parts(&k).unwrap();
@@ -185,8 +204,14 @@ fn entries(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_keeps_exactly_the_records_the_rules_write() {
     let cmds = commands();
-    let (expected, _) = apply_in_memory(&cmds);
+    let (expected, responses) = apply_in_memory(&cmds);
     assert!(!expected.summaries.is_empty() && !expected.histories.is_empty());
+    // Claims held, and a submit refused for a key claimed elsewhere.
+    assert!(!expected.claims.is_empty());
+    assert!(responses.iter().any(|r| matches!(r, CommandResponse::Submitted(o)
+        if o.iter().any(|o| matches!(o, intake_core::SubmitOutcome::ClaimedElsewhere { .. })))));
+    assert!(responses.iter().any(|r| matches!(r, CommandResponse::Claimed(o)
+        if o.iter().any(|o| matches!(o, intake_core::ClaimOutcome::Ticket(_))))));
     assert!(expected.dispatch.is_some_and(|d| d.delivered > 0));
 
     let (_dir, node) = new_node();

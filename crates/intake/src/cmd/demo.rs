@@ -241,7 +241,7 @@ async fn traffic(endpoints: Vec<String>, rate: f64, mut stop: watch::Receiver<bo
                 ordinary[rng.random_range(0..ordinary.len())].clone()
             };
             pb::Complaint {
-                idempotency_key: uuid::Uuid::new_v4().to_string(),
+                idempotency_key: intake_client::mint_key(&district),
                 channel: ["phone", "app", "web"][n % 3].into(),
                 district_code: district,
                 category,

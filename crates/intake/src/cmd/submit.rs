@@ -50,7 +50,7 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let complaint = pb::Complaint {
         idempotency_key: a
             .idempotency_key
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            .unwrap_or_else(|| intake_client::mint_key(&a.district)),
         channel: a.channel,
         district_code: a.district,
         category: a.category,
