@@ -12,6 +12,9 @@
 #   spread_leaders  (only when named in ROWS) the spread row with each
 #               complaint sent to its shard leader's node, as intake-client
 #               routes: what forwarding costs the spread row
+#   spread_plain_keys  (only when named in ROWS) the spread row with keys
+#               that name no district: most are claimed at another shard
+#               first, a second Raft write (what others' keys cost)
 # Each row also gives server CPU per operation: utime+stime of the server
 # processes from /proc, before and after the drive, over the operations.
 # INTAKE_BIN picks another intake binary (A/B runs), INTAKE_FLAGS adds
@@ -137,6 +140,11 @@ fi
 if named spread_leaders; then
   intake_cluster 8 leaders
   echo "$(drive spread_leaders --target intake --spread --leaders --endpoints "$IEPS")"
+  stop_all
+fi
+if named spread_plain_keys; then
+  intake_cluster 8 plain
+  echo "$(drive spread_plain_keys --target intake --spread --plain-keys --endpoints "$IEPS")"
   stop_all
 fi
 if want batch10; then

@@ -108,6 +108,13 @@ struct DriveArgs {
     /// forwarding costs: `compare-peers.sh`'s opt-in row `spread_leaders`.
     #[arg(long)]
     leaders: bool,
+    /// Intake: idempotency keys that name no district (as a call centre's
+    /// own call ids would), instead of `{district}:…` as `intake-client`
+    /// mints them. Most such keys have their home on another shard than
+    /// their complaint and cost a claim there, a second Raft write:
+    /// `compare-peers.sh`'s opt-in row `spread_plain_keys`.
+    #[arg(long)]
+    plain_keys: bool,
 }
 
 /// District codes repeated in proportion to population (one slot per
@@ -339,12 +346,15 @@ async fn drive(args: DriveArgs) -> anyhow::Result<()> {
                     .map(|_| {
                         seq += 1;
                         let d = &districts[next_rand(&mut rand) as usize % districts.len()];
+                        let unique = format!("bench-{nonce}-{w}-{seq}");
                         // Named after its district, as intake-client mints
                         // keys: at home on the complaint's shard, no claim.
-                        (
-                            intake_core::district_key(d, &format!("bench-{nonce}-{w}-{seq}")),
-                            d.clone(),
-                        )
+                        let key = if args.plain_keys {
+                            unique
+                        } else {
+                            intake_core::district_key(d, &unique)
+                        };
+                        (key, d.clone())
                     })
                     .collect();
                 // Worker w's own endpoint, unless routing names the leader's.
