@@ -98,11 +98,12 @@ EPS=127.0.0.1:$INTAKE_PORT_1,127.0.0.1:$INTAKE_PORT_2,127.0.0.1:$INTAKE_PORT_3
 # The image, and the same static build of the host-side tools.
 deploy/docker/build.sh
 TARGET=x86_64-unknown-linux-gnu
+PROFILE=${INTAKE_IMAGE_PROFILE:-release}
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
-  cargo build -q --release --locked --target "$TARGET" -p intake-powercut --bin intake-powercut
-BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/intake
-PC=${CARGO_TARGET_DIR:-target}/$TARGET/release/intake-powercut
+  cargo build -q --profile "$PROFILE" --locked --target "$TARGET" -p intake-powercut --bin intake-powercut
+BIN=${CARGO_TARGET_DIR:-target}/$TARGET/$PROFILE/intake
+PC=${CARGO_TARGET_DIR:-target}/$TARGET/$PROFILE/intake-powercut
 
 WORK=$(mktemp -d /tmp/intake-containers.XXXXXX)
 PROJECT=intake-ct-$$
