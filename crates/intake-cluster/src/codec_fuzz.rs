@@ -28,6 +28,9 @@ fn decode_all(bytes: &[u8]) {
     let _ = decode::<StreamAppendResult<TypeConfig>>(bytes);
     let _ = decode::<SnapshotResponse<TypeConfig>>(bytes);
     let _ = decode::<intake_core::Command>(bytes);
+    // `Propose`: the command a peer asks for, and the reply it reads.
+    let _ = crate::propose::accept(3, bytes);
+    let _ = decode::<crate::propose::ProposeReply>(bytes);
 }
 
 proptest! {

@@ -107,6 +107,19 @@ pub(crate) async fn claim_keys(
             }
         }
     }
+    for refusal in answers.iter().flatten().filter_map(|a| a.as_ref().err()) {
+        // As the state machine logs a conflict: by ticket (or shard), never
+        // the key or the content (personal data, issue 19).
+        match refusal {
+            RequestError::Conflict { ticket } => {
+                tracing::warn!(shard, ticket = %ticket, "idempotency key reused with different content");
+            }
+            RequestError::KeyTaken { shard: holder, .. } => {
+                tracing::warn!(shard, holder, "idempotency key reused with different content");
+            }
+            _ => {}
+        }
+    }
     let rest = complaints
         .into_iter()
         .zip(&answers)

@@ -124,10 +124,16 @@ impl Browser {
             let r = raw(self.addr, &head, body.as_bytes()).await;
             if r.status == 200 {
                 let id = r.json()["value"][ELEMENT].as_str().unwrap().to_string();
-                let shown = self
-                    .call("GET", &self.s(&format!("/element/{id}/displayed")), None)
-                    .await;
-                if shown == json!(true) {
+                // Not `call`: the page may replace the element between the
+                // two requests (a navigation, a re-render), and chromedriver
+                // then answers 500 "does not belong to the document"; the
+                // next round finds the new one.
+                let head = format!(
+                    "GET {} HTTP/1.1\r\nContent-Type: application/json",
+                    self.s(&format!("/element/{id}/displayed"))
+                );
+                let shown = raw(self.addr, &head, b"").await;
+                if shown.status == 200 && shown.json()["value"] == json!(true) {
                     return id;
                 }
             }
