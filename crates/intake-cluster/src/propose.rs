@@ -60,7 +60,7 @@ pub async fn on_replica(raft: &Raft, command: Command) -> ProposeReply {
 /// Why a remote proposal got no reply.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    /// Never reached the peer or lost on the way: it may have committed.
+    /// No channel to the peer could be made (a bad address): nothing sent.
     #[error("{0}")]
     Transport(String),
     /// The peer answered with an error status.

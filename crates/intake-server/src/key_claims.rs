@@ -60,11 +60,11 @@ pub(crate) async fn claim_keys(
     }
     metrics::counter!("intake_key_claims_total").increment(by_home.values().map(|v| v.len() as u64).sum());
     let mut answers: Vec<Option<ItemResult>> = vec![None; complaints.len()];
-    let calls = by_home.into_iter().flat_map(|(home, idx)| {
-        let chunks: Vec<Vec<usize>> = idx.chunks(MAX_CLAIMS_PER_ENTRY).map(<[usize]>::to_vec).collect();
-        chunks.into_iter().map(move |idx| (home, idx))
-    });
-    let calls = calls.map(|(home, idx)| {
+    let groups: Vec<(ShardId, Vec<usize>)> = by_home
+        .iter()
+        .flat_map(|(home, idx)| idx.chunks(MAX_CLAIMS_PER_ENTRY).map(|c| (*home, c.to_vec())))
+        .collect();
+    let calls = groups.into_iter().map(|(home, idx)| {
         let claims = idx
             .iter()
             .map(|&i| {
