@@ -215,11 +215,13 @@ mod tests {
                     id: 1,
                     addr: "10.0.0.1:7001".into(),
                     up: true,
+                    ..Default::default()
                 },
                 pb::NodeStatus {
                     id: 2,
                     addr: "http://10.0.0.2:7001".into(),
                     up: true,
+                    ..Default::default()
                 },
             ],
             shards: vec![

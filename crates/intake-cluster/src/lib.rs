@@ -21,7 +21,7 @@ pub use codec::CodecError;
 pub use groups::Groups;
 pub use network::{GroupConnection, GroupNetworkFactory};
 pub use peers::PeerPool;
-pub use transport::RaftTransportService;
+pub use transport::{MapSource, RaftTransportService};
 
 /// Bytes of snapshot data per gRPC message.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;

@@ -3,16 +3,19 @@
 //! complaint's node writes a claim on the key's home shard, whose leader is
 //! often elsewhere. Client requests are forwarded as client requests, so
 //! that the leader's own admission and batching see them; a claim is not
-//! one, and only claims are accepted here, on data shards only — the meta
-//! group is never written this way.
+//! one, and only claims are accepted here, on data shards only. The meta
+//! group takes one command this way: `AddMember`, from a node that joins
+//! and has no replica of its own to propose on.
 
 use std::time::Duration;
 
-use intake_core::{Command, CommandResponse, META_GROUP};
+use intake_core::{ClusterMap, Command, CommandResponse, META_GROUP};
 use intake_proto::raft::v1::RaftMessage;
+use intake_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use intake_storage::{NodeId, Raft, ShardId};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
 
 use crate::PeerPool;
 use crate::codec::{CodecError, decode, encode};
@@ -33,7 +36,9 @@ pub enum ProposeReply {
 pub enum ProposeError {
     #[error("undecodable command: {0}")]
     Decode(#[from] CodecError),
-    #[error("only key claims on data shards are proposed through the transport")]
+    #[error(
+        "only key claims on data shards and AddMember on the meta group are proposed through the transport"
+    )]
     NotAllowed,
 }
 
@@ -42,6 +47,7 @@ pub fn accept(group: ShardId, payload: &[u8]) -> Result<Command, ProposeError> {
     let command: Command = decode(payload)?;
     match command {
         Command::ClaimKeys { .. } if group != META_GROUP => Ok(command),
+        Command::AddMember { .. } if group == META_GROUP => Ok(command),
         _ => Err(ProposeError::NotAllowed),
     }
 }
@@ -80,15 +86,37 @@ pub async fn remote(
     command: &Command,
     timeout: Duration,
 ) -> Result<ProposeReply, RemoteError> {
-    let mut client = peers
+    let (mut client, req) = call(peers, target, addr, group, encode(command)?, timeout)?;
+    let answer = client.propose(req).await?.into_inner();
+    Ok(decode(&answer.payload)?)
+}
+
+/// The forward-channel client to `target` and a request for it.
+fn call(
+    peers: &PeerPool,
+    target: NodeId,
+    addr: &str,
+    group: ShardId,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<(RaftTransportClient<Channel>, tonic::Request<RaftMessage>), RemoteError> {
+    let client = peers
         .forward_client(target, addr)
         .map_err(|e| RemoteError::Transport(e.to_string()))?;
-    let mut req = tonic::Request::new(RaftMessage {
-        group,
-        payload: encode(command)?,
-    });
+    let mut req = tonic::Request::new(RaftMessage { group, payload });
     req.set_timeout(timeout);
-    let answer = client.propose(req).await?.into_inner();
+    Ok((client, req))
+}
+
+/// The cluster map `target` at `addr` holds now (its `FetchMap`).
+pub async fn fetch_map(
+    peers: &PeerPool,
+    target: NodeId,
+    addr: &str,
+    timeout: Duration,
+) -> Result<ClusterMap, RemoteError> {
+    let (mut client, req) = call(peers, target, addr, META_GROUP, Vec::new(), timeout)?;
+    let answer = client.fetch_map(req).await?.into_inner();
     Ok(decode(&answer.payload)?)
 }
 
@@ -98,7 +126,7 @@ mod tests {
     use intake_core::KeyClaim;
 
     #[test]
-    fn only_claims_on_data_shards_are_accepted() {
+    fn only_claims_on_data_shards_and_joins_on_the_meta_group_are_accepted() {
         let claims = Command::ClaimKeys {
             accepted_at: 1,
             claims: vec![KeyClaim {
@@ -114,6 +142,16 @@ mod tests {
             accept(META_GROUP, &bytes),
             Err(ProposeError::NotAllowed)
         ));
+        let join = encode(&Command::AddMember {
+            id: 4,
+            addr: "h:4".into(),
+        })
+        .unwrap();
+        assert!(matches!(
+            accept(META_GROUP, &join),
+            Ok(Command::AddMember { id: 4, .. })
+        ));
+        assert!(matches!(accept(3, &join), Err(ProposeError::NotAllowed)));
         let other = encode(&Command::CompactKeys { before: 1 }).unwrap();
         assert!(matches!(accept(3, &other), Err(ProposeError::NotAllowed)));
         assert!(matches!(accept(3, b"\xff\xff"), Err(ProposeError::Decode(_))));

@@ -2,8 +2,10 @@
 //! hands it the message.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use intake_core::{ClusterMap, META_GROUP};
 use intake_proto::raft::v1::raft_transport_server::RaftTransport;
 use intake_proto::raft::v1::{RaftMessage, SnapshotChunk};
 use intake_storage::{NodeStorage, Raft, ShardId, SnapshotData, TypeConfig};
@@ -16,9 +18,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::codec::{decode, encode};
 use crate::groups::Groups;
 
+/// Where the transport reads the node's newest cluster map from.
+pub type MapSource = Arc<dyn Fn() -> Arc<ClusterMap> + Send + Sync>;
+
 pub struct RaftTransportService {
     groups: Groups,
     storage: NodeStorage,
+    map: MapSource,
     stop: watch::Receiver<bool>,
 }
 
@@ -26,10 +32,11 @@ impl RaftTransportService {
     /// `stop` turning true ends every open replication stream, so the
     /// server's graceful shutdown does not wait on streams a leader would
     /// otherwise keep open forever.
-    pub fn new(groups: Groups, storage: NodeStorage, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(groups: Groups, storage: NodeStorage, map: MapSource, stop: watch::Receiver<bool>) -> Self {
         Self {
             groups,
             storage,
+            map,
             stop,
         }
     }
@@ -107,6 +114,11 @@ impl RaftTransport for RaftTransportService {
         let raft = self.group(msg.group)?;
         let answer = crate::propose::on_replica(&raft, command).await;
         reply(msg.group, &answer)
+    }
+
+    async fn fetch_map(&self, _request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let map = (self.map)();
+        reply(META_GROUP, map.as_ref())
     }
 
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

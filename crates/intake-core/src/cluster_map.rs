@@ -39,6 +39,22 @@ pub struct ClusterMap {
     pub districts: BTreeMap<String, u32>,
 }
 
+/// Why a node may not join (issue 16 item 1). Ids and addresses name
+/// nodes in every replica's placement and every peer's channel, so neither
+/// may be taken by a second machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JoinRefusal {
+    #[error(
+        "node id {id} is already a member of the cluster, at {addr}: give the new node an unused id \
+         (a member that lost its data directory is replaced, not joined again)"
+    )]
+    IdInUse { id: u64, addr: String },
+    #[error("address {addr} is already the address of member {id}: a node joins with an address of its own")]
+    AddrInUse { addr: String, id: u64 },
+    #[error("the cluster map has not been committed yet (the cluster is still starting): retry")]
+    NoMap,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
     #[error("a cluster needs at least one shard")]
@@ -141,6 +157,34 @@ impl ClusterMap {
         self.shards.get(i).map(|p| p.id)
     }
 
+    /// The map with node `id` at `addr` added as a member holding nothing
+    /// yet, one version on; `Ok(None)` when it is a member already at that
+    /// address and holds no replica and no meta vote: a retry of its own
+    /// join (it cannot have lost state it never had). An id or address of
+    /// another member is refused.
+    pub fn add_member(&self, id: u64, addr: &str) -> Result<Option<ClusterMap>, JoinRefusal> {
+        if let Some(current) = self.members.get(&id) {
+            let holds = !self.shards_on(id).is_empty() || self.meta_voters.contains(&id);
+            if current == addr && !holds {
+                return Ok(None);
+            }
+            return Err(JoinRefusal::IdInUse {
+                id,
+                addr: current.clone(),
+            });
+        }
+        if let Some((&other, _)) = self.members.iter().find(|(_, a)| a.as_str() == addr) {
+            return Err(JoinRefusal::AddrInUse {
+                addr: addr.to_string(),
+                id: other,
+            });
+        }
+        let mut next = self.clone();
+        next.members.insert(id, addr.to_string());
+        next.version = self.version.saturating_add(1);
+        Ok(Some(next))
+    }
+
     pub fn placement(&self, shard: u32) -> Option<&ShardPlacement> {
         self.shards.get(shard as usize).filter(|p| p.id == shard)
     }
@@ -190,6 +234,40 @@ mod tests {
         }
         assert_eq!(seen.len(), 8);
         assert_eq!(m.home_of_key("x"), m.home_of_key("x"));
+    }
+
+    #[test]
+    fn a_member_joins_once_with_an_id_and_address_of_its_own() {
+        let m = ClusterMap::bootstrap(&members(3), 8, 3, &DistrictTable::beijing()).unwrap();
+        let joined = m.add_member(4, "127.0.0.1:7004").unwrap().unwrap();
+        assert_eq!(joined.version, m.version + 1);
+        assert_eq!(joined.members.get(&4).map(String::as_str), Some("127.0.0.1:7004"));
+        assert!(joined.shards_on(4).is_empty());
+        assert_eq!(
+            (joined.shards.clone(), joined.districts.clone()),
+            (m.shards.clone(), m.districts.clone())
+        );
+        // Its own retry changes nothing; anyone else's use of the id or the
+        // address is refused, and so is a member holding replicas.
+        assert_eq!(joined.add_member(4, "127.0.0.1:7004"), Ok(None));
+        assert_eq!(
+            joined.add_member(4, "127.0.0.1:7005"),
+            Err(JoinRefusal::IdInUse {
+                id: 4,
+                addr: "127.0.0.1:7004".into()
+            })
+        );
+        assert_eq!(
+            joined.add_member(5, "127.0.0.1:7002"),
+            Err(JoinRefusal::AddrInUse {
+                addr: "127.0.0.1:7002".into(),
+                id: 2
+            })
+        );
+        assert!(matches!(
+            joined.add_member(2, "127.0.0.1:7002"),
+            Err(JoinRefusal::IdInUse { id: 2, .. })
+        ));
     }
 
     #[test]

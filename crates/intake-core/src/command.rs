@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ClusterMap, Complaint, DispatchCursor, DispatchState, StatusError, StatusUpdate, TicketId, TicketStatus,
-    UnixMillis,
+    ClusterMap, Complaint, DispatchCursor, DispatchState, JoinRefusal, StatusError, StatusUpdate, TicketId,
+    TicketStatus, UnixMillis,
 };
 
 /// The application payload of one Raft entry. One entry may carry several
@@ -50,6 +50,11 @@ pub enum Command {
         to: DispatchCursor,
         count: u64,
     },
+    /// Meta group only: add node `id` at `addr` to the members
+    /// ([`ClusterMap::add_member`]), holding no replica yet. Decided at
+    /// apply, against the committed map, so two nodes racing for one id or
+    /// address cannot both join.
+    AddMember { id: u64, addr: String },
 }
 
 /// One key claimed at its home shard for a complaint of another shard.
@@ -135,6 +140,9 @@ pub enum CommandResponse {
         moved: bool,
         state: DispatchState,
     },
+    /// The answer to `AddMember`: the map that holds the member (the new
+    /// one, or the current one for a retry), or why it may not join.
+    Joined(Result<ClusterMap, JoinRefusal>),
 }
 
 /// Openraft logs entries with `Display`; complaint text stays out of logs.
@@ -158,6 +166,7 @@ impl std::fmt::Display for Command {
             Command::AdvanceDispatch { from, to, count } => {
                 write!(f, "AdvanceDispatch({from} -> {to}, {count} tickets)")
             }
+            Command::AddMember { id, addr } => write!(f, "AddMember({id} at {addr})"),
         }
     }
 }

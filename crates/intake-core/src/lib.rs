@@ -20,7 +20,7 @@ pub mod timestamp;
 pub mod validate;
 
 pub use category::{CategoryError, CategoryTable, Priority};
-pub use cluster_map::{ClusterMap, META_GROUP, PlacementError, ShardPlacement};
+pub use cluster_map::{ClusterMap, JoinRefusal, META_GROUP, PlacementError, ShardPlacement};
 pub use command::{ClaimOutcome, Command, CommandResponse, KeyClaim, StatusOutcome, SubmitOutcome};
 pub use complaint::{Complaint, Location, Ticket, TicketStatus};
 pub use dispatch::{DispatchCursor, DispatchState};

@@ -106,6 +106,9 @@ pub struct LocalCluster {
     sink: Proc,
     /// Nodes killed by faults, most recent last.
     killed: Vec<u64>,
+    /// Nodes added to the running cluster ([`Self::join`]), with the
+    /// members each joins through.
+    joined: BTreeMap<u64, Vec<String>>,
 }
 
 /// A port the OS just had free on loopback (it may be taken again before
@@ -174,6 +177,7 @@ impl LocalCluster {
             options,
             sink: Proc::none(),
             killed: Vec::new(),
+            joined: BTreeMap::new(),
         })
     }
 
@@ -296,9 +300,40 @@ impl LocalCluster {
     fn initial_cluster(&self) -> String {
         self.addrs
             .iter()
+            .filter(|(id, _)| !self.joined.contains_key(id))
             .map(|(id, a)| format!("{id}={a}"))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Adds node `id` to the running cluster: picks its ports and starts it
+    /// with `--join` through the members `through` (restarts pass the same
+    /// flag, which a node with its data directory ignores).
+    pub fn join(&mut self, id: u64, through: &[u64]) -> Result<(), LoadError> {
+        if self.addrs.contains_key(&id) {
+            return Err(LoadError::Invalid(format!(
+                "node {id} is already in this cluster"
+            )));
+        }
+        let through = through
+            .iter()
+            .map(|t| {
+                self.addrs
+                    .get(t)
+                    .cloned()
+                    .ok_or_else(|| LoadError::Invalid(format!("no node {t} to join through")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
+        if self.options.api {
+            self.api_addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
+        }
+        if self.options.http {
+            self.http_addrs.insert(id, format!("127.0.0.1:{}", free_port()?));
+        }
+        self.nodes.insert(id, Proc::none());
+        self.joined.insert(id, through);
+        self.start(id)
     }
 
     /// Starts node `id` (or restarts it with its data directory).
@@ -315,8 +350,11 @@ impl LocalCluster {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["start", "--node-id", &id.to_string(), "--listen", &addr])
             .arg("--data-dir")
-            .arg(self.dir.path().join(format!("node-{id}")))
-            .args(["--initial-cluster", &self.initial_cluster()]);
+            .arg(self.dir.path().join(format!("node-{id}")));
+        match self.joined.get(&id) {
+            Some(through) => cmd.args(["--join", &through.join(",")]),
+            None => cmd.args(["--initial-cluster", &self.initial_cluster()]),
+        };
         if self.options.sink {
             cmd.args(["--dispatch", &self.sink_addr]);
         }

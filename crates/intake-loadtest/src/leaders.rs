@@ -118,6 +118,7 @@ mod tests {
             id,
             addr: addr.into(),
             up: true,
+            ..Default::default()
         }
     }
 

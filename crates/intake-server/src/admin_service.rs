@@ -158,6 +158,11 @@ impl AdminService for AdminServiceImpl {
                 node_id: self.node_id,
             }));
         }
+        // A member added a moment ago is listed at once: a meta voter reads
+        // the committed map itself rather than wait for its next look.
+        if let Some(Ok(Some(newer))) = self.registry.state_machine(META_GROUP).map(|sm| sm.cluster_map()) {
+            self.registry.update_map(newer);
+        }
         let map = self.registry.map();
         let views = join_all(map.members.iter().map(|(id, addr)| async move {
             let view = if *id == self.node_id {
@@ -169,12 +174,15 @@ impl AdminService for AdminServiceImpl {
         }))
         .await;
 
-        let nodes = views
+        let mut nodes: Vec<pb::NodeStatus> = views
             .iter()
             .map(|(id, addr, view)| pb::NodeStatus {
                 id: *id,
                 addr: addr.clone(),
                 up: view.is_some(),
+                state: if view.is_some() { "up" } else { "down" }.to_string(),
+                replicas: u32::try_from(map.shards_on(*id).len()).unwrap_or(u32::MAX),
+                leads: 0,
             })
             .collect();
         let mut shards = Vec::new();
@@ -202,6 +210,13 @@ impl AdminService for AdminServiceImpl {
                     ..Default::default()
                 },
             });
+        }
+        for n in &mut nodes {
+            let leads = shards
+                .iter()
+                .filter(|s: &&pb::ShardStatus| s.leader == Some(n.id))
+                .count();
+            n.leads = u32::try_from(leads).unwrap_or(u32::MAX);
         }
         Ok(Response::new(pb::ClusterStatusResponse {
             nodes,

@@ -123,6 +123,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Every voter of a new cluster, this node included.
     pub initial_cluster: BTreeMap<NodeId, String>,
+    /// Members of a running cluster to join through (`--join`), when the
+    /// data directory holds no cluster yet; empty to bootstrap from
+    /// `initial_cluster` instead.
+    pub join: Vec<String>,
     /// Where `/metrics` is served, if anywhere.
     pub http: Option<SocketAddr>,
     pub districts: DistrictTable,
@@ -195,6 +199,7 @@ impl NodeConfig {
             advertise: listen.to_string(),
             data_dir,
             initial_cluster,
+            join: Vec::new(),
             http: None,
             districts: DistrictTable::beijing(),
             limits: Limits::default(),

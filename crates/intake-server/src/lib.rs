@@ -24,6 +24,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod forwarder;
 pub mod intake_service;
+pub mod join;
 mod key_claims;
 pub mod limits;
 pub mod meta;

@@ -46,6 +46,8 @@ pub enum NodeError {
     Config(String),
     #[error("raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Join(#[from] crate::join::JoinError),
 }
 
 /// A running node. Dropping it without [`Node::shutdown`] leaves tasks running.
@@ -76,7 +78,7 @@ impl Node {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
-        if !cfg.initial_cluster.contains_key(&cfg.node_id) {
+        if cfg.join.is_empty() && !cfg.initial_cluster.contains_key(&cfg.node_id) {
             return Err(NodeError::Config(format!(
                 "--initial-cluster must list this node ({}); it lists {:?}",
                 cfg.node_id,
@@ -118,18 +120,18 @@ impl Node {
             .map_err(|e| NodeError::Config(e.to_string()))?,
         );
 
-        let map = load_or_bootstrap_map(&storage, &cfg).await?;
         let tls = TlsReloader::load(cfg.tls.clone()).map_err(|e| NodeError::Config(format!("TLS: {e}")))?;
+        let peers = PeerPool::new();
+        if let Some(t) = &tls {
+            peers.set_tls(t.current().peer_client.clone());
+        }
+        let map = load_join_or_bootstrap_map(&storage, &cfg, &peers).await?;
         if tls.as_ref().is_some_and(|t| !t.mutual()) && map.members.len() > 1 {
             return Err(NodeError::Config(
                 "--tls-cert on a cluster of several nodes needs --peer-ca, --peer-cert and --peer-key too: \
                  the port speaks TLS to peers as well, and they verify each other with the cluster CA"
                     .into(),
             ));
-        }
-        let peers = PeerPool::new();
-        if let Some(t) = &tls {
-            peers.set_tls(t.current().peer_client.clone());
         }
         let groups = Groups::default();
         let registry = Registry::new(cfg.node_id, groups.clone(), map.clone());
@@ -201,7 +203,12 @@ impl Node {
                 ));
             }
         }
-        tokio::spawn(meta::publish_and_follow(registry.clone(), stop_tasks.clone()));
+        tokio::spawn(meta::publish_and_follow(
+            registry.clone(),
+            peers.clone(),
+            storage.clone(),
+            stop_tasks.clone(),
+        ));
         crate::dispatcher::spawn(
             cfg.node_id,
             registry.clone(),
@@ -363,21 +370,52 @@ async fn check_identity(storage: &NodeStorage, id: NodeId) -> Result<(), NodeErr
     Ok(())
 }
 
-/// The cluster map: the one this node stored when the cluster began, or a
-/// new one computed from the initial member list (every initial node
+/// The cluster map: the one this node stored (when the cluster began, when
+/// it joined, or since), else the one the cluster answers a `--join` with,
+/// else a new one computed from the initial member list (every initial node
 /// computes the same one), stored before anything else happens.
-async fn load_or_bootstrap_map(storage: &NodeStorage, cfg: &NodeConfig) -> Result<ClusterMap, NodeError> {
+async fn load_join_or_bootstrap_map(
+    storage: &NodeStorage,
+    cfg: &NodeConfig,
+    peers: &PeerPool,
+) -> Result<ClusterMap, NodeError> {
     if let Some(bytes) = storage.get_meta(CLUSTER_MAP_KEY)? {
         let map: ClusterMap = serde_json::from_slice(&bytes)
             .map_err(|e| NodeError::Config(format!("data directory has an unreadable cluster map: {e}")))?;
+        if !cfg.join.is_empty() {
+            tracing::info!(
+                version = map.version,
+                "the data directory already belongs to a cluster: --join ignored"
+            );
+        }
+        return Ok(map);
+    }
+    if !cfg.join.is_empty() {
+        tracing::info!(through = ?cfg.join, "joining a running cluster");
+        let map = crate::join::join(peers, cfg.node_id, &cfg.advertise, &cfg.join, JOIN_PATIENCE).await?;
+        tracing::info!(
+            version = map.version,
+            members = map.members.len(),
+            "joined the cluster"
+        );
+        store_map(storage, &map).await?;
         return Ok(map);
     }
     let replicas = cfg.replicas.unwrap_or_else(|| cfg.initial_cluster.len().min(3));
     let map = ClusterMap::bootstrap(&cfg.initial_cluster, cfg.shards, replicas, &cfg.districts)
         .map_err(|e| NodeError::Config(e.to_string()))?;
-    let bytes = serde_json::to_vec(&map).map_err(|e| NodeError::Config(e.to_string()))?;
-    storage.put_meta(CLUSTER_MAP_KEY, &bytes).await?;
+    store_map(storage, &map).await?;
     Ok(map)
+}
+
+/// How long `--join` keeps trying members that do not answer (yet).
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Keeps `map` as this node's own, so that a restart starts from it.
+pub(crate) async fn store_map(storage: &NodeStorage, map: &ClusterMap) -> Result<(), NodeError> {
+    let bytes = serde_json::to_vec(map).map_err(|e| NodeError::Config(e.to_string()))?;
+    storage.put_meta(CLUSTER_MAP_KEY, &bytes).await?;
+    Ok(())
 }
 
 /// The voters of a group with their addresses.
@@ -470,7 +508,13 @@ async fn serve(
         cfg.submit_timeout,
     ));
     let registry = router.registry();
-    let transport = RaftTransportService::new(registry.groups().clone(), storage.clone(), stop.clone());
+    let maps = registry.clone();
+    let transport = RaftTransportService::new(
+        registry.groups().clone(),
+        storage.clone(),
+        Arc::new(move || maps.map()),
+        stop.clone(),
+    );
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // A bound per connection, shed (RESOURCE_EXHAUSTED) rather than

@@ -389,6 +389,16 @@ impl StateMachine {
                 apply::set_cluster_map(&view, log_id.index, &map, &mut sink)?;
                 CommandResponse::Empty
             }
+            EntryPayload::Normal(Command::AddMember { id, addr }) => {
+                let joined = apply::add_member(&view, log_id.index, id, &addr, &mut sink)?;
+                match &joined {
+                    Ok(map) => {
+                        tracing::info!(node = id, %addr, version = map.version, "member in the cluster map")
+                    }
+                    Err(refusal) => tracing::warn!(node = id, %addr, %refusal, "join refused"),
+                }
+                CommandResponse::Joined(joined)
+            }
             EntryPayload::Normal(Command::CompactKeys { before }) => {
                 let (keys, more) = apply::compact_keys(&view, before, &mut sink)?;
                 if keys > 0 {

@@ -70,9 +70,9 @@ impl ShardView for TreeView<'_> {
         Ok(get(self.tree, keys::DISPATCH_KEY, "dispatch state")?.unwrap_or_default())
     }
 
-    fn cluster_map_version(&self) -> Result<Option<u64>, StorageError> {
+    fn cluster_map(&self) -> Result<Option<intake_core::ClusterMap>, StorageError> {
         match self.tree.get(keys::CLUSTER_KEY)? {
-            Some(v) => Ok(Some(keys::decode_cluster(&v)?.1.version)),
+            Some(v) => Ok(Some(keys::decode_cluster(&v)?.1)),
             None => Ok(None),
         }
     }

@@ -37,6 +37,8 @@ enum Command {
     UpdateStatus(cmd::update_status::UpdateStatusArgs),
     /// Show the cluster at a glance.
     Status(cmd::status::StatusArgs),
+    /// The cluster's members (`node list`).
+    Node(cmd::node::NodeArgs),
     /// Surges of complaints per district and category (--follow to watch).
     Alerts(cmd::alerts::AlertsArgs),
     /// Drive load against a cluster and verify nothing was lost.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
             Command::Get(a) => cmd::get::run(a).await,
             Command::UpdateStatus(a) => cmd::update_status::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Node(a) => cmd::node::run(a).await,
             Command::Alerts(a) => cmd::alerts::run(a).await,
             Command::Load(a) => cmd::load::run(a).await,
             Command::Sink(a) => cmd::sink::run(a).await,

@@ -1,12 +1,12 @@
-//! The two commands that move a single shard-wide record: the delivery
-//! cursor (`AdvanceDispatch`) and, in the meta group, the cluster map
-//! (`SetClusterMap`). Both are guarded so that a late or repeated proposal
-//! is harmless.
+//! The commands that move a single shard-wide record: the delivery cursor
+//! (`AdvanceDispatch`) and, in the meta group, the cluster map
+//! (`SetClusterMap`, `AddMember`). Each is guarded so that a late or
+//! repeated proposal is harmless.
 
 use std::borrow::Cow;
 
 use super::{ShardView, Write, WriteSink};
-use crate::{ClusterMap, DispatchCursor, DispatchState};
+use crate::{ClusterMap, DispatchCursor, DispatchState, JoinRefusal};
 
 /// Moves the cursor from `from` to `to`, counting `count` tickets
 /// delivered, only if the cursor is still at `from` and `to` is ahead: a
@@ -48,7 +48,7 @@ where
     S: WriteSink,
     V::Error: From<S::Error>,
 {
-    let newer = view.cluster_map_version()?.is_none_or(|v| v < map.version);
+    let newer = view.cluster_map()?.is_none_or(|m| m.version < map.version);
     if newer {
         sink.write(Write::ClusterMap {
             log_index,
@@ -56,6 +56,39 @@ where
         })?;
     }
     Ok(newer)
+}
+
+/// Adds node `id` at `addr` to the committed map (one version on) and
+/// answers with the map that holds it, or why it may not join. Deciding
+/// here, in log order, is what makes two joins racing for one id or one
+/// address end with one member. Before the bootstrap map is committed
+/// there is nothing to add to: refused, and the joiner retries.
+pub fn add_member<V, S>(
+    view: &V,
+    log_index: u64,
+    id: u64,
+    addr: &str,
+    sink: &mut S,
+) -> Result<Result<ClusterMap, JoinRefusal>, V::Error>
+where
+    V: ShardView,
+    S: WriteSink,
+    V::Error: From<S::Error>,
+{
+    let Some(map) = view.cluster_map()? else {
+        return Ok(Err(JoinRefusal::NoMap));
+    };
+    Ok(match map.add_member(id, addr) {
+        Ok(Some(next)) => {
+            sink.write(Write::ClusterMap {
+                log_index,
+                map: Cow::Owned(next.clone()),
+            })?;
+            Ok(next)
+        }
+        Ok(None) => Ok(map),
+        Err(refusal) => Err(refusal),
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! AdvanceDispatch moves only from where the cursor is; SetClusterMap only
-//! replaces an older map.
+//! replaces an older map; AddMember adds to the committed map once.
 
 use super::*;
 use crate::apply::fixtures::{Replica, complaint, id, submit};
@@ -79,4 +79,60 @@ fn only_a_newer_cluster_map_replaces_the_stored_one() {
     r.one(3, Command::SetClusterMap(map(1)));
     r.one(4, Command::SetClusterMap(map(3)));
     assert_eq!(r.state.cluster_map, Some((4, map(3))));
+}
+
+#[test]
+fn a_member_is_added_to_the_committed_map_once() {
+    let mut r = Replica::new();
+    let (resp, writes) = r.one(
+        1,
+        Command::AddMember {
+            id: 4,
+            addr: "h:4".into(),
+        },
+    );
+    assert_eq!(resp, CommandResponse::Joined(Err(crate::JoinRefusal::NoMap)));
+    assert_eq!(writes, vec![Write::Applied { log_index: 1 }]);
+
+    let mut base = map(2);
+    base.members.insert(1, "h:1".into());
+    r.one(2, Command::SetClusterMap(base.clone()));
+    let (resp, _) = r.one(
+        3,
+        Command::AddMember {
+            id: 4,
+            addr: "h:4".into(),
+        },
+    );
+    let CommandResponse::Joined(Ok(joined)) = resp else {
+        panic!("{resp:?}")
+    };
+    assert_eq!((joined.version, joined.members.len()), (3, 2));
+    assert_eq!(r.state.cluster_map, Some((3, joined.clone())));
+    // A retry answers the same map and writes nothing but the index.
+    let (resp, writes) = r.one(
+        4,
+        Command::AddMember {
+            id: 4,
+            addr: "h:4".into(),
+        },
+    );
+    assert_eq!(resp, CommandResponse::Joined(Ok(joined.clone())));
+    assert_eq!(writes, vec![Write::Applied { log_index: 4 }]);
+    // Racing for the address, the later one loses.
+    let (resp, _) = r.one(
+        5,
+        Command::AddMember {
+            id: 5,
+            addr: "h:4".into(),
+        },
+    );
+    assert_eq!(
+        resp,
+        CommandResponse::Joined(Err(crate::JoinRefusal::AddrInUse {
+            addr: "h:4".into(),
+            id: 4
+        }))
+    );
+    assert_eq!(r.state.cluster_map, Some((3, joined)));
 }

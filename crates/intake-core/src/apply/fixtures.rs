@@ -114,6 +114,9 @@ impl Replica {
                 set_cluster_map(view, log_index, &map, &mut writes).unwrap();
                 CommandResponse::Empty
             }
+            Command::AddMember { id, addr } => {
+                CommandResponse::Joined(add_member(view, log_index, id, &addr, &mut writes).unwrap())
+            }
             Command::CompactKeys { before } => {
                 let (keys, more) = compact_keys(view, before, &mut writes).unwrap();
                 CommandResponse::Compacted { keys, more }

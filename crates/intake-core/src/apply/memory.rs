@@ -154,8 +154,8 @@ impl ShardView for MemoryShard {
         Ok(self.dispatch.unwrap_or_default())
     }
 
-    fn cluster_map_version(&self) -> Result<Option<u64>, MemoryError> {
-        Ok(self.cluster_map.as_ref().map(|(_, m)| m.version))
+    fn cluster_map(&self) -> Result<Option<ClusterMap>, MemoryError> {
+        Ok(self.cluster_map.as_ref().map(|(_, m)| m.clone()))
     }
 
     fn incident_summary(&self, incident: &TicketId) -> Result<Option<IncidentSummary>, MemoryError> {

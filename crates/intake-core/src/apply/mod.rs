@@ -34,7 +34,7 @@ use std::borrow::Cow;
 
 pub use claim::{StoredClaim, claim_keys};
 pub use compact::{MAX_COMPACT_PER_ENTRY, compact_keys};
-pub use cursor::{advance_dispatch, set_cluster_map};
+pub use cursor::{add_member, advance_dispatch, set_cluster_map};
 pub use memory::{MemoryError, MemoryShard};
 pub use run::Run;
 pub use status_update::update_status;
@@ -62,8 +62,8 @@ pub trait ShardView {
     fn history(&self, id: &TicketId) -> Result<Vec<StatusEvent>, Self::Error>;
     /// Where delivery stands (the default before the first record).
     fn dispatch(&self) -> Result<DispatchState, Self::Error>;
-    /// The version of the stored cluster map, if there is one.
-    fn cluster_map_version(&self) -> Result<Option<u64>, Self::Error>;
+    /// The stored cluster map (meta group), if there is one.
+    fn cluster_map(&self) -> Result<Option<ClusterMap>, Self::Error>;
     /// An incident's summary, once it has two complaints.
     fn incident_summary(&self, incident: &TicketId) -> Result<Option<IncidentSummary>, Self::Error>;
     /// Age records of tickets accepted before `before`, oldest first (by

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod get;
 pub mod health;
 pub mod load;
+pub mod node;
 pub mod signal;
 pub mod sink;
 pub mod start;

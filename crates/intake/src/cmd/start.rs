@@ -42,6 +42,11 @@ pub struct StartArgs {
     /// when the data directory already holds a cluster.
     #[arg(long, env = "INTAKE_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// Join a running cluster through any of its members:
+    /// HOST:PORT[,HOST:PORT]. For a new node only (--initial-cluster is for
+    /// bootstrap); ignored when the data directory already holds a cluster.
+    #[arg(long, env = "INTAKE_JOIN")]
+    join: Option<String>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "INTAKE_HTTP")]
     http: Option<SocketAddr>,
@@ -146,6 +151,7 @@ struct FileConfig {
     advertise: Option<String>,
     data_dir: Option<PathBuf>,
     initial_cluster: Option<String>,
+    join: Option<String>,
     http: Option<SocketAddr>,
     api: Option<SocketAddr>,
     districts: Option<PathBuf>,
@@ -170,6 +176,25 @@ struct FileConfig {
     peer_cert: Option<PathBuf>,
     peer_key: Option<PathBuf>,
     auth: Option<PathBuf>,
+}
+
+/// Parses `host:port,host:port`: the members `--join` may ask.
+pub fn parse_join(s: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for addr in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if addr.contains('=') {
+            bail!("--join takes HOST:PORT of running members, not ID=HOST:PORT ({addr:?})");
+        }
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => bail!("--join: {addr:?} is not HOST:PORT"),
+        }
+        out.push(addr.to_string());
+    }
+    if out.is_empty() {
+        bail!("--join is empty: give HOST:PORT of at least one running member");
+    }
+    Ok(out)
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -309,6 +334,13 @@ fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> 
         .or(file.initial_cluster)
         .map(|s| parse_initial_cluster(&s))
         .transpose()?;
+    let join = args.join.or(file.join).map(|s| parse_join(&s)).transpose()?;
+    if initial.is_some() && join.is_some() {
+        bail!(
+            "give --initial-cluster or --join, not both: --initial-cluster starts a new cluster, \
+             --join adds this node to a running one"
+        );
+    }
     // In a container the node listens on 0.0.0.0 and is reached by a name:
     // the one --initial-cluster already gives it, so it need not be repeated.
     let advertise = args
@@ -325,6 +357,7 @@ fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> 
 
     let mut cfg = NodeConfig::new(node_id, listen, data_dir, initial_cluster);
     cfg.advertise = advertise;
+    cfg.join = join.unwrap_or_default();
     cfg.http = args.http.or(file.http);
     if let Some(path) = args.districts.or(file.districts) {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -459,6 +492,48 @@ mod tests {
         }
     }
 
+    #[test]
+    fn join_parses_and_rejects() {
+        assert_eq!(
+            parse_join("10.0.0.1:7001, node-2:7001").unwrap(),
+            vec!["10.0.0.1:7001", "node-2:7001"]
+        );
+        for bad in ["", ",", "1=a:1", "nohost", "a:", ":7001", "a:port"] {
+            assert!(parse_join(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn join_and_initial_cluster_exclude_each_other() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            start: StartArgs,
+        }
+        let args = |extra: &[&str]| {
+            let mut all = vec!["start", "--node-id", "4"];
+            all.extend_from_slice(extra);
+            <Cli as clap::Parser>::try_parse_from(all).unwrap().start
+        };
+        let both = node_config(
+            args(&[
+                "--join",
+                "127.0.0.1:7001",
+                "--initial-cluster",
+                "4=127.0.0.1:7004",
+            ]),
+            FileConfig::default(),
+        );
+        assert!(format!("{:#}", both.unwrap_err()).contains("not both"));
+        let cfg = node_config(
+            args(&["--join", "127.0.0.1:7001", "--listen", "127.0.0.1:7004"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.join, vec!["127.0.0.1:7001"]);
+        assert_eq!(cfg.advertise, "127.0.0.1:7004");
+    }
+
     /// Values a TOML file can hold for each key, odd ones included.
     fn toml_value() -> impl Strategy<Value = String> {
         prop_oneof![
@@ -478,11 +553,12 @@ mod tests {
     }
 
     /// Every key but node_id, which each file below sets first.
-    const KEYS: [&str; 21] = [
+    const KEYS: [&str; 22] = [
         "listen",
         "advertise",
         "data_dir",
         "initial_cluster",
+        "join",
         "http",
         "api",
         "shards",
@@ -528,6 +604,7 @@ mod tests {
         #[test]
         fn any_initial_cluster_is_a_map_or_an_error(s in any::<String>()) {
             let _ = parse_initial_cluster(&s);
+            let _ = parse_join(&s);
         }
     }
 

@@ -1,6 +1,7 @@
 //! `intake status`: nodes and shards at a glance; `--json` for tools.
 //!
-//! JSON contract: `{"nodes": [{"id", "addr", "up"}], "shards": [{"id",
+//! JSON contract: `{"nodes": [{"id", "addr", "up", "state", "replicas",
+//! "leads"}], "shards": [{"id",
 //! "leader", "voters", "committed", ..., "dispatch_lag": {"tickets",
 //! "seconds", "delivered", "failures", "state"}}]}`; keys are only ever added.
 
@@ -16,18 +17,56 @@ use crate::client;
 pub struct StatusArgs {
     /// Any node of the cluster, HOST:PORT.
     #[arg(long, env = "INTAKE_ENDPOINT", default_value = "127.0.0.1:7001")]
-    endpoint: String,
+    pub endpoint: String,
     #[command(flatten)]
-    conn: client::Conn,
+    pub conn: client::Conn,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+}
+
+/// One node as `status --json` and `node list --json` print it.
+pub fn node_json(n: &pb::NodeStatus) -> serde_json::Value {
+    json!({
+        "id": n.id,
+        "addr": n.addr,
+        "up": n.up,
+        "state": node_state(n),
+        "replicas": n.replicas,
+        "leads": n.leads,
+    })
+}
+
+/// The node's state; an older node that sends none is known only as up or
+/// down.
+pub fn node_state(n: &pb::NodeStatus) -> &str {
+    match n.state.as_str() {
+        "" if n.up => "up",
+        "" => "down",
+        s => s,
+    }
+}
+
+/// The node table of `status` and `node list`.
+pub fn print_nodes(nodes: &[pb::NodeStatus]) {
+    println!("NODE   ADDRESS                  UP   STATE      REPLICAS  LEADS");
+    for n in nodes {
+        println!(
+            "{:<6} {:<24} {:<4} {:<10} {:<9} {}",
+            n.id,
+            n.addr,
+            if n.up { "yes" } else { "NO" },
+            node_state(n),
+            n.replicas,
+            n.leads
+        );
+    }
 }
 
 pub fn status_json(s: &pb::ClusterStatusResponse) -> serde_json::Value {
     json!({
         "answered_by": s.node_id,
-        "nodes": s.nodes.iter().map(|n| json!({"id": n.id, "addr": n.addr, "up": n.up})).collect::<Vec<_>>(),
+        "nodes": s.nodes.iter().map(node_json).collect::<Vec<_>>(),
         "shards": s.shards.iter().map(|sh| json!({
             "id": sh.id,
             "leader": sh.leader,
@@ -55,23 +94,28 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> serde_json::Value {
     })
 }
 
-pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut c = client::admin(&a.endpoint, &a.conn.security()?).await?;
-    let s = match c.cluster_status(pb::ClusterStatusRequest { local: false }).await {
-        Ok(r) => r.into_inner(),
+/// The cluster-wide status through `endpoint`; `None` once the refusal is
+/// printed.
+pub async fn fetch(endpoint: &str, conn: &client::Conn) -> anyhow::Result<Option<pb::ClusterStatusResponse>> {
+    let mut c = client::admin(endpoint, &conn.security()?).await?;
+    match c.cluster_status(pb::ClusterStatusRequest { local: false }).await {
+        Ok(r) => Ok(Some(r.into_inner())),
         Err(status) => {
             eprintln!("error: {}", client::explain(&status));
-            return Ok(ExitCode::FAILURE);
+            Ok(None)
         }
+    }
+}
+
+pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let Some(s) = fetch(&a.endpoint, &a.conn).await? else {
+        return Ok(ExitCode::FAILURE);
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("NODE   ADDRESS                  UP");
-    for n in &s.nodes {
-        println!("{:<6} {:<24} {}", n.id, n.addr, if n.up { "yes" } else { "NO" });
-    }
+    print_nodes(&s.nodes);
     println!();
     println!("SHARD  LEADER   VOTERS       TERM   COMMITTED  APPLIED    LAG      LAG_S    DISTRICTS");
     for sh in &s.shards {
