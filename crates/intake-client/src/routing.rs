@@ -239,6 +239,7 @@ mod tests {
                 },
             ],
             node_id: 1,
+            ..Default::default()
         };
         let map = ShardMap::from_status(&status);
         assert_eq!(

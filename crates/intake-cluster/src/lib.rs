@@ -15,6 +15,7 @@ mod groups;
 mod network;
 mod peers;
 pub mod propose;
+pub mod replicas;
 mod transport;
 
 pub use codec::CodecError;

@@ -37,7 +37,7 @@ pub enum ProposeError {
     #[error("undecodable command: {0}")]
     Decode(#[from] CodecError),
     #[error(
-        "only key claims on data shards and AddMember on the meta group are proposed through the transport"
+        "only key claims on data shards, and AddMember and ChangeMap on the meta group, are proposed through the transport"
     )]
     NotAllowed,
 }
@@ -47,7 +47,7 @@ pub fn accept(group: ShardId, payload: &[u8]) -> Result<Command, ProposeError> {
     let command: Command = decode(payload)?;
     match command {
         Command::ClaimKeys { .. } if group != META_GROUP => Ok(command),
-        Command::AddMember { .. } if group == META_GROUP => Ok(command),
+        Command::AddMember { .. } | Command::ChangeMap(_) if group == META_GROUP => Ok(command),
         _ => Err(ProposeError::NotAllowed),
     }
 }
@@ -92,7 +92,7 @@ pub async fn remote(
 }
 
 /// The forward-channel client to `target` and a request for it.
-fn call(
+pub(crate) fn call(
     peers: &PeerPool,
     target: NodeId,
     addr: &str,

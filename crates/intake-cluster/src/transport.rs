@@ -116,6 +116,14 @@ impl RaftTransport for RaftTransportService {
         reply(msg.group, &answer)
     }
 
+    async fn change_replicas(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let op: crate::replicas::ReplicaOp = decode(&msg.payload).map_err(bad)?;
+        let raft = self.group(msg.group)?;
+        let answer = crate::replicas::on_replica(&raft, op).await;
+        reply(msg.group, &answer)
+    }
+
     async fn fetch_map(&self, _request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let map = (self.map)();
         reply(META_GROUP, map.as_ref())

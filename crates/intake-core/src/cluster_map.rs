@@ -6,7 +6,7 @@
 //! initial member list, so every node of a new cluster derives the same map
 //! before the meta group has even elected a leader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +27,16 @@ pub struct ShardPlacement {
     pub voters: Vec<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One replica move of a group: `to` joins (as a learner first), `from`
+/// (if any) leaves once `to` votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Move {
+    pub group: u32,
+    pub from: Option<u64>,
+    pub to: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ClusterMap {
     /// Grows with every change; a node keeps the highest it has seen.
     pub version: u64,
@@ -37,6 +46,56 @@ pub struct ClusterMap {
     /// District code to shard. Every routing slot of a district maps to this
     /// shard for now; spreading a hot district will map slots individually.
     pub districts: BTreeMap<String, u32>,
+    /// Replicas being added by a move, per group (a shard id, or
+    /// [`META_GROUP`]): learners catching up before they become voters
+    /// (`crate::map_change`). Last, and apart from the placements, so that
+    /// a map of the first layout ([`ClusterMapV1`]) still decodes.
+    #[serde(default)]
+    pub learners: BTreeMap<u32, Vec<Move>>,
+    /// Members being drained before their removal: replicas move off them
+    /// and none move onto them.
+    #[serde(default)]
+    pub draining: BTreeSet<u64>,
+}
+
+/// The map's first layout, before moves: what `Command::SetClusterMap`
+/// carries (log entries and stored records written by earlier versions
+/// hold it), converted to and from [`ClusterMap`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMapV1 {
+    pub version: u64,
+    pub members: BTreeMap<u64, String>,
+    pub meta_voters: Vec<u64>,
+    pub shards: Vec<ShardPlacement>,
+    pub districts: BTreeMap<String, u32>,
+}
+
+impl From<ClusterMapV1> for ClusterMap {
+    fn from(m: ClusterMapV1) -> Self {
+        ClusterMap {
+            version: m.version,
+            members: m.members,
+            meta_voters: m.meta_voters,
+            shards: m.shards,
+            districts: m.districts,
+            learners: BTreeMap::new(),
+            draining: BTreeSet::new(),
+        }
+    }
+}
+
+impl ClusterMap {
+    /// The first-layout part of this map (for `SetClusterMap`, which only
+    /// ever publishes a bootstrap map: no moves, no draining).
+    pub fn v1(&self) -> ClusterMapV1 {
+        ClusterMapV1 {
+            version: self.version,
+            members: self.members.clone(),
+            meta_voters: self.meta_voters.clone(),
+            shards: self.shards.clone(),
+            districts: self.districts.clone(),
+        }
+    }
 }
 
 /// Why a node may not join (issue 16 item 1). Ids and addresses name
@@ -131,6 +190,8 @@ impl ClusterMap {
             meta_voters: nodes.iter().copied().take(MAX_META_VOTERS).collect(),
             shards: placements,
             districts: map,
+            learners: BTreeMap::new(),
+            draining: BTreeSet::new(),
         })
     }
 
@@ -164,7 +225,7 @@ impl ClusterMap {
     /// another member is refused.
     pub fn add_member(&self, id: u64, addr: &str) -> Result<Option<ClusterMap>, JoinRefusal> {
         if let Some(current) = self.members.get(&id) {
-            let holds = !self.shards_on(id).is_empty() || self.meta_voters.contains(&id);
+            let holds = !self.groups_on(id).is_empty();
             if current == addr && !holds {
                 return Ok(None);
             }
@@ -195,6 +256,40 @@ impl ClusterMap {
             .iter()
             .filter(|p| p.voters.contains(&node))
             .map(|p| p.id)
+            .collect()
+    }
+
+    /// The voters of `group` (a shard, or the meta group).
+    pub fn voters_of(&self, group: u32) -> Vec<u64> {
+        if group == META_GROUP {
+            return self.meta_voters.clone();
+        }
+        self.placement(group)
+            .map(|p| p.voters.clone())
+            .unwrap_or_default()
+    }
+
+    /// The learners of `group`: replicas being added by a move.
+    pub fn learners_of(&self, group: u32) -> Vec<u64> {
+        self.learners
+            .get(&group)
+            .map(|m| m.iter().map(|m| m.to).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every move in progress, by group.
+    pub fn moves(&self) -> Vec<Move> {
+        self.learners.values().flatten().copied().collect()
+    }
+
+    /// Every group (shards, then the meta group) with a replica on `node`,
+    /// voter or learner: what the node must host.
+    pub fn groups_on(&self, node: u64) -> Vec<u32> {
+        self.shards
+            .iter()
+            .map(|p| p.id)
+            .chain(std::iter::once(META_GROUP))
+            .filter(|g| self.voters_of(*g).contains(&node) || self.learners_of(*g).contains(&node))
             .collect()
     }
 

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ClusterMap, Complaint, DispatchCursor, DispatchState, JoinRefusal, StatusError, StatusUpdate, TicketId,
-    TicketStatus, UnixMillis,
+    ClusterMap, ClusterMapV1, Complaint, DispatchCursor, DispatchState, JoinRefusal, MapChange, MapRefusal,
+    StatusError, StatusUpdate, TicketId, TicketStatus, UnixMillis,
 };
 
 /// The application payload of one Raft entry. One entry may carry several
@@ -18,8 +18,9 @@ pub enum Command {
         accepted_at: UnixMillis,
         complaints: Vec<Complaint>,
     },
-    /// Meta group only: replace the cluster map if this one is newer.
-    SetClusterMap(ClusterMap),
+    /// Meta group only: replace the cluster map if this one is newer (the
+    /// bootstrap map, in the map's first layout).
+    SetClusterMap(ClusterMapV1),
     /// Forget idempotency keys of tickets accepted before `before` (the
     /// leader's clock, minus the retention window). Tickets stay; only the
     /// key index shrinks. Applied identically everywhere, so every replica
@@ -55,6 +56,9 @@ pub enum Command {
     /// apply, against the committed map, so two nodes racing for one id or
     /// address cannot both join.
     AddMember { id: u64, addr: String },
+    /// Meta group only: one step of a replica move, a drain or a removal
+    /// ([`crate::MapChange`]), decided against the committed map.
+    ChangeMap(MapChange),
 }
 
 /// One key claimed at its home shard for a complaint of another shard.
@@ -143,6 +147,8 @@ pub enum CommandResponse {
     /// The answer to `AddMember`: the map that holds the member (the new
     /// one, or the current one for a retry), or why it may not join.
     Joined(Result<ClusterMap, JoinRefusal>),
+    /// The answer to `ChangeMap`: the map after it, or why not.
+    MapChanged(Result<ClusterMap, MapRefusal>),
 }
 
 /// Openraft logs entries with `Display`; complaint text stays out of logs.
@@ -167,6 +173,7 @@ impl std::fmt::Display for Command {
                 write!(f, "AdvanceDispatch({from} -> {to}, {count} tickets)")
             }
             Command::AddMember { id, addr } => write!(f, "AddMember({id} at {addr})"),
+            Command::ChangeMap(c) => write!(f, "ChangeMap({c:?})"),
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod dispatch;
 pub mod district;
 pub mod incident;
 pub mod incident_index;
+pub mod map_change;
+pub mod placement;
 pub mod poisson;
 pub mod routing;
 pub mod status;
@@ -20,11 +22,14 @@ pub mod timestamp;
 pub mod validate;
 
 pub use category::{CategoryError, CategoryTable, Priority};
-pub use cluster_map::{ClusterMap, JoinRefusal, META_GROUP, PlacementError, ShardPlacement};
+pub use cluster_map::{
+    ClusterMap, ClusterMapV1, JoinRefusal, META_GROUP, Move, PlacementError, ShardPlacement,
+};
 pub use command::{ClaimOutcome, Command, CommandResponse, KeyClaim, StatusOutcome, SubmitOutcome};
 pub use complaint::{Complaint, Location, Ticket, TicketStatus};
 pub use dispatch::{DispatchCursor, DispatchState};
 pub use district::{District, DistrictError, DistrictTable};
+pub use map_change::{MapChange, MapRefusal};
 pub use routing::{SLOT_COUNT, district_key, key_district, slot_of};
 pub use status::{
     MAX_STATUS_HISTORY, StatusError, StatusEvent, StatusUpdate, check_transition, validate_update,

@@ -139,6 +139,7 @@ mod tests {
                 shard(3, None, &["110106"]),
             ],
             node_id: 1,
+            ..Default::default()
         };
         let endpoints = vec!["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
         let map = from_status(&status, &endpoints);

@@ -46,8 +46,8 @@ macro_rules! wire_messages {
     };
 }
 
-wire_messages!(true => SubmitRequest, SubmitBatchRequest, GetTicketRequest, UpdateStatusRequest, ClusterStatusRequest, WatchAlertsRequest);
-wire_messages!(false => SubmitResponse, SubmitBatchResponse, GetTicketResponse, UpdateStatusResponse, ClusterStatusResponse, AlertEvent);
+wire_messages!(true => SubmitRequest, SubmitBatchRequest, GetTicketRequest, UpdateStatusRequest, ClusterStatusRequest, WatchAlertsRequest, RemoveNodeRequest);
+wire_messages!(false => SubmitResponse, SubmitBatchResponse, GetTicketResponse, UpdateStatusResponse, ClusterStatusResponse, AlertEvent, RemoveNodeResponse);
 
 /// tonic-prost's encoder, and a decoder that reports failures by
 /// [`decode_failure`]. The generated code builds it with `default()`.

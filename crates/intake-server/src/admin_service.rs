@@ -5,11 +5,12 @@
 //! the view of its leader (or the most advanced one, while there is none).
 //! A member that does not answer is reported down.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::future::join_all;
 use intake_cluster::PeerPool;
-use intake_core::META_GROUP;
+use intake_core::{ClusterMap, Command, CommandResponse, META_GROUP, MapChange, MapRefusal};
 use intake_proto::pb;
 use intake_proto::pb::admin_service_client::AdminServiceClient;
 use intake_proto::pb::admin_service_server::AdminService;
@@ -125,6 +126,23 @@ impl AdminServiceImpl {
     }
 }
 
+/// A member's state for `intake node list`: being removed, receiving its
+/// first replicas, else whether it answered.
+fn node_state(map: &ClusterMap, id: NodeId, answered: bool) -> &'static str {
+    if map.draining.contains(&id) {
+        "draining"
+    } else if map.shards_on(id).is_empty()
+        && !map.meta_voters.contains(&id)
+        && map.moves().iter().any(|m| m.to == id)
+    {
+        "joining"
+    } else if answered {
+        "up"
+    } else {
+        "down"
+    }
+}
+
 /// The leader's own report wins; otherwise the most advanced.
 fn better(a: &pb::ShardStatus, b: &pb::ShardStatus) -> bool {
     let authoritative = |s: &pb::ShardStatus| s.leader == Some(s.reported_by);
@@ -153,11 +171,80 @@ impl AdminService for AdminServiceImpl {
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         if request.get_ref().local {
             return Ok(Response::new(pb::ClusterStatusResponse {
-                nodes: vec![],
                 shards: self.local_view(),
                 node_id: self.node_id,
+                map_version: self.registry.map().version,
+                ..Default::default()
             }));
         }
+        Ok(Response::new(self.cluster_view().await))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let req = request.into_inner();
+        if req.force {
+            return Err(Status::unimplemented(
+                "--force (rebuilding a dead node's replicas without asking it) is not supported yet: \
+                 remove the node without --force; its replicas are rebuilt from the surviving copies",
+            ));
+        }
+        let view = self.cluster_view().await;
+        let map = self.registry.map();
+        if !map.members.contains_key(&req.id) {
+            return Err(Status::not_found(format!(
+                "node {} is not a member of the cluster",
+                req.id
+            )));
+        }
+        // Replicas of a node that is down can only be rebuilt on the live
+        // nodes left: there must be enough of them for every shard's copies.
+        let up: BTreeSet<NodeId> = view.nodes.iter().filter(|n| n.up).map(|n| n.id).collect();
+        let live_left = map
+            .placeable()
+            .into_iter()
+            .filter(|n| *n != req.id && up.contains(n))
+            .count();
+        if live_left < map.replicas() {
+            return Err(Status::failed_precondition(format!(
+                "removing node {} would leave {live_left} live nodes to hold {} replicas of each shard: \
+                 add a node first (intake start --join), or bring the down nodes back",
+                req.id,
+                map.replicas()
+            )));
+        }
+        let command = Command::ChangeMap(MapChange::Drain { id: req.id });
+        let meta = self.registry.raft(META_GROUP);
+        match crate::meta::write(&self.peers, &map, meta.as_ref(), &command).await {
+            Ok(CommandResponse::MapChanged(Ok(m))) => {
+                tracing::info!(node = req.id, version = m.version, "node draining, to be removed");
+                Ok(Response::new(pb::RemoveNodeResponse {
+                    map_version: m.version,
+                    replicas_to_move: u32::try_from(m.groups_on(req.id).len()).unwrap_or(u32::MAX),
+                }))
+            }
+            Ok(CommandResponse::MapChanged(Err(MapRefusal::UnknownNode(id)))) => Err(Status::not_found(
+                format!("node {id} is not a member of the cluster"),
+            )),
+            Ok(CommandResponse::MapChanged(Err(refusal))) => {
+                Err(Status::failed_precondition(refusal.to_string()))
+            }
+            Ok(other) => Err(Status::unavailable(format!(
+                "the meta group answered {other:?}; retry"
+            ))),
+            Err(problem) => Err(Status::unavailable(format!(
+                "cannot reach the meta group's leader ({problem}); retry"
+            ))),
+        }
+    }
+}
+
+impl AdminServiceImpl {
+    /// The whole cluster as this node sees it: every member asked for its
+    /// own view, the best view of each shard kept.
+    pub async fn cluster_view(&self) -> pb::ClusterStatusResponse {
         // A member added a moment ago is listed at once: a meta voter reads
         // the committed map itself rather than wait for its next look.
         if let Some(Ok(Some(newer))) = self.registry.state_machine(META_GROUP).map(|sm| sm.cluster_map()) {
@@ -180,7 +267,7 @@ impl AdminService for AdminServiceImpl {
                 id: *id,
                 addr: addr.clone(),
                 up: view.is_some(),
-                state: if view.is_some() { "up" } else { "down" }.to_string(),
+                state: node_state(&map, *id, view.is_some()).to_string(),
                 replicas: u32::try_from(map.shards_on(*id).len()).unwrap_or(u32::MAX),
                 leads: 0,
             })
@@ -218,10 +305,20 @@ impl AdminService for AdminServiceImpl {
                 .count();
             n.leads = u32::try_from(leads).unwrap_or(u32::MAX);
         }
-        Ok(Response::new(pb::ClusterStatusResponse {
+        pb::ClusterStatusResponse {
             nodes,
             shards,
             node_id: self.node_id,
-        }))
+            moves: map
+                .moves()
+                .into_iter()
+                .map(|m| pb::ReplicaMove {
+                    group: m.group,
+                    from: m.from,
+                    to: m.to,
+                })
+                .collect(),
+            map_version: map.version,
+        }
     }
 }

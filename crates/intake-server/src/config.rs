@@ -127,6 +127,8 @@ pub struct NodeConfig {
     /// data directory holds no cluster yet; empty to bootstrap from
     /// `initial_cluster` instead.
     pub join: Vec<String>,
+    /// Replica moves the meta leader runs at once (`--max-moves`).
+    pub max_moves: usize,
     /// Where `/metrics` is served, if anywhere.
     pub http: Option<SocketAddr>,
     pub districts: DistrictTable,
@@ -200,6 +202,7 @@ impl NodeConfig {
             data_dir,
             initial_cluster,
             join: Vec::new(),
+            max_moves: 2,
             http: None,
             districts: DistrictTable::beijing(),
             limits: Limits::default(),

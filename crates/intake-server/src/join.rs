@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use intake_cluster::PeerPool;
-use intake_cluster::propose::{self, ProposeReply};
-use intake_core::{ClusterMap, Command, CommandResponse, JoinRefusal, META_GROUP};
+use intake_cluster::propose;
+use intake_core::{ClusterMap, Command, CommandResponse, JoinRefusal};
 use intake_storage::NodeId;
 
 /// Why a node could not join.
@@ -65,10 +65,11 @@ pub async fn join(
                     continue;
                 }
             };
-            match add_through(peers, &map, &command).await {
-                Ok(Ok(map)) => return Ok(map),
-                Ok(Err(JoinRefusal::NoMap)) => last = JoinRefusal::NoMap.to_string(),
-                Ok(Err(refusal)) => return Err(JoinError::Refused { id, refusal }),
+            match crate::meta::write(peers, &map, None, &command).await {
+                Ok(CommandResponse::Joined(Ok(map))) => return Ok(map),
+                Ok(CommandResponse::Joined(Err(JoinRefusal::NoMap))) => last = JoinRefusal::NoMap.to_string(),
+                Ok(CommandResponse::Joined(Err(refusal))) => return Err(JoinError::Refused { id, refusal }),
+                Ok(other) => last = format!("unexpected answer {other:?}"),
                 Err(problem) => last = problem,
             }
         }
@@ -82,38 +83,4 @@ pub async fn join(
         tracing::info!(problem = %last, "not joined yet; retrying");
         tokio::time::sleep(PAUSE).await;
     }
-}
-
-/// Proposes `command` on the meta voters of `map`, the leader first once
-/// one names it. The apply's answer, or the last problem met.
-async fn add_through(
-    peers: &PeerPool,
-    map: &ClusterMap,
-    command: &Command,
-) -> Result<Result<ClusterMap, JoinRefusal>, String> {
-    let mut targets: Vec<(NodeId, String)> = map
-        .meta_voters
-        .iter()
-        .filter_map(|v| map.members.get(v).map(|a| (*v, a.clone())))
-        .collect();
-    let mut last = String::from("the map names no meta voter");
-    // Each voter at most once, plus a leader it names.
-    let mut budget = targets.len() + 1;
-    while let Some((target, addr)) = (budget > 0).then(|| targets.pop()).flatten() {
-        budget -= 1;
-        match propose::remote(peers, target, &addr, META_GROUP, command, CALL).await {
-            Ok(ProposeReply::Applied(CommandResponse::Joined(answer))) => return Ok(answer),
-            Ok(ProposeReply::Applied(other)) => last = format!("node {target} answered {other:?}"),
-            Ok(ProposeReply::NotLeader { leader: Some(leader) }) => {
-                last = format!("node {target} is not the meta leader");
-                targets.push(leader);
-            }
-            Ok(ProposeReply::NotLeader { leader: None }) => {
-                last = format!("node {target}: the meta group has no leader yet");
-            }
-            Ok(ProposeReply::Failed(e)) => last = format!("node {target}: {e}"),
-            Err(e) => last = format!("node {target} at {addr}: {e}"),
-        }
-    }
-    Err(last)
 }

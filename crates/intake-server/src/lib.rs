@@ -23,6 +23,7 @@ pub mod dispatch_board;
 pub mod dispatcher;
 pub mod error;
 pub mod forwarder;
+pub mod hosting;
 pub mod intake_service;
 pub mod join;
 mod key_claims;
@@ -33,6 +34,7 @@ pub mod observe;
 pub mod ops;
 pub mod registry;
 pub mod router;
+pub mod scheduler;
 pub mod surge_watch;
 pub mod tls;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intake_cluster::{GroupNetworkFactory, Groups, PeerPool, RaftTransportService};
+use intake_cluster::{Groups, PeerPool, RaftTransportService};
 use intake_core::{ClusterMap, META_GROUP};
 use intake_proto::pb::admin_service_server::AdminServiceServer;
 use intake_proto::pb::intake_service_server::IntakeServiceServer;
@@ -22,6 +22,7 @@ use crate::admission::Admission;
 use crate::admission::lag::RuntimeLag;
 use crate::auth::{GateLayer, Guarded, InProcess};
 use crate::config::NodeConfig;
+use crate::hosting::GroupHost;
 use crate::intake_service::IntakeServiceImpl;
 use crate::meta;
 use crate::observe;
@@ -67,6 +68,8 @@ pub struct Node {
     gate: GateLayer,
     /// The port's certificates (reloaded in place), for the HTTP door.
     tls: Option<TlsReloader>,
+    /// Turns true when the cluster map no longer lists this node.
+    removed: watch::Receiver<bool>,
 }
 
 const NODE_ID_KEY: &str = "node_id";
@@ -135,19 +138,17 @@ impl Node {
         }
         let groups = Groups::default();
         let registry = Registry::new(cfg.node_id, groups.clone(), map.clone());
-        let mut hosted: Vec<ShardId> = map.shards_on(cfg.node_id);
-        if map.meta_voters.contains(&cfg.node_id) {
-            hosted.push(META_GROUP);
-        }
-        for shard in &hosted {
-            let log = storage.log_store(*shard)?;
-            let sm = storage.state_machine(*shard)?;
-            let network = GroupNetworkFactory::new(*shard, peers.clone());
-            let raft = Raft::new(cfg.node_id, raft_config.clone(), network, log, sm.clone())
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
-            groups.insert(*shard, raft.clone());
-            registry.add_shard(*shard, sm, raft, &cfg.admission);
+        let host = GroupHost::new(
+            cfg.node_id,
+            storage.clone(),
+            raft_config.clone(),
+            peers.clone(),
+            registry.clone(),
+            cfg.admission.clone(),
+        );
+        let hosted: Vec<ShardId> = map.groups_on(cfg.node_id);
+        for group in &hosted {
+            host.start_group(*group).await?;
         }
 
         let listener = TcpListener::bind(cfg.listen)
@@ -188,7 +189,12 @@ impl Node {
         .await?;
 
         let stop_tasks = stop_rx.clone();
-        for shard in &hosted {
+        // Only a group's voters may initialize it; a learner (a move's
+        // target) is caught up by the group's leader.
+        for shard in hosted
+            .iter()
+            .filter(|g| map.voters_of(**g).contains(&cfg.node_id))
+        {
             if let Some(raft) = groups.get(*shard) {
                 let voters = group_voters(&map, *shard);
                 // The placement's first voter; the meta group has none.
@@ -203,10 +209,20 @@ impl Node {
                 ));
             }
         }
+        let (removed_tx, removed) = watch::channel(false);
         tokio::spawn(meta::publish_and_follow(
             registry.clone(),
             peers.clone(),
             storage.clone(),
+            host.clone(),
+            removed_tx,
+            stop_tasks.clone(),
+        ));
+        tokio::spawn(crate::scheduler::run(
+            registry.clone(),
+            peers.clone(),
+            admin.clone(),
+            cfg.max_moves,
             stop_tasks.clone(),
         ));
         crate::dispatcher::spawn(
@@ -278,7 +294,15 @@ impl Node {
             intake,
             gate: door_gate,
             tls: door_tls,
+            removed,
         })
+    }
+
+    /// Resolves once this node has been removed from the cluster
+    /// (`intake node remove`): it holds nothing any more, and should exit.
+    pub async fn removed(&self) {
+        let mut removed = self.removed.clone();
+        let _ = removed.wait_for(|r| *r).await;
     }
 
     /// This node's `intake.v1.IntakeService`, to call in-process, with no

@@ -58,6 +58,13 @@ impl Registry {
         }
     }
 
+    /// Forgets a group no longer hosted here (its batcher stops once the
+    /// last handle is gone).
+    pub fn remove_shard(&self, shard: ShardId) {
+        self.state_machines.remove(&shard);
+        self.batchers.remove(&shard);
+    }
+
     pub fn state_machine(&self, shard: ShardId) -> Option<StateMachine> {
         self.state_machines.get(&shard).map(|s| s.value().clone())
     }

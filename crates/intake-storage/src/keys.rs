@@ -49,7 +49,15 @@ pub fn decode_cluster(value: &[u8]) -> Result<(u64, intake_core::ClusterMap), St
         .ok_or(bad(postcard::Error::DeserializeUnexpectedEnd))?;
     let mut b = [0u8; 8];
     b.copy_from_slice(head);
-    Ok((u64::from_be_bytes(b), postcard::from_bytes(body).map_err(bad)?))
+    // Records written before moves existed hold the map's first layout; it
+    // never decodes as the new one (its learners would be missing).
+    let map = match postcard::from_bytes::<intake_core::ClusterMap>(body) {
+        Ok(map) => map,
+        Err(_) => postcard::from_bytes::<intake_core::ClusterMapV1>(body)
+            .map_err(bad)?
+            .into(),
+    };
+    Ok((u64::from_be_bytes(b), map))
 }
 /// Applied log id and membership, written in the same batch as each entry's
 /// effects so that data and applied index can never disagree.
@@ -183,6 +191,20 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_records_of_either_layout_decode() {
+        let members = (1..=3).map(|i| (i, format!("h:{i}"))).collect();
+        let map = intake_core::ClusterMap::bootstrap(&members, 8, 3, &intake_core::DistrictTable::beijing())
+            .unwrap();
+        let mut old = 7u64.to_be_bytes().to_vec();
+        old.extend(postcard::to_stdvec(&map.v1()).unwrap());
+        assert_eq!(decode_cluster(&old).unwrap(), (7, map.clone()));
+        let mut moving = map.clone();
+        moving.draining.insert(2);
+        let new = encode_cluster(9, &moving).unwrap();
+        assert_eq!(decode_cluster(&new).unwrap(), (9, moving));
+    }
 
     #[test]
     fn ticket_keys_sort_by_commit_order() {

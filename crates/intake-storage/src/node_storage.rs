@@ -177,6 +177,62 @@ impl NodeStorage {
         Ok(())
     }
 
+    /// Whether this node's log of `shard` holds a vote: whether this replica
+    /// ever took part in the group (a vote is saved before anything else).
+    pub fn has_vote(&self, shard: ShardId) -> Result<bool, StorageError> {
+        Ok(self
+            .inner
+            .log
+            .meta(shard, crate::raftlog::MetaKind::Vote)?
+            .is_some())
+    }
+
+    /// Forgets this node's replica of `shard` once it has moved away: the
+    /// log first (entries, vote, commit and purge marks), durably, then the
+    /// state machine's records and snapshot files. A replica of the shard
+    /// started here later begins empty, as a learner. Interrupted after the
+    /// log, it leaves records without a vote, which
+    /// [`Self::wipe_shard_if_unvoted`] clears before the next start.
+    pub async fn wipe_shard(&self, shard: ShardId) -> Result<(), StorageError> {
+        use crate::raftlog::{MetaKind, Op};
+        let mut ops = vec![Op::TruncateFrom { index: 0 }];
+        ops.extend(MetaKind::ALL.map(|kind| Op::Meta { kind, value: None }));
+        self.inner.log.write(shard, ops).await?;
+        self.wipe_state_machine(shard)
+    }
+
+    /// Before a replica of `shard` starts as a learner: clears what an
+    /// earlier replica here left if the log holds no vote (an interrupted
+    /// [`Self::wipe_shard`]); with a vote, the replica took part and keeps
+    /// everything.
+    pub fn wipe_shard_if_unvoted(&self, shard: ShardId) -> Result<(), StorageError> {
+        if self.has_vote(shard)? {
+            return Ok(());
+        }
+        self.wipe_state_machine(shard)
+    }
+
+    fn wipe_state_machine(&self, shard: ShardId) -> Result<(), StorageError> {
+        let tree = self.inner.store.tree(&keys::sm_tree(shard))?;
+        tokio::task::block_in_place(|| -> Result<(), StorageError> {
+            let mut batch = crate::store::Batch::default();
+            let mut n = 0usize;
+            for kv in tree.iter() {
+                batch.remove(kv?.0);
+                n += 1;
+                if n.is_multiple_of(4096) {
+                    tree.apply_batch(std::mem::take(&mut batch))?;
+                }
+            }
+            tree.apply_batch(batch)?;
+            match snapshot::remove_others(&self.snapshot_dir(shard), None) {
+                // Never had a replica here: no snapshot directory yet.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => Ok(other?),
+            }
+        })
+    }
+
     /// A sink for a snapshot arriving over the network, in chunks.
     pub fn snapshot_writer(&self, shard: ShardId) -> io::Result<SnapshotWriter> {
         let seq = self.next_snapshot_seq();

@@ -386,8 +386,16 @@ impl StateMachine {
                 CommandResponse::DispatchAdvanced { moved, state }
             }
             EntryPayload::Normal(Command::SetClusterMap(map)) => {
-                apply::set_cluster_map(&view, log_id.index, &map, &mut sink)?;
+                apply::set_cluster_map(&view, log_id.index, &map.into(), &mut sink)?;
                 CommandResponse::Empty
+            }
+            EntryPayload::Normal(Command::ChangeMap(change)) => {
+                let changed = apply::change_map(&view, log_id.index, &change, &mut sink)?;
+                match &changed {
+                    Ok(map) => tracing::info!(?change, version = map.version, "cluster map changed"),
+                    Err(refusal) => tracing::info!(?change, %refusal, "cluster map change refused"),
+                }
+                CommandResponse::MapChanged(changed)
             }
             EntryPayload::Normal(Command::AddMember { id, addr }) => {
                 let joined = apply::add_member(&view, log_id.index, id, &addr, &mut sink)?;

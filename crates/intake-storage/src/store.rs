@@ -177,7 +177,6 @@ impl Tree {
     }
 
     /// Every record, in key order.
-    #[cfg(test)]
     pub fn iter(&self) -> Records {
         self.ks.iter().map(record)
     }

@@ -1,20 +1,22 @@
 //! Real `intake` processes on loopback: nodes join a running cluster
 //! (`intake start --join`) and are listed at once (`intake node list`);
 //! an id or address already in use is refused; a restarted member ignores
-//! `--join`; a node joins through a member that holds no meta replica.
+//! `--join`; a node joins through a member that holds no meta replica. Then
+//! the elastic cluster under load: 3 -> 5 nodes with the replicas
+//! rebalanced, kill -9 of a joining node and of a moving shard's leader,
+//! two of the first three removed (`intake node remove`), and nothing
+//! acknowledged lost, duplicated or left undelivered.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the answer
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use intake_loadtest::cluster::{ClusterOptions, LocalCluster};
 
-const BIN: &str = env!("CARGO_BIN_EXE_intake");
+mod common;
 
-fn intake(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
+use common::{BIN, all_delivered, finish_load, intake, sink_tickets};
 
 fn free_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -201,4 +203,198 @@ fn nodes_join_a_running_cluster_and_are_listed_at_once() {
     let list = wait_listed(&c.addrs()[&4], 5, Duration::from_secs(10));
     assert_eq!(list["nodes"].as_array().unwrap().len(), 5, "{list}");
     assert_eq!(get_key(&c.addrs()[&5], &after).as_deref(), Some("join-after"));
+}
+
+/// Waits until `check` holds for `node list --json` through one of
+/// `endpoints` (bounded by `timeout`); returns that list.
+fn wait_list(
+    endpoints: &[String],
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = Instant::now() + timeout;
+    let mut last = serde_json::Value::Null;
+    loop {
+        for ep in endpoints {
+            if let Some(list) = node_list(ep) {
+                if check(&list) {
+                    return list;
+                }
+                last = list;
+            }
+        }
+        assert!(Instant::now() < end, "{what} not within {timeout:?}: {last}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Status through `endpoint`, as JSON.
+fn status(endpoint: &str) -> Option<serde_json::Value> {
+    let out = intake(&["status", "--endpoint", endpoint, "--json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+#[test]
+fn grow_three_to_five_then_remove_two_of_the_first_under_load_loses_nothing() {
+    let options = ClusterOptions {
+        nodes: 3,
+        sink: true,
+        sink_report_every: 1,
+        ..ClusterOptions::default()
+    };
+    let mut c = LocalCluster::new(Path::new(BIN), options).unwrap();
+    for id in 1..=3 {
+        c.start(id).unwrap();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(c.wait_leaders(Duration::from_secs(60))).unwrap();
+    c.start_sink().unwrap();
+    let first: Vec<String> = (1..=3).map(|i| c.addrs()[&i].clone()).collect();
+
+    // Open-loop load through the three first nodes for the whole run.
+    let acked_file = c.dir().join("acked.txt");
+    let load = Command::new(BIN)
+        .args([
+            "load",
+            "--endpoints",
+            &first.join(","),
+            "--rate",
+            "150",
+            "--duration",
+            "45",
+        ])
+        .args([
+            "--deadline-ms",
+            "10000",
+            "--max-attempts",
+            "30",
+            "--concurrency",
+            "512",
+        ])
+        .arg("--acked-out")
+        .arg(&acked_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Node 4 joins; kill -9 it while replicas are moving onto it, then
+    // bring it back with its data.
+    c.join(4, &[1]).unwrap();
+    wait_list(&first, Duration::from_secs(60), "a move onto node 4", |l| {
+        l["moves"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["to"] == 4))
+    });
+    c.kill(4).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.start(4).unwrap();
+    c.join(5, &[2]).unwrap();
+
+    // While a shard's replica moves, kill -9 that shard's leader.
+    let list = wait_list(&first, Duration::from_secs(60), "a shard move", |l| {
+        l["moves"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["group"].is_u64()))
+    });
+    let shard = list["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|m| m["group"].as_u64())
+        .unwrap();
+    let victim = first
+        .iter()
+        .find_map(|ep| status(ep)?["shards"][shard as usize]["leader"].as_u64())
+        .unwrap();
+    c.kill(victim).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.start(victim).unwrap();
+
+    // The five balance out: 24 replicas, 4 or 5 each, nothing moving.
+    let all: Vec<String> = (1..=5).map(|i| c.addrs()[&i].clone()).collect();
+    wait_list(
+        &all,
+        Duration::from_secs(120),
+        "a balanced five-node cluster",
+        |l| {
+            let nodes = l["nodes"].as_array().cloned().unwrap_or_default();
+            nodes.len() == 5
+                && l["moves"].as_array().is_some_and(Vec::is_empty)
+                && nodes
+                    .iter()
+                    .all(|n| n["up"] == true && (4..=5).contains(&n["replicas"].as_u64().unwrap_or(0)))
+        },
+    );
+
+    // Remove two of the first three; each exits 0 once removed.
+    for id in [1u64, 2] {
+        let out = intake(&[
+            "node",
+            "remove",
+            "--endpoint",
+            &c.addrs()[&3],
+            &id.to_string(),
+            "--timeout",
+            "180",
+        ]);
+        assert!(
+            out.status.success(),
+            "node remove {id}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("node {id}: removed")));
+        let exit = c.wait_exit(id, Duration::from_secs(30)).unwrap();
+        assert!(exit.success(), "node {id} exited with {exit}");
+        assert!(c.node_log(id).contains("removed from the cluster"));
+    }
+    // A third would leave two nodes for three replicas.
+    let refused = intake(&["node", "remove", "--endpoint", &c.addrs()[&3], "3"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("would leave"));
+
+    let acked = finish_load(load, &acked_file, c.dir());
+    assert!(acked.len() > 1000, "only {} acknowledged", acked.len());
+
+    // Every shard: three voters, all live (3, 4, 5), and its lag drained.
+    let live: Vec<String> = (3..=5).map(|i| c.addrs()[&i].clone()).collect();
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = live.iter().find_map(|ep| status(ep)).unwrap();
+        let shards = s["shards"].as_array().unwrap();
+        let placed = shards.iter().all(|sh| {
+            let mut v: Vec<u64> = sh["voters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .collect();
+            v.sort_unstable();
+            v == vec![3, 4, 5]
+        });
+        let drained = shards.iter().all(|sh| sh["dispatch_lag"]["tickets"] == 0);
+        if placed && drained && shards.len() == 8 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "not settled: {s}; logs in {}",
+            c.dir().display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The sink: every acknowledged ticket exactly once, no key with two.
+    let (tickets, _) = sink_tickets(c.sink_file());
+    all_delivered(&tickets, &acked);
+    // And the cluster still finds them, through a node that joined.
+    for (key, ticket) in acked.iter().step_by(97) {
+        assert_eq!(get_key(&c.addrs()[&5], ticket).as_deref(), Some(key.as_str()));
+    }
 }

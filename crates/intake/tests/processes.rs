@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use intake_loadtest::cluster::{ClusterOptions, LocalCluster};
 
-const BIN: &str = env!("CARGO_BIN_EXE_intake");
+mod common;
+
+use common::{BIN, all_delivered, finish_load, intake, last_line, read_acked, sink_tickets};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -89,10 +91,6 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
-}
-
-fn intake<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
 }
 
 /// The arguments of `intake submit` for a flood complaint by phone.
@@ -433,30 +431,6 @@ fn five_nodes_eight_shards_survive_kill_nine_of_any_node() {
 }
 
 /// `(key, ticket)` pairs an `intake load --acked-out` file lists.
-fn read_acked(path: &std::path::Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(k, t)| (k.to_string(), t.to_string()))
-        .collect()
-}
-
-fn last_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .to_string()
-}
-
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-}
-
 #[test]
 fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage() {
     let sink = ClusterOptions {
@@ -509,19 +483,7 @@ fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage(
     std::thread::sleep(Duration::from_secs(4));
     c.start(victim).unwrap();
     c.start_sink().unwrap();
-    let out = load.wait_with_output().unwrap();
-    let line = last_line(&out);
-    assert!(
-        out.status.success(),
-        "load failed: {line}; logs in {}",
-        c.dir().display()
-    );
-    assert_eq!(
-        (field(&line, "lost"), field(&line, "duplicates")),
-        (0, 0),
-        "{line}"
-    );
-    let mut acked = read_acked(&acked_file);
+    let mut acked = finish_load(load, &acked_file, c.dir());
 
     // Top up to at least 10,000 acknowledged tickets, faults over. Closed
     // loop, so a slow machine (a debug build on two busy cores takes a few
@@ -577,34 +539,9 @@ fn ten_thousand_tickets_reach_the_sink_once_through_kill_nine_and_a_sink_outage(
 
     // The sink's file: every acknowledged ticket exactly once, in commit
     // order per shard.
-    let text = std::fs::read_to_string(&sink_file).unwrap();
-    let mut seen = std::collections::HashMap::new();
-    let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    for l in text.lines() {
-        let r: serde_json::Value = serde_json::from_str(l).unwrap();
-        let id = r["ticket_id"].as_str().unwrap().to_string();
-        assert!(
-            seen.insert(id.clone(), r["idempotency_key"].as_str().unwrap().to_string())
-                .is_none(),
-            "{id} twice"
-        );
-        for k in ["district", "accepted_at", "shard"] {
-            assert!(!r[k].is_null(), "{k} missing in {l}");
-        }
-        let shard = r["shard"].as_u64().unwrap();
-        let pos = (r["log_index"].as_u64().unwrap(), r["item"].as_u64().unwrap());
-        if let Some(prev) = last.insert(shard, pos) {
-            assert!(prev < pos, "shard {shard} out of order: {prev:?} then {pos:?}");
-        }
-    }
-    assert_eq!(last.len(), 8, "tickets of all 8 shards delivered");
-    for (key, ticket) in &acked {
-        assert_eq!(
-            seen.get(ticket),
-            Some(key),
-            "ticket {ticket} of {key} not delivered"
-        );
-    }
+    let (tickets, shards) = sink_tickets(&sink_file);
+    assert_eq!(shards.len(), 8, "tickets of all 8 shards delivered");
+    all_delivered(&tickets, &acked);
 }
 
 /// The value of `family{shard="N"}` on a `/metrics` page.

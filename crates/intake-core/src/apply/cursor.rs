@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::{ShardView, Write, WriteSink};
-use crate::{ClusterMap, DispatchCursor, DispatchState, JoinRefusal};
+use crate::{ClusterMap, DispatchCursor, DispatchState, JoinRefusal, MapChange, MapRefusal};
 
 /// Moves the cursor from `from` to `to`, counting `count` tickets
 /// delivered, only if the cursor is still at `from` and `to` is ahead: a
@@ -75,10 +75,46 @@ where
     S: WriteSink,
     V::Error: From<S::Error>,
 {
+    next_map(view, log_index, sink, JoinRefusal::NoMap, |m| {
+        m.add_member(id, addr)
+    })
+}
+
+/// Applies one step of a move, a drain or a removal to the committed map
+/// ([`ClusterMap::change`]) and answers the map after it, or why not.
+pub fn change_map<V, S>(
+    view: &V,
+    log_index: u64,
+    change: &MapChange,
+    sink: &mut S,
+) -> Result<Result<ClusterMap, MapRefusal>, V::Error>
+where
+    V: ShardView,
+    S: WriteSink,
+    V::Error: From<S::Error>,
+{
+    next_map(view, log_index, sink, MapRefusal::NoMap, |m| m.change(change))
+}
+
+/// Stores the map `step` makes of the committed one, if it changes it, and
+/// answers the map as it stands after (or `step`'s refusal, or `no_map`
+/// before the bootstrap map is committed).
+fn next_map<V, S, E>(
+    view: &V,
+    log_index: u64,
+    sink: &mut S,
+    no_map: E,
+    step: impl FnOnce(&ClusterMap) -> Result<Option<ClusterMap>, E>,
+) -> Result<Result<ClusterMap, E>, V::Error>
+where
+    V: ShardView,
+    S: WriteSink,
+    V::Error: From<S::Error>,
+{
     let Some(map) = view.cluster_map()? else {
-        return Ok(Err(JoinRefusal::NoMap));
+        return Ok(Err(no_map));
     };
-    Ok(match map.add_member(id, addr) {
+    Ok(match step(&map) {
         Ok(Some(next)) => {
             sink.write(Write::ClusterMap {
                 log_index,

@@ -62,22 +62,19 @@ fn delivered_never_passes_created() {
 fn map(version: u64) -> ClusterMap {
     ClusterMap {
         version,
-        members: Default::default(),
-        meta_voters: vec![],
-        shards: vec![],
-        districts: Default::default(),
+        ..Default::default()
     }
 }
 
 #[test]
 fn only_a_newer_cluster_map_replaces_the_stored_one() {
     let mut r = Replica::new();
-    r.one(1, Command::SetClusterMap(map(2)));
+    r.one(1, Command::SetClusterMap(map(2).v1()));
     assert_eq!(r.state.cluster_map, Some((1, map(2))));
-    let (_, writes) = r.one(2, Command::SetClusterMap(map(2)));
+    let (_, writes) = r.one(2, Command::SetClusterMap(map(2).v1()));
     assert_eq!(writes, vec![Write::Applied { log_index: 2 }]);
-    r.one(3, Command::SetClusterMap(map(1)));
-    r.one(4, Command::SetClusterMap(map(3)));
+    r.one(3, Command::SetClusterMap(map(1).v1()));
+    r.one(4, Command::SetClusterMap(map(3).v1()));
     assert_eq!(r.state.cluster_map, Some((4, map(3))));
 }
 
@@ -96,7 +93,7 @@ fn a_member_is_added_to_the_committed_map_once() {
 
     let mut base = map(2);
     base.members.insert(1, "h:1".into());
-    r.one(2, Command::SetClusterMap(base.clone()));
+    r.one(2, Command::SetClusterMap(base.v1()));
     let (resp, _) = r.one(
         3,
         Command::AddMember {

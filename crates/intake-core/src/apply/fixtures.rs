@@ -111,8 +111,11 @@ impl Replica {
                 CommandResponse::DispatchAdvanced { moved, state }
             }
             Command::SetClusterMap(map) => {
-                set_cluster_map(view, log_index, &map, &mut writes).unwrap();
+                set_cluster_map(view, log_index, &map.into(), &mut writes).unwrap();
                 CommandResponse::Empty
+            }
+            Command::ChangeMap(change) => {
+                CommandResponse::MapChanged(change_map(view, log_index, &change, &mut writes).unwrap())
             }
             Command::AddMember { id, addr } => {
                 CommandResponse::Joined(add_member(view, log_index, id, &addr, &mut writes).unwrap())

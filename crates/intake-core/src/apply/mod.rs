@@ -34,7 +34,7 @@ use std::borrow::Cow;
 
 pub use claim::{StoredClaim, claim_keys};
 pub use compact::{MAX_COMPACT_PER_ENTRY, compact_keys};
-pub use cursor::{add_member, advance_dispatch, set_cluster_map};
+pub use cursor::{add_member, advance_dispatch, change_map, set_cluster_map};
 pub use memory::{MemoryError, MemoryShard};
 pub use run::Run;
 pub use status_update::update_status;

@@ -116,7 +116,9 @@ fn apply_in_memory(cmds: &[Command]) -> (MemoryShard, Vec<CommandResponse>) {
             Command::ClaimKeys { accepted_at, claims } => CommandResponse::Claimed(
                 apply::claim_keys(&m, log_index, accepted_at, claims, &mut w).unwrap(),
             ),
-            Command::SetClusterMap(_) => unreachable!("not in this workload"),
+            Command::SetClusterMap(_) | Command::AddMember { .. } | Command::ChangeMap(_) => {
+                unreachable!("not in this workload")
+            }
         };
         if !matches!(w.last(), Some(Write::Applied { .. })) {
             apply::applied(log_index, &mut w).unwrap();

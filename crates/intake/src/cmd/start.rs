@@ -47,6 +47,10 @@ pub struct StartArgs {
     /// bootstrap); ignored when the data directory already holds a cluster.
     #[arg(long, env = "INTAKE_JOIN")]
     join: Option<String>,
+    /// Replica moves the cluster runs at once while rebalancing (when this
+    /// node leads the meta group). Default 2.
+    #[arg(long, env = "INTAKE_MAX_MOVES")]
+    max_moves: Option<usize>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "INTAKE_HTTP")]
     http: Option<SocketAddr>,
@@ -152,6 +156,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     initial_cluster: Option<String>,
     join: Option<String>,
+    max_moves: Option<usize>,
     http: Option<SocketAddr>,
     api: Option<SocketAddr>,
     districts: Option<PathBuf>,
@@ -283,6 +288,9 @@ pub async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     };
     tokio::select! {
         _ = crate::cmd::signal::stop() => {}
+        _ = node.removed() => {
+            tracing::info!("this node was removed from the cluster (intake node remove); exiting");
+        }
         // After a failed fsync the kernel may have dropped written pages, and
         // no later fsync can tell: the node stops at once instead of serving
         // on storage that may have lost acknowledged entries (PostgreSQL's rule
@@ -358,6 +366,12 @@ fn node_config(args: StartArgs, file: FileConfig) -> anyhow::Result<NodeConfig> 
     let mut cfg = NodeConfig::new(node_id, listen, data_dir, initial_cluster);
     cfg.advertise = advertise;
     cfg.join = join.unwrap_or_default();
+    if let Some(n) = args.max_moves.or(file.max_moves) {
+        if n == 0 {
+            bail!("--max-moves must be at least 1");
+        }
+        cfg.max_moves = n;
+    }
     cfg.http = args.http.or(file.http);
     if let Some(path) = args.districts.or(file.districts) {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -553,12 +567,13 @@ mod tests {
     }
 
     /// Every key but node_id, which each file below sets first.
-    const KEYS: [&str; 22] = [
+    const KEYS: [&str; 23] = [
         "listen",
         "advertise",
         "data_dir",
         "initial_cluster",
         "join",
+        "max_moves",
         "http",
         "api",
         "shards",

@@ -47,6 +47,35 @@ pub fn node_state(n: &pb::NodeStatus) -> &str {
     }
 }
 
+/// A replica move as JSON; `group` is a shard id or `"meta"`.
+pub fn move_json(m: &pb::ReplicaMove) -> serde_json::Value {
+    let group = if m.group == u32::MAX {
+        json!("meta")
+    } else {
+        json!(m.group)
+    };
+    json!({"group": group, "from": m.from, "to": m.to})
+}
+
+/// The moves in progress, if any, under the node table.
+pub fn print_moves(moves: &[pb::ReplicaMove]) {
+    if moves.is_empty() {
+        return;
+    }
+    println!("\nReplica moves in progress:");
+    for m in moves {
+        let group = if m.group == u32::MAX {
+            "meta group".to_string()
+        } else {
+            format!("shard {}", m.group)
+        };
+        match m.from {
+            Some(from) => println!("  {group}: node {from} -> node {}", m.to),
+            None => println!("  {group}: new replica on node {}", m.to),
+        }
+    }
+}
+
 /// The node table of `status` and `node list`.
 pub fn print_nodes(nodes: &[pb::NodeStatus]) {
     println!("NODE   ADDRESS                  UP   STATE      REPLICAS  LEADS");
@@ -66,6 +95,8 @@ pub fn print_nodes(nodes: &[pb::NodeStatus]) {
 pub fn status_json(s: &pb::ClusterStatusResponse) -> serde_json::Value {
     json!({
         "answered_by": s.node_id,
+        "map_version": s.map_version,
+        "moves": s.moves.iter().map(move_json).collect::<Vec<_>>(),
         "nodes": s.nodes.iter().map(node_json).collect::<Vec<_>>(),
         "shards": s.shards.iter().map(|sh| json!({
             "id": sh.id,
@@ -116,6 +147,7 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print_nodes(&s.nodes);
+    print_moves(&s.moves);
     println!();
     println!("SHARD  LEADER   VOTERS       TERM   COMMITTED  APPLIED    LAG      LAG_S    DISTRICTS");
     for sh in &s.shards {
