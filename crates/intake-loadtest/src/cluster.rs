@@ -226,19 +226,7 @@ impl LocalCluster {
         let end = Instant::now() + timeout;
         // Bounded by `timeout`.
         loop {
-            let p = self
-                .nodes
-                .get_mut(&id)
-                .ok_or_else(|| LoadError::Invalid(format!("no node {id} in this cluster")))?;
-            let Some(child) = p.child.as_mut() else {
-                return Err(LoadError::Invalid(format!("node {id} is not running")));
-            };
-            if let Some(status) = child
-                .try_wait()
-                .map_err(|e| LoadError::io(format!("waiting for node {id}"), e))?
-            {
-                p.child = None;
-                p.frozen = false;
+            if let Some(status) = self.exited(id)? {
                 return Ok(status);
             }
             if Instant::now() >= end {
@@ -249,6 +237,26 @@ impl LocalCluster {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Node `id`'s exit status if its process has ended by itself (it is
+    /// then no longer running), without waiting.
+    pub fn exited(&mut self, id: u64) -> Result<Option<ExitStatus>, LoadError> {
+        let p = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| LoadError::Invalid(format!("no node {id} in this cluster")))?;
+        let Some(child) = p.child.as_mut() else {
+            return Err(LoadError::Invalid(format!("node {id} is not running")));
+        };
+        let status = child
+            .try_wait()
+            .map_err(|e| LoadError::io(format!("waiting for node {id}"), e))?;
+        if status.is_some() {
+            p.child = None;
+            p.frozen = false;
+        }
+        Ok(status)
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -334,6 +342,16 @@ impl LocalCluster {
         self.nodes.insert(id, Proc::none());
         self.joined.insert(id, through);
         self.start(id)
+    }
+
+    /// Forgets node `id` after it was removed from the cluster: its
+    /// addresses and process leave this harness (its logs stay).
+    pub fn forget(&mut self, id: u64) {
+        self.nodes.remove(&id);
+        self.addrs.remove(&id);
+        self.api_addrs.remove(&id);
+        self.http_addrs.remove(&id);
+        self.joined.remove(&id);
     }
 
     /// Starts node `id` (or restarts it with its data directory).
@@ -589,6 +607,43 @@ impl Drop for LocalCluster {
 fn log_copy(log: &std::fs::File, what: &str) -> Result<std::fs::File, LoadError> {
     log.try_clone()
         .map_err(|e| LoadError::io(format!("sharing the log of {what}"), e))
+}
+
+/// `intake node remove`: asks the first of `endpoints` that answers to
+/// remove node `id`, then waits (at most `timeout`) until the map no
+/// longer lists it.
+pub async fn remove_node(endpoints: &[String], id: u64, timeout: Duration) -> Result<(), LoadError> {
+    let mut asked = Err(LoadError::Invalid(format!(
+        "no endpoint to remove node {id} through"
+    )));
+    for e in endpoints {
+        let Ok(ch) = channel(e) else { continue };
+        let mut c = AdminServiceClient::with_interceptor(ch, crate::engine::auth());
+        let mut req = tonic::Request::new(pb::RemoveNodeRequest { id, force: false });
+        req.set_timeout(Duration::from_secs(10));
+        match c.remove_node(req).await {
+            Ok(_) => {
+                asked = Ok(());
+                break;
+            }
+            Err(s) => asked = Err(LoadError::Invalid(format!("removing node {id}: {}", s.message()))),
+        }
+    }
+    asked?;
+    let end = Instant::now() + timeout;
+    // Bounded by `timeout`.
+    while Instant::now() < end {
+        if let Some(s) = cluster_status(endpoints).await
+            && !s.nodes.iter().any(|n| n.id == id)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(LoadError::NotReady {
+        seconds: timeout.as_secs(),
+        detail: format!("node {id} still on the cluster map"),
+    })
 }
 
 /// The cluster's status from the first of `endpoints` that answers within

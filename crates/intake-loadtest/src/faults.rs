@@ -18,6 +18,9 @@ use crate::scenario::{Fault, FaultAction, NodeRef};
 /// restart) before it is marked failed.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a removal may take to drain the node.
+const REMOVE_WAIT: Duration = Duration::from_secs(180);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultMark {
     /// When the scenario planned it, seconds from the start.
@@ -115,6 +118,46 @@ async fn apply(
                 let _ = c.lock().await.thaw_sink();
             });
             Ok(format!("sink frozen (SIGSTOP) for {for_s} s"))
+        }
+        FaultAction::AddNode { node } => {
+            let mut c = cluster.lock().await;
+            let through: Vec<u64> = c.running_nodes().into_iter().take(2).collect();
+            c.join(*node, &through)?;
+            c.wait_answering(*node, LEADER_WAIT).await?;
+            Ok(format!("node {node} joined through {through:?}"))
+        }
+        FaultAction::RemoveNode { node } => {
+            // The lock is not held while the node drains: later faults and
+            // the report may need the cluster meanwhile.
+            let endpoints: Vec<String> = {
+                let c = cluster.lock().await;
+                c.running_nodes()
+                    .into_iter()
+                    .filter(|id| id != node)
+                    .filter_map(|id| c.addrs().get(&id).cloned())
+                    .collect()
+            };
+            crate::cluster::remove_node(&endpoints, *node, REMOVE_WAIT).await?;
+            let end = Instant::now() + LEADER_WAIT;
+            // Bounded by LEADER_WAIT: the removed process exits by itself.
+            let status = loop {
+                if let Some(status) = cluster.lock().await.exited(*node)? {
+                    break status;
+                }
+                if Instant::now() > end {
+                    return Err(LoadError::Invalid(format!(
+                        "node {node} was removed but its process did not exit"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            cluster.lock().await.forget(*node);
+            if !status.success() {
+                return Err(LoadError::Invalid(format!(
+                    "node {node} was removed but exited with {status}"
+                )));
+            }
+            Ok(format!("node {node} drained, removed, exited"))
         }
         FaultAction::RollingRestart { interval_s } => {
             let ids = cluster.lock().await.node_ids();

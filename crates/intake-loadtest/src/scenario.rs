@@ -134,6 +134,16 @@ pub enum FaultAction {
     RollingRestart {
         interval_s: f64,
     },
+    /// Start a new node with `--join` (through a running member); the
+    /// cluster rebalances onto it.
+    AddNode {
+        node: u64,
+    },
+    /// `intake node remove`: drain the node, wait until it is off the map
+    /// and its process has exited.
+    RemoveNode {
+        node: u64,
+    },
 }
 
 impl FaultAction {
@@ -147,6 +157,8 @@ impl FaultAction {
             FaultAction::StartSink => "start_sink",
             FaultAction::StallSink { .. } => "stall_sink",
             FaultAction::RollingRestart { .. } => "rolling_restart",
+            FaultAction::AddNode { .. } => "add_node",
+            FaultAction::RemoveNode { .. } => "remove_node",
         }
     }
 }
@@ -261,8 +273,7 @@ enum RawNode {
     Word(String),
 }
 
-const ACTIONS: &str =
-    "kill_leader, restart_node, cut_node, heal_node, stop_sink, start_sink, stall_sink, rolling_restart";
+const ACTIONS: &str = "kill_leader, restart_node, cut_node, heal_node, stop_sink, start_sink, stall_sink, rolling_restart, add_node, remove_node";
 
 /// Reads and checks a scenario file.
 pub fn load(path: &Path, districts: &DistrictTable) -> Result<Scenario, ScenarioError> {
@@ -555,7 +566,7 @@ fn fault(
     // a misplaced field never silently does nothing.
     let allowed: &[&str] = match action_name {
         "kill_leader" => &["district"],
-        "restart_node" | "cut_node" | "heal_node" => &["node"],
+        "restart_node" | "cut_node" | "heal_node" | "add_node" | "remove_node" => &["node"],
         "stall_sink" => &["for_s"],
         "rolling_restart" => &["interval_s"],
         "stop_sink" | "start_sink" => &[],
@@ -614,6 +625,8 @@ fn fault(
         "restart_node" => FaultAction::RestartNode { node: node_ref()? },
         "cut_node" => FaultAction::CutNode { node: node_id()? },
         "heal_node" => FaultAction::HealNode { node: node_id()? },
+        "add_node" => FaultAction::AddNode { node: node_id()? },
+        "remove_node" => FaultAction::RemoveNode { node: node_id()? },
         "stop_sink" => FaultAction::StopSink,
         "start_sink" => FaultAction::StartSink,
         "stall_sink" => {

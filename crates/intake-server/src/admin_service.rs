@@ -185,12 +185,6 @@ impl AdminService for AdminServiceImpl {
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         let req = request.into_inner();
-        if req.force {
-            return Err(Status::unimplemented(
-                "--force (rebuilding a dead node's replicas without asking it) is not supported yet: \
-                 remove the node without --force; its replicas are rebuilt from the surviving copies",
-            ));
-        }
         let view = self.cluster_view().await;
         let map = self.registry.map();
         if !map.members.contains_key(&req.id) {
@@ -202,6 +196,30 @@ impl AdminService for AdminServiceImpl {
         // Replicas of a node that is down can only be rebuilt on the live
         // nodes left: there must be enough of them for every shard's copies.
         let up: BTreeSet<NodeId> = view.nodes.iter().filter(|n| n.up).map(|n| n.id).collect();
+        // Without --force a node that does not answer is refused: it may be
+        // a brief outage, and a removal is for good. With it, the node is
+        // gone: its replicas are rebuilt from the surviving copies, which
+        // needs each of its shards to have a live majority.
+        if !req.force && !up.contains(&req.id) {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not answer: if it is gone for good, remove it with --force \
+                 (its replicas are rebuilt from the surviving copies); otherwise bring it back first",
+                req.id
+            )));
+        }
+        if req.force {
+            for p in map.shards.iter().filter(|p| p.voters.contains(&req.id)) {
+                let live = p.voters.iter().filter(|v| up.contains(v)).count();
+                if live * 2 <= p.voters.len() {
+                    return Err(Status::failed_precondition(format!(
+                        "shard {} has {live} live replicas of {}: without a majority its committed \
+                         complaints cannot be copied elsewhere; bring its nodes back first",
+                        p.id,
+                        p.voters.len()
+                    )));
+                }
+            }
+        }
         let live_left = map
             .placeable()
             .into_iter()

@@ -112,6 +112,7 @@ async fn supervise(
                 let task = ShardTask {
                     node,
                     shard,
+                    groups: registry.groups().clone(),
                     raft,
                     sm,
                     client: client.clone(),
@@ -135,6 +136,8 @@ async fn supervise(
 struct ShardTask {
     node: NodeId,
     shard: ShardId,
+    /// The node's groups: the task ends once its replica has moved away.
+    groups: intake_cluster::Groups,
     raft: Raft,
     sm: StateMachine,
     client: Option<DispatchServiceClient<Channel>>,
@@ -155,6 +158,12 @@ impl ShardTask {
         let labels = [("shard", self.shard.to_string())];
         loop {
             if *stop.borrow() {
+                return;
+            }
+            // Moved away (a replica move): the replica here is stopped and
+            // wiped; a replica that returns later gets a task of its own.
+            if self.groups.get(self.shard).is_none() {
+                self.board.set_state(self.shard, "");
                 return;
             }
             let (state, seconds) = lag(&self.sm);

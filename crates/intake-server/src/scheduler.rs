@@ -27,6 +27,8 @@ use crate::registry::Registry;
 
 /// How often the scheduler looks.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the scheduler looks while nothing moves and the map stays.
+const IDLE_LOOK: Duration = Duration::from_secs(5);
 /// How long one step on a group's leader may take.
 const STEP: Duration = Duration::from_secs(10);
 
@@ -39,17 +41,26 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_look: Option<(u64, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let Some(meta) = registry.raft(META_GROUP).filter(|r| r.is_leader()) else {
+            last_look = None;
             continue;
         };
         let Some(Ok(Some(map))) = registry.state_machine(META_GROUP).map(|sm| sm.cluster_map()) else {
             continue;
         };
+        // Asking every member for its view costs them all a little: every
+        // second while the map is changing, else every few seconds.
+        let busy = !map.moves().is_empty() || !map.draining.is_empty();
+        if !busy && last_look.is_some_and(|(v, at)| v == map.version && at.elapsed() < IDLE_LOOK) {
+            continue;
+        }
+        last_look = Some((map.version, tokio::time::Instant::now()));
         let view = admin.cluster_view().await;
         let down: BTreeSet<NodeId> = view.nodes.iter().filter(|n| !n.up).map(|n| n.id).collect();
         let leaders: BTreeMap<ShardId, NodeId> = view

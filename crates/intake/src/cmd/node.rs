@@ -44,7 +44,8 @@ struct RemoveArgs {
     conn: client::Conn,
     /// The node to remove.
     id: u64,
-    /// For a node that is gone for good (not supported yet).
+    /// The node is gone for good (it does not answer): rebuild its
+    /// replicas on the others from the surviving copies.
     #[arg(long)]
     force: bool,
     /// Return once draining has begun.
