@@ -14,7 +14,7 @@
 # p99_moving_ms=B moving_vs_steady=R
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TICKETS=${TICKETS:-100000}
+TICKETS=${TICKETS:-200000}
 RATE=${RATE:-300}
 WINDOW=${WINDOW:-20}
 BASE=${BASE_PORT:-17401}
@@ -26,7 +26,9 @@ cpu() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' 
 load() {
   local name=$1; shift
   local t0; t0=$(cpu)
-  local line; line=$("$LOAD" load --endpoints "$EPS" "$@" | tail -1)
+  local out; out=$("$LOAD" load --endpoints "$EPS" "$@")
+  grep -E '^(class=|errors_by_code|error_sample|refusal_sample)' <<<"$out" | sed "s/^/  $name: /" >&2 || true
+  local line; line=$(tail -1 <<<"$out")
   local t1; t1=$(cpu)
   local ok; ok=$(sed -n 's/.*acked=\([0-9]*\).*/\1/p' <<<"$line")
   echo "phase=$name $line cpu_us_per_op=$(python3 -c "print(round(($t1-$t0)*1e6/$TCK/$ok) if $ok else 'inf')")"
@@ -34,11 +36,11 @@ load() {
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
 # 1. Fill.
-secs=$(python3 -c "print(max(10, round($TICKETS/2000)))")
+secs=$(python3 -c "print(max(10, round($TICKETS/4000)))")
 fill=$(load fill --concurrency 128 --batch 10 --duration "$secs" --deadline-ms 10000)
 echo "$fill" >&2
 data_mib=$(du -sm "$DIR"/node-1 | cut -f1)
-echo "data_per_node_mib=$data_mib tickets=$(( $(field acked "$fill") * 10 ))" >&2
+echo "data_per_node_mib=$data_mib tickets=$(field acked "$fill")" >&2
 
 # 2. Baseline.
 steady=$(load steady --rate "$RATE" --duration "$WINDOW" --deadline-ms 10000 --max-attempts 10)
@@ -54,7 +56,7 @@ load moving --rate "$RATE" --duration "$WINDOW" --deadline-ms 10000 --max-attemp
 load_pid=$!
 balanced=
 for _ in $(seq 1 1200); do
-  if "$BIN" node list --endpoint "127.0.0.1:$BASE" --json 2>/dev/null | python3 -c '
+  if "$BIN" node list --endpoint "127.0.0.1:$BASE" --json 2>/dev/null | python3 2>/dev/null -c '
 import json, sys
 l = json.load(sys.stdin)
 four = [n for n in l["nodes"] if n["id"] == 4]

@@ -33,6 +33,8 @@ pub enum ReplicaOp {
     SetVoters { voters: BTreeMap<NodeId, String> },
     /// Hand leadership to voter `to`.
     TransferLeader { to: NodeId },
+    /// Stop replicating to learner `id` (a move given up); a voter stays.
+    DropLearner { id: NodeId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +121,19 @@ pub async fn on_replica(raft: &Raft, op: ReplicaOp) -> ReplicaReply {
                 return ReplicaReply::Done;
             }
             match raft.change_membership(ids, false).await {
+                Ok(_) => ReplicaReply::Done,
+                Err(e) => failed(e),
+            }
+        }
+        ReplicaOp::DropLearner { id } => {
+            if voters.contains(&id) {
+                return ReplicaReply::Failed(format!("node {id} is a voter, not a learner"));
+            }
+            if !nodes.contains(&id) {
+                return ReplicaReply::Done;
+            }
+            let gone = openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+            match raft.change_membership(gone, false).await {
                 Ok(_) => ReplicaReply::Done,
                 Err(e) => failed(e),
             }

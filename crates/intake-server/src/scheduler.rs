@@ -20,6 +20,7 @@ use intake_cluster::replicas::{self, ReplicaOp, ReplicaReply};
 use intake_core::placement::{meta_voter_to_drop, next_moves, next_transfer};
 use intake_core::{ClusterMap, Command, CommandResponse, META_GROUP, MapChange, Move};
 use intake_storage::{NodeId, Raft, ShardId};
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 
 use crate::admin_service::AdminServiceImpl;
@@ -68,11 +69,24 @@ pub async fn run(
             .iter()
             .filter_map(|s| Some((s.id, s.leader?)))
             .collect();
+        // Each group's voters as its replicas report them (the meta group's
+        // from this node's own replica, which leads it).
+        let mut voters: BTreeMap<ShardId, BTreeSet<NodeId>> = view
+            .shards
+            .iter()
+            .map(|s| (s.id, s.voters.iter().copied().collect()))
+            .collect();
+        voters.insert(META_GROUP, {
+            let m = meta.metrics();
+            let m = m.borrow_watched();
+            m.membership_config.membership().voter_ids().collect()
+        });
         let scheduler = Scheduler {
             peers: &peers,
             meta: &meta,
             map: &map,
             leaders: &leaders,
+            voters: &voters,
         };
         scheduler.step(&down, max_moves).await;
     }
@@ -83,13 +97,22 @@ struct Scheduler<'a> {
     meta: &'a Raft,
     map: &'a ClusterMap,
     leaders: &'a BTreeMap<ShardId, NodeId>,
+    /// Each group's voters as its Raft membership has them.
+    voters: &'a BTreeMap<ShardId, BTreeSet<NodeId>>,
 }
 
 impl Scheduler<'_> {
     async fn step(&self, down: &BTreeSet<NodeId>, max_moves: usize) {
         let moving = self.map.moves();
         for mv in &moving {
-            if let Err(why) = self.drive(mv).await {
+            let votes = self.voters.get(&mv.group).is_some_and(|v| v.contains(&mv.to));
+            if !votes && (down.contains(&mv.to) || self.map.draining.contains(&mv.to)) {
+                // Its target went away before it could vote: give the move
+                // up (the planner finds another target).
+                self.give_up(mv).await;
+                continue;
+            }
+            if let Err(why) = self.drive(mv, votes).await {
                 tracing::debug!(?mv, %why, "replica move waits");
             }
         }
@@ -125,9 +148,33 @@ impl Scheduler<'_> {
         }
     }
 
+    /// Drops a move whose target does not vote and is down or drained: the
+    /// group stops replicating to it, and the map forgets the learner.
+    async fn give_up(&self, mv: &Move) {
+        tracing::info!(
+            group = mv.group,
+            to = mv.to,
+            "replica move given up: its target is down or drained"
+        );
+        match self
+            .on_leader(mv.group, ReplicaOp::DropLearner { id: mv.to })
+            .await
+        {
+            Ok(ReplicaReply::Done) => {
+                self.commit(MapChange::CancelMove {
+                    group: mv.group,
+                    to: mv.to,
+                })
+                .await
+            }
+            other => tracing::debug!(?mv, ?other, "learner not dropped yet"),
+        }
+    }
+
     /// Takes `mv` one step further, as far as it can go now; `Err` says
-    /// what it waits for.
-    async fn drive(&self, mv: &Move) -> Result<(), String> {
+    /// what it waits for. `votes`: the target is a voter of the group
+    /// already (only the map is behind).
+    async fn drive(&self, mv: &Move, votes: bool) -> Result<(), String> {
         let addr = |id: NodeId| {
             self.map
                 .members
@@ -136,17 +183,19 @@ impl Scheduler<'_> {
                 .ok_or_else(|| format!("node {id} is not on the map"))
         };
         let group = mv.group;
-        self.expect_done(
-            group,
-            ReplicaOp::AddLearner {
-                id: mv.to,
-                addr: addr(mv.to)?,
-            },
-        )
-        .await?;
-        match self.on_leader(group, ReplicaOp::CaughtUp { id: mv.to }).await? {
-            ReplicaReply::CaughtUp(true) => {}
-            other => return Err(format!("learner {} catching up ({other:?})", mv.to)),
+        if !votes {
+            self.expect_done(
+                group,
+                ReplicaOp::AddLearner {
+                    id: mv.to,
+                    addr: addr(mv.to)?,
+                },
+            )
+            .await?;
+            match self.on_leader(group, ReplicaOp::CaughtUp { id: mv.to }).await? {
+                ReplicaReply::CaughtUp(true) => {}
+                other => return Err(format!("learner {} catching up ({other:?})", mv.to)),
+            }
         }
         let mut voters = BTreeMap::new();
         for v in self

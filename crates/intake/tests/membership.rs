@@ -142,6 +142,14 @@ fn nodes_join_a_running_cluster_and_are_listed_at_once() {
         wait_listed(&c.addrs()[&via], 4, Duration::from_secs(5));
     }
     let listed = status(&c.addrs()[&1]).unwrap();
+    // Every district on one shard (hot districts are not spread yet).
+    let spread = listed["district_shards"].as_object().unwrap();
+    assert_eq!(spread.len(), 16, "{listed}");
+    assert!(
+        spread
+            .values()
+            .all(|v| v.as_array().is_some_and(|a| a.len() == 1))
+    );
     assert!(
         listed["nodes"].as_array().unwrap().iter().any(|n| n["id"] == 4),
         "{listed}"

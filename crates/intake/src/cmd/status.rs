@@ -1,7 +1,8 @@
 //! `intake status`: nodes and shards at a glance; `--json` for tools.
 //!
 //! JSON contract: `{"nodes": [{"id", "addr", "up", "state", "replicas",
-//! "leads"}], "shards": [{"id",
+//! "leads"}], "moves", "map_version", "district_shards": {"110105": [0]},
+//! "shards": [{"id",
 //! "leader", "voters", "committed", ..., "dispatch_lag": {"tickets",
 //! "seconds", "delivered", "failures", "state"}}]}`; keys are only ever added.
 
@@ -23,6 +24,18 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Per district, the shards its routing slots map to (one today: a
+/// district is spread over several only once hot districts can be).
+fn district_shards(s: &pb::ClusterStatusResponse) -> serde_json::Value {
+    let mut map: std::collections::BTreeMap<&str, Vec<u32>> = std::collections::BTreeMap::new();
+    for sh in &s.shards {
+        for d in &sh.districts {
+            map.entry(d.as_str()).or_default().push(sh.id);
+        }
+    }
+    json!(map)
 }
 
 /// One node as `status --json` and `node list --json` print it.
@@ -97,6 +110,7 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> serde_json::Value {
         "answered_by": s.node_id,
         "map_version": s.map_version,
         "moves": s.moves.iter().map(move_json).collect::<Vec<_>>(),
+        "district_shards": district_shards(s),
         "nodes": s.nodes.iter().map(node_json).collect::<Vec<_>>(),
         "shards": s.shards.iter().map(|sh| json!({
             "id": sh.id,
