@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::SnapshotData;
 use crate::records::RECORD_KINDS;
-use crate::store::Tree;
+use crate::store::TreeView;
 
 pub const SNAPSHOT_DIR: &str = "snapshots";
 pub const INCOMING_DIR: &str = "snapshots/incoming";
@@ -100,12 +100,12 @@ impl<W: Write> RecordWriter<W> {
 /// `<dir>/<id>.snap`, durably. Records become mutable with status updates and
 /// the dispatch cursor, so filtering by creating index no longer gives the
 /// state at one applied id; the caller holds the apply lock instead.
-pub(crate) fn write_file(tree: &Tree, has_state: bool, dir: &Path, id: &str) -> io::Result<PathBuf> {
+pub(crate) fn write_file(tree: &TreeView, has_state: bool, dir: &Path, id: &str) -> io::Result<PathBuf> {
     let tmp = dir.join(format!("{id}.tmp"));
     let file = File::create(&tmp)?;
     let mut w = RecordWriter::new(BufWriter::new(file))?;
-    // The caller holds the state machine's apply lock, so the tree does not
-    // change during the scan and every record belongs to the applied state.
+    // A point-in-time view: applies go on meanwhile, and every record read
+    // belongs to the applied state the view holds.
     if has_state {
         for kind in &RECORD_KINDS {
             for kv in tree.scan_prefix([kind.prefix]) {

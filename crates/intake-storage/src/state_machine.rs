@@ -41,7 +41,7 @@ type Entry = EntryOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;
 type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
 type Snapshot = SnapshotOf<TypeConfig, SnapshotData>;
-type AppliedState = (Option<LogId>, Membership);
+pub(crate) type AppliedState = (Option<LogId>, Membership);
 
 /// Records loaded per store batch when installing a snapshot.
 const LOAD_BATCH: usize = 1024;
@@ -560,20 +560,26 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let _guard = self.snapshot_lock.lock().await;
-        // No apply runs until the scan ends, so the applied id read here is
-        // exactly the state the file holds.
-        let applying = Arc::clone(&self.apply_lock).lock_owned().await;
-        let (applied, membership) = self.read_state()?;
+        // The file is written from a point-in-time view, so applies go on
+        // while a large shard is scanned (holding them for the scan stalled
+        // every commit of the shard for seconds while a replica moved,
+        // docs/benchmarks.md). The applied id is read from the same view, so
+        // it names exactly the state the file holds; the apply lock is held
+        // only while the view opens, between two applies.
+        let view = {
+            let _applying = self.apply_lock.lock().await;
+            self.tree.view()
+        };
+        let (applied, membership): AppliedState = match view.get(SM_STATE)? {
+            Some(v) => keys::decode("applied state", &v)?,
+            None => (None, Membership::default()),
+        };
         let id = self.snapshot_id(applied.as_ref());
         let dir = self.home.dir.clone();
-        let (tree, has_state, dir2, id2) = (self.tree.clone(), applied.is_some(), dir.clone(), id.clone());
-        tokio::task::spawn_blocking(move || {
-            let written = snapshot::write_file(&tree, has_state, &dir2, &id2);
-            drop(applying);
-            written
-        })
-        .await
-        .map_err(join_error)??;
+        let (has_state, dir2, id2) = (applied.is_some(), dir.clone(), id.clone());
+        tokio::task::spawn_blocking(move || snapshot::write_file(&view, has_state, &dir2, &id2))
+            .await
+            .map_err(join_error)??;
 
         let meta = SnapshotMeta {
             last_log_id: applied,

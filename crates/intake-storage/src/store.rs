@@ -120,6 +120,28 @@ impl SmStore {
     }
 }
 
+/// A point-in-time view of one keyspace. A snapshot file is written from
+/// one while applies go on: each apply writes its effects and the applied
+/// state in one batch, and a view holds a batch whole or not at all, so it
+/// holds exactly the state its applied id names.
+pub struct TreeView {
+    snap: fjall::Snapshot,
+    ks: Keyspace,
+}
+
+impl TreeView {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Slice>, StorageError> {
+        use fjall::Readable;
+        Ok(self.snap.get(&self.ks, key)?)
+    }
+
+    /// Records whose key starts with `prefix`, in key order, as of the view.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Records {
+        use fjall::Readable;
+        self.snap.prefix(&self.ks, prefix).map(record)
+    }
+}
+
 /// A key and its value, as stored.
 pub type Record = (Slice, Slice);
 
@@ -163,6 +185,14 @@ impl Tree {
 
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), StorageError> {
         Ok(self.ks.remove(key.as_ref())?)
+    }
+
+    /// A point-in-time view of this keyspace ([`TreeView`]).
+    pub fn view(&self) -> TreeView {
+        TreeView {
+            snap: self.db.snapshot(),
+            ks: self.ks.clone(),
+        }
     }
 
     /// Records whose key starts with `prefix`, in key order.
