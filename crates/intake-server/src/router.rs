@@ -328,6 +328,14 @@ impl Router {
             attempt.forwarded = false;
             let refusal = match propose(batcher, sent).await {
                 Ok(results) => return Ok(results),
+                // The replica here moved away while the request waited (a
+                // replica move): the shard lives on its voters by the map,
+                // which the node had before it stopped the replica.
+                Err(Proposal::Failed(RequestError::Stopped { .. }))
+                    if self.registry.raft(shard).is_none() =>
+                {
+                    return self.submit_remote(sent, attempt).await;
+                }
                 Err(Proposal::Failed(e)) => return Err(e),
                 Err(Proposal::NotLeader(f)) => f,
             };
