@@ -6,10 +6,10 @@
 //! changes (`AddMember`, `ChangeMap`) update. A meta voter reads it from
 //! its replica; every node but the meta leader also asks a meta voter for
 //! it through the transport's `FetchMap` (a node that joined has no meta
-//! replica; one moved out of the meta group hears nothing more from it). Each node stores the newest
-//! map it has seen, so that a restart starts from it, and hosts the groups
-//! it gives the node (`crate::hosting`). A node the map no longer lists
-//! has been removed, and says so.
+//! replica; one moved out of the meta group hears nothing more from it).
+//! Each node stores the newest map it has seen, so that a restart starts
+//! from it, and hosts the groups it gives the node (`crate::hosting`). A
+//! node the map no longer lists has been removed, and says so.
 
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub async fn publish_and_follow(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
-    // Which meta voter a node without a replica asks next.
+    // Which member a node that does not lead the meta group asks next.
     let mut turn = 0usize;
     loop {
         tokio::select! {
@@ -111,27 +111,16 @@ pub(crate) async fn adopt(registry: &Registry, storage: &NodeStorage, map: Clust
 async fn from_a_meta_voter(registry: &Registry, peers: &PeerPool, turn: usize) -> Option<ClusterMap> {
     let map = registry.map();
     let me = registry.node_id();
-    let voters: Vec<_> = map
-        .meta_voters
-        .iter()
+    let voters = map.meta_voters.iter().copied().filter(|v| *v != me);
+    let others = map
+        .members
+        .keys()
         .copied()
-        .chain(
-            map.members
-                .keys()
-                .copied()
-                .filter(|m| !map.meta_voters.contains(m)),
-        )
-        .filter(|v| *v != me)
-        .filter_map(|v| map.members.get(&v).map(|a| (v, a.clone())))
-        .collect();
+        .filter(|m| *m != me && !map.meta_voters.contains(m));
     // Meta voters twice as often as other members.
-    let voters: Vec<_> = voters
-        .iter()
-        .filter(|(v, _)| map.meta_voters.contains(v))
-        .chain(voters.iter())
-        .cloned()
-        .collect();
-    let (id, addr) = voters.get(turn % voters.len().max(1))?;
+    let pool: Vec<NodeId> = voters.clone().chain(voters).chain(others).collect();
+    let id = pool.get(turn % pool.len().max(1))?;
+    let addr = map.members.get(id)?;
     match propose::fetch_map(peers, *id, addr, Duration::from_secs(2)).await {
         Ok(map) => Some(map),
         Err(e) => {

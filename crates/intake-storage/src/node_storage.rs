@@ -214,7 +214,8 @@ impl NodeStorage {
 
     fn wipe_state_machine(&self, shard: ShardId) -> Result<(), StorageError> {
         let tree = self.inner.store.tree(&keys::sm_tree(shard))?;
-        tokio::task::block_in_place(|| -> Result<(), StorageError> {
+        // A whole shard may be a lot of records: off the runtime when it can be.
+        crate::state_machine::blocking(|| -> Result<(), StorageError> {
             let mut batch = crate::store::Batch::default();
             let mut n = 0usize;
             for kv in tree.iter() {

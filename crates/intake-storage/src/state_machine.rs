@@ -703,7 +703,7 @@ struct SubmitRun {
 /// complaints) off the async scheduler's queue where the runtime allows it:
 /// otherwise the tasks queued behind it on that worker (Raft heartbeats,
 /// replication, request handlers) wait for the whole apply.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     let multi_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
     if multi_thread {

@@ -109,18 +109,22 @@ fn refused_join(id: &str, listen: &str, advertise: &str, through: &str) -> Strin
     text
 }
 
-#[test]
-fn nodes_join_a_running_cluster_and_are_listed_at_once() {
-    let options = ClusterOptions {
-        nodes: 3,
-        ..ClusterOptions::default()
-    };
+/// A three-node cluster of `options`, every shard led, and a runtime for
+/// the harness's waits.
+fn three_nodes(options: ClusterOptions) -> (LocalCluster, tokio::runtime::Runtime) {
+    let options = ClusterOptions { nodes: 3, ..options };
     let mut c = LocalCluster::new(Path::new(BIN), options).unwrap();
     for id in 1..=3 {
         c.start(id).unwrap();
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(c.wait_leaders(Duration::from_secs(60))).unwrap();
+    (c, rt)
+}
+
+#[test]
+fn nodes_join_a_running_cluster_and_are_listed_at_once() {
+    let (mut c, rt) = three_nodes(ClusterOptions::default());
     let before = submit(&c.addrs()[&1], "join-before");
 
     // Node 4 joins through node 2; the node that answers its join has the
@@ -284,18 +288,11 @@ fn status(endpoint: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn grow_three_to_five_then_remove_two_of_the_first_under_load_loses_nothing() {
-    let options = ClusterOptions {
-        nodes: 3,
+    let (mut c, _rt) = three_nodes(ClusterOptions {
         sink: true,
         sink_report_every: 1,
         ..ClusterOptions::default()
-    };
-    let mut c = LocalCluster::new(Path::new(BIN), options).unwrap();
-    for id in 1..=3 {
-        c.start(id).unwrap();
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(c.wait_leaders(Duration::from_secs(60))).unwrap();
+    });
     c.start_sink().unwrap();
     let first: Vec<String> = (1..=3).map(|i| c.addrs()[&i].clone()).collect();
 
